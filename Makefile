@@ -1,0 +1,36 @@
+# Two entry points (see README "Quick start"): `make run` and `make test`.
+# Both install missing Debian packages (ci/setup.sh), configure, build, then run.
+BUILD_DIR ?= build
+BUILD_TYPE ?= RelWithDebInfo
+JOBS ?= $(shell nproc)
+CTEST_ARGS ?=
+HARNESS := $(BUILD_DIR)/bin/moe-harness
+
+.PHONY: all setup configure build test run bench clean
+
+all: build
+
+setup:
+	@bash ci/setup.sh
+
+# Reconfigure only when there is no build tree yet; CMake re-runs itself when
+# a CMakeLists.txt changes, which keeps a warm `make test` fast.
+$(BUILD_DIR)/build.ninja: | setup
+	cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=$(BUILD_TYPE)
+
+configure: setup $(BUILD_DIR)/build.ninja
+
+build: configure
+	cmake --build $(BUILD_DIR) -j $(JOBS)
+
+test: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+run: build
+	$(HARNESS) launch -n 4 --timeout 60 -- $(HARNESS) selftest
+
+bench: build
+	$(BUILD_DIR)/bin/bench_comm
+
+clean:
+	rm -rf $(BUILD_DIR)

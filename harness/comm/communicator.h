@@ -1,0 +1,147 @@
+#pragma once
+// Communicator: the one seam between the harness and a collective library.
+//
+// Contract (all backends):
+//  - Every collective is called by every member of the group, in the same
+//    order, with matching arguments (same op, dtype, element counts; for
+//    all-to-all, what rank i sends to j is what j expects from i).
+//  - Tensors must be contiguous and live on the backend's device (CPU for
+//    gloo, CUDA for nccl). Ops are synchronous: when a call returns, the
+//    output is ready to read.
+//  - Reductions run in the tensor's dtype (see ReduceOp in types.h).
+//  - Supported dtypes: float32, bfloat16, float16, float64, int64. Anything
+//    else throws HarnessError naming the backend, op and dtype.
+//  - An op a backend lacks throws HarnessError naming backend and op.
+//  - With verification on (default; MOE_HARNESS_VERIFY=0 turns it off) the
+//    members cross-check a fingerprint (op, dtype, numel, per-group sequence
+//    number, root, split sizes) before each collective, and a mismatch throws
+//    CollectiveMismatch on every member instead of hanging or reducing
+//    mismatched buffers.
+//  - Every op is recorded in the process-wide FlightRecorder and counted in
+//    CommStats (logical bytes, see flight_recorder.h).
+//
+// Backends implement the protected do* hooks; the public methods own
+// argument validation, verification and recording, so every backend gets
+// them identically.
+#include <ATen/ATen.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "harness/common/error.h"
+#include "harness/comm/types.h"
+
+namespace moe::comm {
+
+// Raised (on every member of the group) when the members called different
+// collectives or passed inconsistent sizes.
+class CollectiveMismatch : public HarnessError {
+ public:
+  using HarnessError::HarnessError;
+};
+
+class Communicator : public std::enable_shared_from_this<Communicator> {
+ public:
+  virtual ~Communicator() = default;
+
+  int rank() const { return rank_; }  // rank within this group
+  int size() const { return static_cast<int>(globalRanks_.size()); }
+  const std::string& name() const { return name_; }
+  // Global (world) rank of each member, indexed by group rank.
+  const std::vector<int>& globalRanks() const { return globalRanks_; }
+  virtual std::string backendName() const = 0;
+  bool verifying() const { return verify_; }
+  void setVerify(bool on) { verify_ = on; }
+
+  // t: any shape; reduced in place over the group.
+  void allReduce(at::Tensor& t, ReduceOp op = ReduceOp::kSum);
+  // t: any shape; overwritten on every rank with root's values.
+  void broadcast(at::Tensor& t, int root);
+  void barrier();
+  // Point-to-point; `peer` is a group rank. Shapes/dtypes must match.
+  void send(const at::Tensor& t, int peer);
+  void recv(at::Tensor& t, int peer);
+
+  // Gathers every rank's `in` along dim 0 into `out`, in rank order.
+  // in:  [n_r, ...]   out: [sum_r n_r, ...]
+  // With `rowsPerRank` empty every rank contributes the same n_r = in.size(0)
+  // (NCCL's contract). Otherwise rowsPerRank[r] is rank r's row count, so
+  // sizes not divisible by the group size (torch.chunk splits, empty pieces
+  // included) are allowed.
+  void allGather(at::Tensor& out, const at::Tensor& in,
+                 const std::vector<int64_t>& rowsPerRank = {});
+
+  // Reduces `in` over the group and leaves rank r with rows block r.
+  // in:  [sum_r n_r, ...]   out: [n_rank, ...]
+  // With `rowsPerRank` empty, in.size(0) must be size() * out.size(0).
+  void reduceScatter(at::Tensor& out, const at::Tensor& in,
+                     ReduceOp op = ReduceOp::kSum,
+                     const std::vector<int64_t>& rowsPerRank = {});
+
+  // Sends rows [off_j, off_j + inSplits[j]) of `in` to rank j and receives
+  // outSplits[i] rows from rank i into `out`, in rank order. Splits are row
+  // counts along dim 0 (zeros allowed); empty split vectors mean equal splits.
+  // in: [sum(inSplits), ...]   out: [sum(outSplits), ...]
+  void allToAllSingle(at::Tensor& out, const at::Tensor& in,
+                      const std::vector<int64_t>& outSplits,
+                      const std::vector<int64_t>& inSplits);
+
+  // Collective over this communicator: every member calls it with the same
+  // arguments. `groups` is a set of disjoint rank lists (ranks of this
+  // communicator); returns the sub-communicator of the group containing this
+  // rank, or nullptr if it is in none. Cached by name: calling again with the
+  // same name and groups returns the same object; different groups under one
+  // name is an error.
+  std::shared_ptr<Communicator> split(const std::string& name,
+                                      const std::vector<std::vector<int>>& groups);
+  // split() with a single group; nullptr on non-members.
+  std::shared_ptr<Communicator> subgroup(const std::string& name,
+                                         const std::vector<int>& ranks);
+
+ protected:
+  Communicator(std::string name, int rank, std::vector<int> globalRanks);
+
+  virtual void doAllReduce(at::Tensor& t, ReduceOp op) = 0;
+  virtual void doBroadcast(at::Tensor& t, int root) = 0;
+  virtual void doBarrier() = 0;
+  virtual void doSend(const at::Tensor& t, int peer) = 0;
+  virtual void doRecv(at::Tensor& t, int peer) = 0;
+  // Arguments are already validated; rowsPerRank is always filled in.
+  virtual void doAllGather(at::Tensor& out, const at::Tensor& in,
+                           const std::vector<int64_t>& rowsPerRank) = 0;
+  virtual void doReduceScatter(at::Tensor& out, const at::Tensor& in, ReduceOp op,
+                               const std::vector<int64_t>& rowsPerRank) = 0;
+  virtual void doAllToAll(at::Tensor& out, const at::Tensor& in,
+                          const std::vector<int64_t>& outSplits,
+                          const std::vector<int64_t>& inSplits) = 0;
+  // Creates the sub-communicator for `members` (ranks of this communicator,
+  // this rank among them) named `name`. Called on every rank of this
+  // communicator with the full partition (groupIndex = -1 on non-members),
+  // so backends whose split is collective (ncclCommSplit) can use it.
+  virtual std::shared_ptr<Communicator> doSplit(
+      const std::string& name, const std::vector<std::vector<int>>& groups,
+      int groupIndex) = 0;
+
+  // Throws HarnessError naming this backend, `op` and the dtype when the
+  // dtype is not supported.
+  void checkDtype(const at::Tensor& t, const char* op) const;
+
+ private:
+  struct Call;  // one collective in flight (defined in communicator.cpp)
+  void verifyFingerprint(const Call& call);
+  template <typename Fn>
+  void run(Call& call, Fn&& fn);
+
+  std::string name_;
+  int rank_;
+  std::vector<int> globalRanks_;
+  bool verify_;
+  uint64_t seq_ = 0;  // per-group sequence number of the next collective
+  std::map<std::string, std::pair<std::vector<std::vector<int>>,
+                                  std::shared_ptr<Communicator>>> children_;
+};
+
+}  // namespace moe::comm

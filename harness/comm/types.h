@@ -1,0 +1,29 @@
+#pragma once
+// Small value types shared by the communicator, its backends and the flight
+// recorder.
+#include <cstdint>
+#include <string>
+
+namespace moe::comm {
+
+// Reduction ops. Reductions run in the tensor's own dtype, as NCCL does: a
+// bfloat16 sum rounds to bfloat16 after every addition, and kAvg on int64 is
+// the integer quotient of the sum (truncated toward zero).
+enum class ReduceOp : int32_t { kSum = 0, kAvg = 1, kMax = 2, kMin = 3 };
+
+enum class OpType : int32_t {
+  kAllReduce = 0,
+  kBroadcast,
+  kBarrier,
+  kSend,
+  kRecv,
+  kAllGather,
+  kReduceScatter,
+  kAllToAll,
+  kNumOps,
+};
+
+const char* opName(OpType op);
+const char* reduceOpName(ReduceOp op);
+
+}  // namespace moe::comm

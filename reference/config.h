@@ -1,0 +1,58 @@
+#pragma once
+// ModelConfig: the Qwen3-MoE model configuration, read from and written to
+// JSON with Hugging Face field names (config.json of a Qwen3-MoE checkpoint),
+// plus our `experts_implementation` ("loop" | "grouped").
+//
+// Contract: fromJson() rejects unknown field types, missing required sizes and
+// inconsistent values with a moe::HarnessError that names the field; a
+// ModelConfig returned by fromJson() or tinyTestConfig() has passed validate().
+// Unknown field *names* are ignored (HF configs carry many we do not model).
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace moe::ref {
+
+struct ModelConfig {
+  int64_t vocabSize = 0;
+  int64_t hiddenSize = 0;
+  int64_t intermediateSize = 0;     // dense SwiGLU MLP width
+  int64_t moeIntermediateSize = 0;  // per-expert SwiGLU width
+  int64_t numHiddenLayers = 0;
+  int64_t numAttentionHeads = 0;
+  int64_t numKeyValueHeads = 0;
+  int64_t headDim = 0;  // HF default: hidden_size / num_attention_heads
+  int64_t numExperts = 0;
+  int64_t numExpertsPerTok = 0;  // top-k
+  bool normTopkProb = false;
+  std::vector<int64_t> mlpOnlyLayers;
+  int64_t decoderSparseStep = 1;
+  int64_t sharedExpertIntermediateSize = 0;  // 0 = no shared expert
+  double routerAuxLossCoef = 0.001;
+  double rmsNormEps = 1e-6;
+  double ropeTheta = 10000.0;
+  bool tieWordEmbeddings = false;
+  int64_t maxPositionEmbeddings = 2048;
+  std::string expertsImplementation = "grouped";  // "loop" | "grouped"
+
+  // HF rule: layer i is MoE iff i is not in mlp_only_layers, num_experts > 0
+  // and (i + 1) % decoder_sparse_step == 0.
+  bool isMoeLayer(int64_t layer) const;
+  int64_t numMoeLayers() const;
+
+  // Throws moe::HarnessError naming the first offending field.
+  void validate() const;
+
+  static ModelConfig fromJson(const nlohmann::json& j);
+  static ModelConfig fromFile(const std::string& path);
+  nlohmann::json toJson() const;
+};
+
+// A model small enough for finite differences and sub-second tests:
+// 2 layers (layer 0 dense via mlp_only_layers, layer 1 MoE), 4 experts, top-2,
+// GQA 4 heads / 2 kv heads, head_dim 8, vocab 32.
+ModelConfig tinyTestConfig();
+
+}  // namespace moe::ref

@@ -1,0 +1,75 @@
+#include "reference/model/moe_block.h"
+
+#include "harness/common/error.h"
+#include "kernels/grouped_matmul.h"
+#include "kernels/permute.h"
+
+namespace moe::ref {
+
+RouterOutput routeTokens(const torch::Tensor& x, const torch::Tensor& routerWeight,
+                         const ModelConfig& config) {
+  RouterOutput r;
+  r.logits = torch::matmul(x, routerWeight.t());
+  r.routing = kernels::topkRoute(r.logits, {/*topK=*/config.numExpertsPerTok,
+                                            /*normTopkProb=*/config.normTopkProb});
+  return r;
+}
+
+torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& up,
+                     const torch::Tensor& down) {
+  auto h = torch::silu(torch::matmul(x, gate.t())) * torch::matmul(x, up.t());
+  return torch::matmul(h, down.t());
+}
+
+torch::Tensor groupedExpertsForward(const torch::Tensor& xPerm,
+                                    const std::vector<int64_t>& numTokensPerLocalExpert,
+                                    const LocalExperts& experts) {
+  const int64_t inter = experts.down.size(2);
+  MOE_ASSERT_EQ(experts.gateUp.size(1), 2 * inter, "gate_up_proj rows vs 2 * down_proj cols");
+  auto gateUp = kernels::groupedMatmul(xPerm, experts.gateUp, numTokensPerLocalExpert);
+  auto h = torch::silu(gateUp.narrow(1, 0, inter)) * gateUp.narrow(1, inter, inter);
+  return kernels::groupedMatmul(h, experts.down, numTokensPerLocalExpert);
+}
+
+torch::Tensor loopExpertsForward(const torch::Tensor& x, const torch::Tensor& topkIdx,
+                                 const torch::Tensor& topkWeights, const LocalExperts& experts) {
+  const int64_t numLocal = experts.gateUp.size(0), inter = experts.down.size(2);
+  auto out = torch::zeros_like(x);
+  auto weights = topkWeights.to(x.scalar_type());
+  for (int64_t e = 0; e < numLocal; ++e) {
+    // nonzero() lists (token, slot) pairs in token order.
+    auto hits = topkIdx.eq(experts.firstExpert + e).nonzero();  // [n, 2]
+    if (hits.size(0) == 0) continue;
+    auto tokens = hits.select(1, 0), slots = hits.select(1, 1);
+    auto gateUp = experts.gateUp[e];  // [2I, H]
+    auto y = swiglu(x.index_select(0, tokens), gateUp.narrow(0, 0, inter),
+                    gateUp.narrow(0, inter, inter), experts.down[e]);
+    auto w = weights.index({tokens, slots}).unsqueeze(1);  // [n, 1]
+    out = out.index_add(0, tokens, y * w);
+  }
+  return out;
+}
+
+MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& weights,
+                               const ModelConfig& config) {
+  const int64_t numExperts = weights.router.size(0);
+  MOE_ASSERT_EQ(weights.experts.gateUp.size(0), numExperts, "single-device block holds all experts");
+  auto router = routeTokens(x, weights.router, config);
+  const auto& routing = router.routing;
+  torch::Tensor out;
+  if (config.expertsImplementation == "loop") {
+    out = loopExpertsForward(x, routing.topkIdx, routing.topkWeights, weights.experts);
+  } else {
+    auto plan = kernels::makePermutePlan(routing.topkIdx, numExperts);
+    auto y = groupedExpertsForward(kernels::permuteTokens(x, plan), plan.numTokensPerExpertHost,
+                                   weights.experts);
+    out = kernels::unpermuteCombine(y, plan, routing.topkWeights);
+  }
+  if (weights.sharedExpertGate.defined()) {
+    auto shared = swiglu(x, weights.sharedGate, weights.sharedUp, weights.sharedDown);
+    out = out + torch::sigmoid(torch::matmul(x, weights.sharedExpertGate.t())) * shared;
+  }
+  return {out, router.logits};
+}
+
+}  // namespace moe::ref

@@ -1,0 +1,71 @@
+#pragma once
+// The MoE block of Qwen3-MoE, split at the seams expert parallelism needs:
+//   routeTokens      router linear + fp32 softmax + stable top-k (+ renorm)
+//   dispatch         kernels::makePermutePlan / permuteTokens (all_to_all later)
+//   experts          groupedExpertsForward on the rows of the local experts,
+//                    or loopExpertsForward (per expert, the obvious reference)
+//   combine          kernels::unpermuteCombine with the routing weights
+// The experts functions take only the local expert weights and the global
+// index of the first local expert, so a rank holding experts [f, f+L) runs
+// the same code as the single device (f = 0, L = E).
+#include <torch/torch.h>
+
+#include <vector>
+
+#include "kernels/routing.h"
+#include "reference/config.h"
+
+namespace moe::ref {
+
+struct LocalExperts {
+  torch::Tensor gateUp;  // [L, 2I, H], gate rows first (compute dtype)
+  torch::Tensor down;    // [L, H, I] (compute dtype)
+  int64_t firstExpert = 0;  // global index of local expert 0
+};
+
+struct RouterOutput {
+  torch::Tensor logits;  // [T, E] compute dtype (input of the aux loss)
+  kernels::TopkRouting routing;
+};
+
+// x: [T, H], routerWeight: [E, H]; both in the compute dtype.
+RouterOutput routeTokens(const torch::Tensor& x, const torch::Tensor& routerWeight,
+                         const ModelConfig& config);
+
+// SwiGLU MLP: down(silu(x gate^T) * (x up^T)).
+// x: [N, H], gate/up: [I, H], down: [H, I] -> [N, H]
+torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& up,
+                     const torch::Tensor& down);
+
+// Unweighted expert outputs for rows already grouped by local expert.
+// xPerm: [N, H], numTokensPerLocalExpert: L counts summing to N -> [N, H]
+torch::Tensor groupedExpertsForward(const torch::Tensor& xPerm,
+                                    const std::vector<int64_t>& numTokensPerLocalExpert,
+                                    const LocalExperts& experts);
+
+// Reference loop: for each local expert, gather its tokens, run the SwiGLU,
+// scale by the routing weight and accumulate. Tokens routed to non-local
+// experts contribute nothing (a rank's partial sum).
+// x: [T, H], topkIdx: [T, k] (global expert ids), topkWeights: [T, k] -> [T, H]
+torch::Tensor loopExpertsForward(const torch::Tensor& x, const torch::Tensor& topkIdx,
+                                 const torch::Tensor& topkWeights, const LocalExperts& experts);
+
+struct MoeBlockWeights {
+  torch::Tensor router;  // [E, H]
+  LocalExperts experts;  // all E experts on a single device
+  // Optional shared expert (undefined tensors when absent).
+  torch::Tensor sharedGate, sharedUp, sharedDown;  // [S, H], [S, H], [H, S]
+  torch::Tensor sharedExpertGate;                  // [1, H]
+};
+
+struct MoeBlockOutput {
+  torch::Tensor out;           // [T, H]
+  torch::Tensor routerLogits;  // [T, E]
+};
+
+// Single-device MoE block; config.expertsImplementation picks loop or grouped.
+// x: [T, H] in the compute dtype
+MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& weights,
+                               const ModelConfig& config);
+
+}  // namespace moe::ref

@@ -1,0 +1,52 @@
+#include "reference/train/optimizer.h"
+
+#include <cmath>
+
+#include "harness/common/error.h"
+
+namespace moe::ref {
+
+void AdamW::step(const std::vector<torch::Tensor>& params, const std::vector<torch::Tensor>& grads) {
+  MOE_ASSERT_EQ(params.size(), grads.size(), "AdamW params vs grads");
+  torch::NoGradGuard noGrad;
+  if (expAvg_.empty()) {
+    for (const auto& p : params) {
+      expAvg_.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+      expAvgSq_.push_back(torch::zeros_like(p, torch::MemoryFormat::Preserve));
+    }
+  }
+  MOE_ASSERT_EQ(expAvg_.size(), params.size(), "AdamW state vs params");
+  ++step_;
+  const auto& o = options_;
+  // Scalars in double, as Python floats are in torch's implementation.
+  const double biasCorrection1 = 1.0 - std::pow(o.beta1, static_cast<double>(step_));
+  const double biasCorrection2 = 1.0 - std::pow(o.beta2, static_cast<double>(step_));
+  const double stepSize = o.lr / biasCorrection1;
+  const double biasCorrection2Sqrt = std::sqrt(biasCorrection2);
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto p = params[i].detach();
+    const auto& g = grads[i];
+    MOE_ASSERT(g.defined() && g.sizes() == p.sizes(), "AdamW: gradient ", i, " shape mismatch");
+    p.mul_(1.0 - o.lr * o.weightDecay);
+    expAvg_[i].mul_(o.beta1).add_(g, /*alpha=*/1.0 - o.beta1);
+    expAvgSq_[i].mul_(o.beta2).addcmul_(g, g, /*value=*/1.0 - o.beta2);
+    auto denom = (expAvgSq_[i].sqrt() / biasCorrection2Sqrt).add_(o.eps);
+    p.addcdiv_(expAvg_[i], denom, /*value=*/-stepSize);
+  }
+}
+
+double clipGradNorm(const std::vector<torch::Tensor>& grads, double maxNorm) {
+  if (grads.empty()) return 0.0;
+  torch::NoGradGuard noGrad;
+  std::vector<torch::Tensor> norms;
+  norms.reserve(grads.size());
+  for (const auto& g : grads) norms.push_back(torch::norm(g.detach(), 2));
+  auto total = torch::norm(torch::stack(norms), 2);
+  if (maxNorm > 0) {
+    auto coef = torch::clamp(maxNorm / (total + 1e-6), /*min=*/c10::nullopt, /*max=*/1.0);
+    for (const auto& g : grads) g.detach().mul_(coef);
+  }
+  return total.item<double>();
+}
+
+}  // namespace moe::ref

@@ -1,0 +1,109 @@
+#include "reference/train/trainer.h"
+
+#include "harness/common/error.h"
+#include "reference/model/init.h"
+#include "reference/model/qwen3_moe.h"
+
+namespace moe::ref {
+
+Precision parsePrecision(const std::string& s) {
+  if (s == "fp32") return Precision::kFp32;
+  if (s == "bf16") return Precision::kBf16;
+  fail("dtype must be fp32 or bf16, got \"", s, "\"");
+}
+
+std::string precisionName(Precision p) { return p == Precision::kFp32 ? "fp32" : "bf16"; }
+
+torch::ScalarType computeDtype(Precision p) {
+  return p == Precision::kFp32 ? torch::kFloat : torch::kBFloat16;
+}
+
+TensorChecksum checksum(const std::string& name, const torch::Tensor& t) {
+  TensorChecksum c;
+  c.name = name;
+  auto x = t.detach().contiguous();
+  auto d = x.to(torch::kDouble);
+  c.sum = d.sum().item<double>();
+  c.absSum = d.abs().sum().item<double>();
+  uint64_t h = 0xcbf29ce484222325ULL;
+  const auto* bytes = static_cast<const unsigned char*>(x.data_ptr());
+  const size_t n = x.numel() * x.element_size();
+  for (size_t i = 0; i < n; ++i) {
+    h ^= bytes[i];
+    h *= 0x100000001b3ULL;
+  }
+  c.bitHash = h;
+  return c;
+}
+
+Trainer::Trainer(ModelConfig config, const ParamMap& initialParams, TrainOptions options)
+    : config_(std::move(config)),
+      options_(options),
+      params_(cloneParams(initialParams, torch::kFloat)),
+      optimizer_(options.adamw) {
+  config_.validate();
+  for (const auto& spec : parameterSpecs(config_)) {
+    const auto& p = getParam(params_, spec.name);
+    if (p.sizes().vec() != spec.shape)
+      fail("trainer: parameter ", spec.name, " has shape ", p.sizes(), ", config expects ",
+           torch::IntArrayRef(spec.shape));
+  }
+  for (auto& item : params_) item.value().requires_grad_(true);
+}
+
+torch::Tensor Trainer::batch(int64_t step) const {
+  return syntheticBatch({options_.batchSize, options_.seqLen, config_.vocabSize, options_.seed},
+                        step);
+}
+
+StepRecord Trainer::step() {
+  ++step_;
+  StepRecord rec;
+  rec.step = step_;
+  auto ids = batch(step_);
+  for (auto& item : params_) item.value().mutable_grad() = torch::Tensor();
+  auto out = forwardModel(config_, params_, ids, {computeDtype(options_.precision)});
+  auto parts = computeLoss(config_, out, ids);
+  parts.loss.backward();
+  rec.loss = parts.loss.item<double>();
+  rec.ce = parts.ce.item<double>();
+  rec.aux = parts.aux.item<double>();
+
+  std::vector<torch::Tensor> params, grads;
+  lastGrads_ = ParamMap();
+  for (auto& item : params_) {
+    auto g = item.value().grad();
+    // Every parameter takes part in the forward (experts are fused per layer),
+    // so torch's "skip params whose grad is None" never applies.
+    MOE_ASSERT(g.defined(), "parameter ", item.key(), " got no gradient");
+    MOE_ASSERT(g.scalar_type() == torch::kFloat, "master gradient of ", item.key(), " is ",
+               g.scalar_type());
+    lastGrads_.insert(item.key(), g.detach().clone());
+    rec.gradChecksums.push_back(checksum(item.key(), g));
+    params.push_back(item.value());
+    grads.push_back(g);
+  }
+  rec.gradNorm = clipGradNorm(grads, options_.maxGradNorm);
+  optimizer_.step(params, grads);
+  for (auto& item : params_) rec.paramChecksums.push_back(checksum(item.key(), item.value()));
+  return rec;
+}
+
+TrainResult train(const ModelConfig& config, const TrainOptions& options) {
+  return train(config, initParameters(config, options.seed), options);
+}
+
+TrainResult train(const ModelConfig& config, const ParamMap& initialParams,
+                  const TrainOptions& options) {
+  TrainResult r;
+  r.initialParams = cloneParams(initialParams, torch::kFloat);
+  Trainer trainer(config, initialParams, options);
+  for (int64_t s = 1; s <= options.steps; ++s) {
+    r.steps.push_back(trainer.step());
+    if (s == 1) r.gradsStep1 = cloneParams(trainer.lastGrads());
+  }
+  r.finalParams = cloneParams(trainer.params());
+  return r;
+}
+
+}  // namespace moe::ref

@@ -1,0 +1,96 @@
+#pragma once
+// Single-device reference trainer: init -> N steps of (synthetic batch,
+// forward, loss, backward, clip, AdamW), recording per step the loss parts,
+// the gradient norm and a checksum of every parameter and gradient.
+//
+// Bitwise determinism: with the same config, options and libtorch build, two
+// runs give identical records provided the intra-op thread count is the same
+// (callers pin it, e.g. at::set_num_threads(1); the trainer does not touch
+// global state).
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "reference/config.h"
+#include "reference/model/params.h"
+#include "reference/train/optimizer.h"
+#include "reference/train/synthetic_data.h"
+
+namespace moe::ref {
+
+// fp32: everything fp32. bf16: fp32 masters and AdamW state, forward and
+// backward in bf16 (weights cast from the masters at use), norm statistics,
+// softmaxes and loss in fp32, gradients accumulated on the fp32 masters.
+enum class Precision { kFp32, kBf16 };
+Precision parsePrecision(const std::string& s);  // "fp32" | "bf16", else HarnessError
+std::string precisionName(Precision p);
+torch::ScalarType computeDtype(Precision p);
+
+struct TrainOptions {
+  int64_t steps = 20;
+  Precision precision = Precision::kFp32;
+  uint64_t seed = 0;  // seeds the init and the data
+  int64_t batchSize = 4;
+  int64_t seqLen = 16;
+  AdamWOptions adamw;       // torch.optim.AdamW defaults
+  double maxGradNorm = 1.0; // clip_grad_norm_ max_norm; <= 0 disables clipping
+};
+
+struct TensorChecksum {
+  std::string name;
+  double sum = 0;         // sum of elements in double
+  double absSum = 0;      // sum of |elements| in double
+  uint64_t bitHash = 0;   // FNV-1a over the raw bytes (bitwise identity)
+};
+TensorChecksum checksum(const std::string& name, const torch::Tensor& t);
+
+struct StepRecord {
+  int64_t step = 0;  // 1-based
+  double loss = 0, ce = 0, aux = 0;
+  double gradNorm = 0;  // total norm before clipping
+  std::vector<TensorChecksum> gradChecksums;   // gradients before clipping
+  std::vector<TensorChecksum> paramChecksums;  // parameters after the update
+};
+
+class Trainer {
+ public:
+  // initialParams: fp32 masters (copied), e.g. initParameters(config, seed).
+  Trainer(ModelConfig config, const ParamMap& initialParams, TrainOptions options);
+
+  // Runs one step on syntheticBatch(step) and returns its record.
+  StepRecord step();
+
+  // The batch of 1-based step `step`: [batchSize, seqLen] int64.
+  torch::Tensor batch(int64_t step) const;
+
+  const ParamMap& params() const { return params_; }  // fp32 masters
+  // Gradients of the last step before clipping (detached fp32 copies).
+  const ParamMap& lastGrads() const { return lastGrads_; }
+  const TrainOptions& options() const { return options_; }
+  const ModelConfig& config() const { return config_; }
+
+ private:
+  ModelConfig config_;
+  TrainOptions options_;
+  ParamMap params_;
+  ParamMap lastGrads_;
+  AdamW optimizer_;
+  int64_t step_ = 0;
+};
+
+struct TrainResult {
+  std::vector<StepRecord> steps;
+  ParamMap initialParams;  // fp32
+  ParamMap gradsStep1;     // before clipping
+  ParamMap finalParams;
+};
+
+// Init from options.seed, then options.steps steps.
+TrainResult train(const ModelConfig& config, const TrainOptions& options);
+// The same from given initial parameters (e.g. a loaded checkpoint).
+TrainResult train(const ModelConfig& config, const ParamMap& initialParams,
+                  const TrainOptions& options);
+
+}  // namespace moe::ref

@@ -51,10 +51,11 @@ Trainer::Trainer(ModelConfig config, const ParamMap& initialParams, TrainOptions
   for (auto& item : params_) item.value().requires_grad_(true);
 }
 
-torch::Tensor Trainer::batch(int64_t step) const {
-  return syntheticBatch({options_.batchSize, options_.seqLen, config_.vocabSize, options_.seed},
-                        step);
+torch::Tensor trainBatch(const ModelConfig& config, const TrainOptions& options, int64_t step) {
+  return syntheticBatch({options.batchSize, options.seqLen, config.vocabSize, options.seed}, step);
 }
+
+torch::Tensor Trainer::batch(int64_t step) const { return trainBatch(config_, options_, step); }
 
 StepRecord Trainer::step() {
   ++step_;

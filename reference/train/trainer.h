@@ -54,6 +54,9 @@ struct StepRecord {
   std::vector<TensorChecksum> paramChecksums;  // parameters after the update
 };
 
+// The global batch of 1-based step `step`: [batchSize, seqLen] int64.
+torch::Tensor trainBatch(const ModelConfig& config, const TrainOptions& options, int64_t step);
+
 class Trainer {
  public:
   // initialParams: fp32 masters (copied), e.g. initParameters(config, seed).

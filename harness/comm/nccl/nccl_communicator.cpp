@@ -374,7 +374,9 @@ class NcclCommunicator final : public Communicator {
  private:
   // ncclGroupStart/End pair that ends the group even when a call inside it
   // throws: NCCL's group depth is per thread and would otherwise leak into
-  // the next op.
+  // the next op. A group left by an exception may have enqueued only part
+  // of its sends and receives, so the communicator is aborted then: a later
+  // op would pair with the wrong peer operations.
   class Group {
    public:
     Group(NcclCommunicator* self, const char* op) : self_(self), op_(op) {
@@ -391,7 +393,9 @@ class NcclCommunicator final : public Communicator {
              ncclErrorText(r, self_->comm_));
     }
     ~Group() {
-      if (open_) ncclGroupEnd();  // already failing; the error that matters is in flight
+      if (!open_) return;
+      ncclGroupEnd();  // already failing; the error that matters is in flight
+      self_->abortQuietly(str(op_, ": an NCCL call inside its group failed"));
     }
 
    private:
@@ -471,6 +475,17 @@ class NcclCommunicator final : public Communicator {
     if (r != ncclSuccess)
       fail(msg, "; ncclCommAbort failed too: ", ncclGetErrorString(r));
     fail(msg, "; the communicator was aborted");
+  }
+
+  // For paths that are already throwing another error.
+  void abortQuietly(const std::string& why) noexcept {
+    if (comm_ == nullptr) return;
+    try {
+      abortReason_ = str(where(), ": ", why);
+    } catch (...) {
+    }
+    ncclCommAbort(comm_);
+    comm_ = nullptr;
   }
 
   // Destructors must not throw: failures are reported on stderr.

@@ -125,6 +125,10 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
       const std::string& name, const std::vector<std::vector<int>>& groups,
       int groupIndex) = 0;
 
+  // Device the backend's tensors live on (CPU for gloo, the rank's GPU for
+  // nccl); the verification exchange allocates there.
+  virtual at::Device device() const { return at::kCPU; }
+
   // Throws HarnessError naming this backend, `op` and the dtype when the
   // dtype is not supported.
   void checkDtype(const at::Tensor& t, const char* op) const;

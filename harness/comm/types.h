@@ -25,5 +25,7 @@ enum class OpType : int32_t {
 
 const char* opName(OpType op);
 const char* reduceOpName(ReduceOp op);
+// torch's name of a c10::ScalarType value ("float32", "bfloat16", ...), "-" for < 0.
+std::string dtypeName(int32_t scalarType);
 
 }  // namespace moe::comm

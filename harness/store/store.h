@@ -37,8 +37,8 @@ struct TcpStoreOptions {
   std::chrono::milliseconds timeout{std::chrono::seconds(300)};
 };
 
-// TCP store wire-compatible with torchrun's (c10d TCPStore).
-class TcpStore;
+// TCP store wire-compatible with torchrun's (c10d TCPStore). With isServer
+// and port 0 the server binds a free port, returned in *boundPort.
 std::shared_ptr<Store> makeTcpStore(const TcpStoreOptions& opts, int* boundPort = nullptr);
 
 // Store backed by files in a shared directory (no network needed).

@@ -1,0 +1,39 @@
+// `moe-harness launch -n N [--timeout S] -- PROGRAM [ARGS...]`
+#include <iostream>
+
+#include "harness/cli/commands.h"
+#include "harness/launch/launcher.h"
+
+namespace moe::cli {
+
+void addLaunchCommand(CLI::App& app) {
+  struct Args {
+    int n = 1;
+    double timeout = 0;
+    double grace = 2;
+    std::string traceDir;
+    bool noPrefix = false;
+    std::vector<std::string> program;
+  };
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("launch", "Run PROGRAM as N ranks on this machine (torchrun-compatible environment)");
+  cmd->add_option("-n,--nproc", args->n, "Number of ranks")->required()->check(CLI::Range(1, 1024));
+  cmd->add_option("--timeout", args->timeout, "Seconds before the job is stopped and every rank's state reported (0: none)")
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--kill-grace", args->grace, "Seconds between SIGTERM and SIGKILL when stopping ranks");
+  cmd->add_option("--trace-dir", args->traceDir, "Keep the flight-recorder traces in this directory");
+  cmd->add_flag("--no-prefix", args->noPrefix, "Do not prefix output lines with [rank R]");
+  cmd->add_option("program", args->program, "PROGRAM [ARGS...] after --")->required();
+  cmd->callback([args] {
+    launch::LaunchOptions o;
+    o.nranks = args->n;
+    o.timeout = std::chrono::milliseconds(static_cast<int64_t>(args->timeout * 1000));
+    o.killGrace = std::chrono::milliseconds(static_cast<int64_t>(args->grace * 1000));
+    o.traceDir = args->traceDir;
+    o.prefixOutput = !args->noPrefix;
+    auto r = launch::launchProgram(o, args->program);
+    if (!r.ok) throw CommandExit{r.exitCode()};
+  });
+}
+
+}  // namespace moe::cli

@@ -1,0 +1,151 @@
+// `moe-harness selftest`: run inside a launched job. Exercises every
+// collective on the world, on each mesh dim, on a multi-dim group and on a
+// non-contiguous subgroup, and verifies every result against a local ground
+// truth (see collective_check.h). The smoke job of `make run`.
+//
+// --fault injects a failure on one rank so tests can prove the launcher and
+// the desync detection report it: abort | exit | sleep | desync | bad-splits.
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "harness/cli/commands.h"
+#include "harness/comm/collective_check.h"
+#include "harness/comm/flight_recorder.h"
+#include "harness/launch/rank_env.h"
+#include "harness/mesh/device_mesh.h"
+
+namespace moe::cli {
+namespace {
+
+struct SelftestArgs {
+  std::string backend = "gloo";
+  std::string iface;
+  std::string mesh;
+  double commTimeout = 60;
+  bool noVerify = false;
+  std::string fault;
+  int faultRank = 1;
+  double sleepSeconds = 30;
+  std::string pidDir;
+};
+
+std::string defaultMesh(int world) {
+  if (world % 2 == 0 && world >= 4) return moe::str("{\"dp\":", world / 2, ",\"ep\":2}");
+  return moe::str("{\"dp\":", world, "}");
+}
+
+void injectFault(const SelftestArgs& a, comm::Communicator& world) {
+  if (a.fault.empty() || world.rank() != a.faultRank) {
+    // The other ranks run what everybody else runs at this point.
+    if (!a.fault.empty()) {
+      at::Tensor t = at::ones({16}, at::kFloat);
+      if (a.fault == "bad-splits") {
+        std::vector<int64_t> splits(world.size(), 1);
+        at::Tensor out = at::empty({world.size(), 1});
+        at::Tensor in = at::ones({world.size(), 1});
+        world.allToAllSingle(out, in, splits, splits);
+      } else {
+        world.allReduce(t);
+      }
+    }
+    return;
+  }
+  std::cerr << "selftest: injecting fault '" << a.fault << "' on rank " << world.rank() << std::endl;
+  if (a.fault == "abort") std::abort();
+  if (a.fault == "exit") std::exit(3);
+  if (a.fault == "sleep") {
+    std::this_thread::sleep_for(std::chrono::duration<double>(a.sleepSeconds));
+    at::Tensor t = at::ones({16}, at::kFloat);
+    world.allReduce(t);
+    return;
+  }
+  if (a.fault == "desync") {
+    at::Tensor in = at::ones({16}, at::kFloat);
+    at::Tensor out = at::empty({16 * world.size()}, at::kFloat);
+    world.allGather(out, in);
+    return;
+  }
+  if (a.fault == "bad-splits") {
+    // Sends 2 rows to rank 0 where rank 0 expects 1.
+    int n = world.size();
+    std::vector<int64_t> inSplits(n, 1), outSplits(n, 1);
+    inSplits[0] = 2;
+    at::Tensor in = at::ones({n + 1, 1});
+    at::Tensor out = at::empty({n, 1});
+    world.allToAllSingle(out, in, outSplits, inSplits);
+    return;
+  }
+  fail("selftest: unknown --fault '", a.fault, "' (known: abort, exit, sleep, desync, bad-splits)");
+}
+
+int runSelftest(const SelftestArgs& a) {
+  at::set_num_threads(1);  // ranks share the machine's cores
+  auto env = launch::rankEnvFromEnvironment();
+  if (!a.pidDir.empty()) std::ofstream(a.pidDir + "/rank" + std::to_string(env.rank) + ".pid") << getpid() << "\n";
+  comm::CommOptions co;
+  co.backend = a.backend;
+  co.iface = a.iface;
+  co.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.commTimeout * 1000));
+  co.verify = !a.noVerify;
+  auto world = launch::initWorld(env, co);
+  comm::CollectiveCheckOptions opts;
+  if (a.backend == "nccl") opts.device = at::Device(at::kCUDA, env.localRank);
+
+  int failures = 0, passed = 0;
+  auto check = [&](comm::Communicator& c) {
+    auto rep = comm::checkCollectives(c, opts);
+    passed += rep.passed;
+    failures += static_cast<int>(rep.failures.size());
+    for (const auto& f : rep.failures) std::cerr << "selftest FAILED: " << f << std::endl;
+    if (env.rank == c.globalRanks()[0])
+      std::cout << "selftest: group '" << c.name() << "' (" << c.size() << " ranks): " << rep.passed
+                << " checks passed, " << rep.failures.size() << " failed" << std::endl;
+  };
+  check(*world);
+  injectFault(a, *world);
+
+  std::string meshText = a.mesh.empty() ? defaultMesh(env.worldSize) : a.mesh;
+  mesh::DeviceMesh m(world, mesh::DeviceMesh::parse(meshText));
+  for (const auto& d : m.dims()) check(*m.comm(d.name));
+  if (m.ndim() >= 2) check(*m.comm(std::vector<std::string>{m.dims()[0].name, m.dims()[1].name}));
+  if (env.worldSize >= 3) {
+    // A non-contiguous subgroup: the first and the last rank.
+    auto g = world->subgroup("first_last", {0, env.worldSize - 1});
+    if (g) check(*g);
+  }
+  world->barrier();
+  if (env.rank == 0) {
+    std::cout << "selftest: mesh " << meshText << ", " << env.worldSize << " ranks, backend " << a.backend << ": "
+              << (failures ? "FAILED" : "ok") << std::endl;
+    for (const auto& [key, c] : comm::FlightRecorder::instance().counters())
+      std::cout << "  rank 0 " << key.first << " " << comm::opName(key.second) << ": " << c.calls << " calls, "
+                << c.bytesSent << " B sent, " << c.bytesRecv << " B received" << std::endl;
+  }
+  return failures ? 1 : 0;
+}
+
+}  // namespace
+
+void addSelftestCommand(CLI::App& app) {
+  auto a = std::make_shared<SelftestArgs>();
+  auto* cmd = app.add_subcommand("selftest", "Verify every collective on the world and its sub-groups (run inside a launched job)");
+  cmd->add_option("--backend", a->backend, "gloo or nccl")->check(CLI::IsMember({"gloo", "nccl"}));
+  cmd->add_option("--iface", a->iface, "Gloo: network interface or address to bind (default loopback)");
+  cmd->add_option("--mesh", a->mesh, "Mesh JSON, e.g. {\"dp\":2,\"ep\":2} (default depends on the world size)");
+  cmd->add_option("--comm-timeout", a->commTimeout, "Seconds a collective may block");
+  cmd->add_flag("--no-verify", a->noVerify, "Skip the fingerprint cross-check before collectives");
+  cmd->add_option("--fault", a->fault, "Inject a fault: abort|exit|sleep|desync|bad-splits");
+  cmd->add_option("--fault-rank", a->faultRank, "Rank that injects the fault");
+  cmd->add_option("--sleep", a->sleepSeconds, "Seconds the faulty rank sleeps (--fault sleep)");
+  cmd->add_option("--pid-dir", a->pidDir, "Write rank{R}.pid files here (used by tests)");
+  cmd->callback([a] {
+    int code = runSelftest(*a);
+    if (code) throw CommandExit{code};
+  });
+}
+
+}  // namespace moe::cli

@@ -1,0 +1,562 @@
+#include "harness/comm/communicator.h"
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <numeric>
+#include <sstream>
+
+#include "harness/comm/flight_recorder.h"
+
+namespace moe::comm {
+
+const char* opName(OpType op) {
+  switch (op) {
+    case OpType::kAllReduce: return "all_reduce";
+    case OpType::kBroadcast: return "broadcast";
+    case OpType::kBarrier: return "barrier";
+    case OpType::kSend: return "send";
+    case OpType::kRecv: return "recv";
+    case OpType::kAllGather: return "all_gather";
+    case OpType::kReduceScatter: return "reduce_scatter";
+    case OpType::kAllToAll: return "all_to_all";
+    case OpType::kNumOps: break;
+  }
+  return "?";
+}
+
+const char* reduceOpName(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::kSum: return "sum";
+    case ReduceOp::kAvg: return "avg";
+    case ReduceOp::kMax: return "max";
+    case ReduceOp::kMin: return "min";
+  }
+  return "?";
+}
+
+std::string dtypeName(int32_t scalarType) {
+  if (scalarType < 0) return "-";
+  switch (static_cast<at::ScalarType>(scalarType)) {
+    case at::kFloat: return "float32";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    case at::kDouble: return "float64";
+    case at::kLong: return "int64";
+    case at::kInt: return "int32";
+    case at::kByte: return "uint8";
+    case at::kBool: return "bool";
+    default: return c10::toString(static_cast<at::ScalarType>(scalarType));
+  }
+}
+
+namespace {
+
+constexpr int64_t kFingerprintMagic = 0x6d6f6566;  // "moef"
+// Fingerprint layout (int64): magic, seq, op, dtype, numelIn, numelOut, arg,
+// then n "to/of rank j" element counts and n "from rank i" element counts.
+constexpr int kFpHeader = 7;
+
+bool verifyDefault() {
+  const char* env = std::getenv("MOE_HARNESS_VERIFY");
+  return !(env && (std::string(env) == "0" || std::string(env) == "false"));
+}
+
+double nowSeconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+std::string shapeStr(const at::Tensor& t) {
+  std::ostringstream os;
+  os << "[";
+  for (int64_t d = 0; d < t.dim(); ++d) os << (d ? ", " : "") << t.size(d);
+  os << "]";
+  return os.str();
+}
+
+std::string joinInts(const std::vector<int64_t>& v) {
+  std::string s;
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? "," : "") + std::to_string(v[i]);
+  return s;
+}
+
+void copyField(char* dst, size_t n, const std::string& s) {
+  strncpy(dst, s.c_str(), n - 1);
+  dst[n - 1] = 0;
+}
+
+int64_t rowNumel(const at::Tensor& t) {
+  return t.dim() == 0 ? 1 : (t.size(0) == 0 ? [&] {
+    int64_t n = 1;
+    for (int64_t d = 1; d < t.dim(); ++d) n *= t.size(d);
+    return n;
+  }() : t.numel() / t.size(0));
+}
+
+}  // namespace
+
+struct Communicator::Call {
+  explicit Call(OpType o) : op(o) {}
+  OpType op;
+  at::ScalarType dtype = at::kFloat;
+  bool hasDtype = true;
+  int64_t numelIn = 0;
+  int64_t numelOut = 0;
+  int32_t arg = -1;
+  std::vector<int64_t> to;    // elements this rank sends to / contributes for each rank
+  std::vector<int64_t> from;  // elements this rank receives from each rank
+  int64_t bytesSent = 0;
+  int64_t bytesRecv = 0;
+  std::string shapes;
+  std::string splits;
+  uint64_t seq = 0;
+};
+
+Communicator::Communicator(std::string name, int rank, std::vector<int> globalRanks)
+    : name_(std::move(name)), rank_(rank), globalRanks_(std::move(globalRanks)), verify_(verifyDefault()) {
+  MOE_ASSERT(rank_ >= 0 && rank_ < static_cast<int>(globalRanks_.size()), "rank ", rank_,
+             " outside group of ", globalRanks_.size());
+}
+
+void Communicator::checkDtype(const at::Tensor& t, const char* op) const {
+  switch (t.scalar_type()) {
+    case at::kFloat:
+    case at::kBFloat16:
+    case at::kHalf:
+    case at::kDouble:
+    case at::kLong:
+      return;
+    default:
+      fail(backendName(), " backend: ", op, " does not support dtype ", dtypeName(static_cast<int32_t>(t.scalar_type())),
+           " (supported: float32, bfloat16, float16, float64, int64)");
+  }
+}
+
+namespace {
+// Describes a fingerprint by the fields all members must agree on: a rank's
+// own contribution to an uneven all_gather/reduce_scatter or its all_to_all
+// splits may differ (they are checked separately).
+std::string describeFingerprint(const int64_t* fp) {
+  auto op = static_cast<OpType>(fp[2]);
+  std::ostringstream os;
+  os << opName(op) << "#" << fp[1];
+  if (op == OpType::kBarrier) return os.str();
+  os << "(" << dtypeName(static_cast<int32_t>(fp[3]));
+  switch (op) {
+    case OpType::kAllReduce:
+      os << ", " << reduceOpName(static_cast<ReduceOp>(fp[6])) << ", numel " << fp[4];
+      break;
+    case OpType::kBroadcast:
+      os << ", root " << fp[6] << ", numel " << fp[4];
+      break;
+    case OpType::kAllGather:
+      os << ", output numel " << fp[5];
+      break;
+    case OpType::kReduceScatter:
+      os << ", " << reduceOpName(static_cast<ReduceOp>(fp[6])) << ", input numel " << fp[4];
+      break;
+    default:
+      break;
+  }
+  os << ")";
+  return os.str();
+}
+
+std::string ranksPhrase(const std::vector<int>& ranks) {
+  std::string s = ranks.size() == 1 ? "rank " : "ranks ";
+  for (size_t i = 0; i < ranks.size(); ++i) s += (i ? "," : "") + std::to_string(ranks[i]);
+  return s;
+}
+}  // namespace
+
+void Communicator::verifyFingerprint(const Call& call) {
+  const int n = size();
+  const int len = kFpHeader + 2 * n;
+  at::Tensor mine = at::zeros({len}, at::kLong);
+  int64_t* p = mine.data_ptr<int64_t>();
+  p[0] = kFingerprintMagic;
+  p[1] = static_cast<int64_t>(call.seq);
+  p[2] = static_cast<int64_t>(call.op);
+  p[3] = static_cast<int64_t>(call.dtype);
+  p[4] = call.numelIn;
+  p[5] = call.numelOut;
+  p[6] = call.arg;
+  for (int j = 0; j < n && j < static_cast<int>(call.to.size()); ++j) p[kFpHeader + j] = call.to[j];
+  for (int j = 0; j < n && j < static_cast<int>(call.from.size()); ++j) p[kFpHeader + n + j] = call.from[j];
+  // Exchanged on the backend's device, directly through the backend so the
+  // exchange itself is neither recorded nor verified.
+  at::Tensor devMine = mine.to(device());
+  at::Tensor devAll = at::empty({n * len}, at::TensorOptions().dtype(at::kLong).device(device()));
+  doAllGather(devAll, devMine, std::vector<int64_t>(n, len));
+  at::Tensor all = devAll.cpu();
+  const int64_t* fps = all.data_ptr<int64_t>();
+  auto fpOf = [&](int r) { return fps + static_cast<size_t>(r) * len; };
+
+  // 1. Same op, sequence number and arguments everywhere.
+  std::map<std::string, std::vector<int>> byCall;
+  std::vector<std::string> order;
+  for (int r = 0; r < n; ++r) {
+    const int64_t* f = fpOf(r);
+    std::string d = f[0] != kFingerprintMagic ? std::string("<garbage fingerprint>") : describeFingerprint(f);
+    if (!byCall.count(d)) order.push_back(d);
+    byCall[d].push_back(globalRanks_[r]);
+  }
+  const bool agree = byCall.size() == 1;
+  if (!agree) {
+    std::string msg = moe::str("collective mismatch on group '", name_, "': ");
+    bool first = true;
+    for (const auto& d : order) {
+      const auto& rs = byCall[d];
+      msg += (first ? "" : "; ") + ranksPhrase(rs) + " called " + d;
+      first = false;
+    }
+    throw CollectiveMismatch(msg);
+  }
+
+  // 2. Size consistency per op.
+  const auto op = static_cast<OpType>(p[2]);
+  if (op == OpType::kAllToAll) {
+    for (int i = 0; i < n; ++i) {
+      for (int j = 0; j < n; ++j) {
+        int64_t sends = fpOf(i)[kFpHeader + j];
+        int64_t expects = fpOf(j)[kFpHeader + n + i];
+        if (sends != expects) {
+          throw CollectiveMismatch(moe::str("all_to_all#", p[1], " split sizes disagree on group '", name_,
+                                       "': rank ", globalRanks_[i], " sends ", sends, " elements to rank ",
+                                       globalRanks_[j], ", but rank ", globalRanks_[j], " expects ", expects,
+                                       " from rank ", globalRanks_[i]));
+        }
+      }
+    }
+  } else if (op == OpType::kAllGather || op == OpType::kReduceScatter) {
+    // Every rank must agree on the per-rank element counts, and its own
+    // contribution (gather: input, scatter: output) must match its entry.
+    for (int r = 0; r < n; ++r) {
+      for (int j = 0; j < n; ++j) {
+        if (fpOf(r)[kFpHeader + j] != p[kFpHeader + j]) {
+          throw CollectiveMismatch(moe::str(opName(op), "#", p[1], " on group '", name_, "': rank ",
+                                       globalRanks_[r], " expects ", fpOf(r)[kFpHeader + j],
+                                       " elements for rank ", globalRanks_[j], ", rank ", globalRanks_[rank_],
+                                       " expects ", p[kFpHeader + j]));
+        }
+      }
+      int64_t own = op == OpType::kAllGather ? fpOf(r)[4] : fpOf(r)[5];
+      if (own != p[kFpHeader + r]) {
+        throw CollectiveMismatch(moe::str(opName(op), "#", p[1], " on group '", name_, "': rank ", globalRanks_[r],
+                                     " passes ", own, " elements but the agreed size for it is ",
+                                     p[kFpHeader + r]));
+      }
+    }
+  }
+}
+
+template <typename Fn>
+void Communicator::run(Call& call, Fn&& fn) {
+  auto& rec = FlightRecorder::instance();
+  call.seq = (call.op == OpType::kSend || call.op == OpType::kRecv) ? 0 : ++seq_;
+  TraceRecord r;
+  r.seq = call.seq;
+  r.op = static_cast<int32_t>(call.op);
+  r.state = static_cast<int32_t>(verify_ && size() > 1 ? CallState::kVerifying : CallState::kRunning);
+  r.dtype = call.hasDtype ? static_cast<int32_t>(call.dtype) : -1;
+  r.arg = call.arg;
+  r.groupSize = size();
+  r.bytesSent = call.bytesSent;
+  r.bytesRecv = call.bytesRecv;
+  r.tStart = nowSeconds();
+  copyField(r.group, sizeof(r.group), name_);
+  std::string ranks;
+  for (size_t i = 0; i < globalRanks_.size(); ++i) ranks += (i ? "," : "") + std::to_string(globalRanks_[i]);
+  copyField(r.ranks, sizeof(r.ranks), ranks);
+  copyField(r.shapes, sizeof(r.shapes), call.shapes);
+  copyField(r.splits, sizeof(r.splits), call.splits);
+  TraceRecord* slot = rec.begin(r);
+  auto t0 = std::chrono::steady_clock::now();
+  try {
+    if (verify_ && size() > 1 && call.op != OpType::kSend && call.op != OpType::kRecv) {
+      verifyFingerprint(call);
+      rec.setState(slot, CallState::kRunning);
+    }
+    fn();
+  } catch (const std::exception& e) {
+    slot->tEnd = nowSeconds();
+    rec.setState(slot, CallState::kFailed, e.what());
+    throw;
+  }
+  slot->tEnd = nowSeconds();
+  rec.setState(slot, CallState::kCompleted);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  rec.count(name_, call.op, call.bytesSent, call.bytesRecv, secs);
+}
+
+namespace {
+void requireContiguous(const at::Tensor& t, const char* op, const char* which) {
+  if (!t.defined()) fail(op, ": ", which, " tensor is undefined");
+  if (!t.is_contiguous()) fail(op, ": ", which, " tensor must be contiguous (shape ", shapeStr(t), ")");
+}
+}  // namespace
+
+void Communicator::allReduce(at::Tensor& t, ReduceOp op) {
+  requireContiguous(t, "all_reduce", "input");
+  checkDtype(t, "all_reduce");
+  Call c{OpType::kAllReduce};
+  c.dtype = t.scalar_type();
+  c.numelIn = c.numelOut = t.numel();
+  c.arg = static_cast<int32_t>(op);
+  const int n = size();
+  int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+  c.bytesSent = c.bytesRecv = 2 * (n - 1) * bytes / n;
+  c.shapes = shapeStr(t);
+  run(c, [&] { if (n > 1) doAllReduce(t, op); });
+}
+
+void Communicator::broadcast(at::Tensor& t, int root) {
+  requireContiguous(t, "broadcast", "input");
+  checkDtype(t, "broadcast");
+  if (root < 0 || root >= size()) fail("broadcast on group '", name_, "': root ", root, " outside group of ", size());
+  Call c{OpType::kBroadcast};
+  c.dtype = t.scalar_type();
+  c.numelIn = c.numelOut = t.numel();
+  c.arg = root;
+  int64_t bytes = t.numel() * static_cast<int64_t>(t.element_size());
+  if (size() > 1) (rank_ == root ? c.bytesSent : c.bytesRecv) = bytes;
+  c.shapes = shapeStr(t);
+  run(c, [&] { if (size() > 1) doBroadcast(t, root); });
+}
+
+void Communicator::barrier() {
+  Call c{OpType::kBarrier};
+  c.hasDtype = false;
+  c.dtype = at::kLong;
+  run(c, [&] { if (size() > 1) doBarrier(); });
+}
+
+void Communicator::send(const at::Tensor& t, int peer) {
+  requireContiguous(t, "send", "input");
+  checkDtype(t, "send");
+  if (peer < 0 || peer >= size() || peer == rank_)
+    fail("send on group '", name_, "': invalid peer ", peer, " (rank ", rank_, " of ", size(), ")");
+  Call c{OpType::kSend};
+  c.dtype = t.scalar_type();
+  c.numelIn = t.numel();
+  c.arg = peer;
+  c.bytesSent = t.numel() * static_cast<int64_t>(t.element_size());
+  c.shapes = shapeStr(t);
+  run(c, [&] {
+    if (verify_) {
+      // p2p fingerprint: the receiver checks op, dtype and numel.
+      at::Tensor fp = at::tensor({kFingerprintMagic, static_cast<int64_t>(OpType::kSend),
+                                  static_cast<int64_t>(c.dtype), c.numelIn}, at::kLong);
+      doSend(fp.to(t.device()), peer);
+    }
+    doSend(t, peer);
+  });
+}
+
+void Communicator::recv(at::Tensor& t, int peer) {
+  requireContiguous(t, "recv", "output");
+  checkDtype(t, "recv");
+  if (peer < 0 || peer >= size() || peer == rank_)
+    fail("recv on group '", name_, "': invalid peer ", peer, " (rank ", rank_, " of ", size(), ")");
+  Call c{OpType::kRecv};
+  c.dtype = t.scalar_type();
+  c.numelOut = t.numel();
+  c.arg = peer;
+  c.bytesRecv = t.numel() * static_cast<int64_t>(t.element_size());
+  c.shapes = shapeStr(t);
+  run(c, [&] {
+    if (verify_) {
+      at::Tensor fp = at::zeros({4}, at::TensorOptions().dtype(at::kLong).device(t.device()));
+      doRecv(fp, peer);
+      fp = fp.cpu();
+      const int64_t* f = fp.data_ptr<int64_t>();
+      if (f[0] != kFingerprintMagic || f[1] != static_cast<int64_t>(OpType::kSend) ||
+          f[2] != static_cast<int64_t>(c.dtype) || f[3] != c.numelOut) {
+        throw CollectiveMismatch(moe::str("send/recv mismatch on group '", name_, "': rank ", globalRanks_[peer],
+                                     " sends ", f[0] == kFingerprintMagic ? dtypeName(static_cast<int32_t>(f[2])) : "?",
+                                     " numel ", f[3], ", rank ", globalRanks_[rank_], " receives ",
+                                     dtypeName(static_cast<int32_t>(c.dtype)), " numel ", c.numelOut));
+      }
+    }
+    doRecv(t, peer);
+  });
+}
+
+void Communicator::allGather(at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& rowsPerRankIn) {
+  requireContiguous(in, "all_gather", "input");
+  requireContiguous(out, "all_gather", "output");
+  checkDtype(in, "all_gather");
+  const int n = size();
+  if (in.scalar_type() != out.scalar_type())
+    fail("all_gather on group '", name_, "': input dtype ", dtypeName(static_cast<int32_t>(in.scalar_type())), " != output dtype ", dtypeName(static_cast<int32_t>(out.scalar_type())));
+  if (in.dim() == 0 || out.dim() != in.dim())
+    fail("all_gather on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
+         " must have the same number (>= 1) of dims");
+  for (int64_t d = 1; d < in.dim(); ++d)
+    if (in.size(d) != out.size(d))
+      fail("all_gather on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
+           " differ in dim ", d);
+  std::vector<int64_t> rows = rowsPerRankIn;
+  if (rows.empty()) rows.assign(n, in.size(0));
+  if (static_cast<int>(rows.size()) != n)
+    fail("all_gather on group '", name_, "': ", rows.size(), " row counts for a group of ", n);
+  if (rows[rank_] != in.size(0))
+    fail("all_gather on group '", name_, "': rank ", globalRanks_[rank_], " input has ", in.size(0),
+         " rows but rowsPerRank says ", rows[rank_]);
+  int64_t total = std::accumulate(rows.begin(), rows.end(), int64_t{0});
+  if (out.size(0) != total)
+    fail("all_gather on group '", name_, "': output ", shapeStr(out), " needs ", total, " rows (",
+         joinInts(rows), ")");
+  Call c{OpType::kAllGather};
+  c.dtype = in.scalar_type();
+  c.numelIn = in.numel();
+  c.numelOut = out.numel();
+  int64_t rn = rowNumel(out);
+  for (int64_t r : rows) c.to.push_back(r * rn);
+  int64_t es = in.element_size();
+  c.bytesSent = c.bytesRecv = (c.numelOut - c.numelIn) * es;
+  c.shapes = "in " + shapeStr(in) + " -> out " + shapeStr(out);
+  if (!rowsPerRankIn.empty()) c.splits = "rows " + joinInts(rows);
+  run(c, [&] {
+    if (n > 1) doAllGather(out, in, rows);
+    else out.copy_(in);
+  });
+}
+
+void Communicator::reduceScatter(at::Tensor& out, const at::Tensor& in, ReduceOp op,
+                                 const std::vector<int64_t>& rowsPerRankIn) {
+  requireContiguous(in, "reduce_scatter", "input");
+  requireContiguous(out, "reduce_scatter", "output");
+  checkDtype(in, "reduce_scatter");
+  if (op != ReduceOp::kSum && op != ReduceOp::kAvg)
+    fail("reduce_scatter on group '", name_, "': only sum and avg are supported, got ", reduceOpName(op));
+  const int n = size();
+  if (in.scalar_type() != out.scalar_type())
+    fail("reduce_scatter on group '", name_, "': input dtype ", dtypeName(static_cast<int32_t>(in.scalar_type())), " != output dtype ", dtypeName(static_cast<int32_t>(out.scalar_type())));
+  if (in.dim() == 0 || out.dim() != in.dim())
+    fail("reduce_scatter on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
+         " must have the same number (>= 1) of dims");
+  for (int64_t d = 1; d < in.dim(); ++d)
+    if (in.size(d) != out.size(d))
+      fail("reduce_scatter on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
+           " differ in dim ", d);
+  std::vector<int64_t> rows = rowsPerRankIn;
+  if (rows.empty()) {
+    if (in.size(0) % n != 0)
+      fail("reduce_scatter on group '", name_, "': input ", shapeStr(in), " has ", in.size(0),
+           " rows, not divisible by the group size ", n, "; pass rowsPerRank for uneven blocks");
+    rows.assign(n, in.size(0) / n);
+  }
+  if (static_cast<int>(rows.size()) != n)
+    fail("reduce_scatter on group '", name_, "': ", rows.size(), " row counts for a group of ", n);
+  int64_t total = std::accumulate(rows.begin(), rows.end(), int64_t{0});
+  if (in.size(0) != total)
+    fail("reduce_scatter on group '", name_, "': input ", shapeStr(in), " needs ", total, " rows (",
+         joinInts(rows), ")");
+  if (out.size(0) != rows[rank_])
+    fail("reduce_scatter on group '", name_, "': rank ", globalRanks_[rank_], " output ", shapeStr(out),
+         " needs ", rows[rank_], " rows");
+  Call c{OpType::kReduceScatter};
+  c.dtype = in.scalar_type();
+  c.numelIn = in.numel();
+  c.numelOut = out.numel();
+  c.arg = static_cast<int32_t>(op);
+  int64_t rn = rowNumel(in);
+  for (int64_t r : rows) c.to.push_back(r * rn);
+  c.bytesSent = c.bytesRecv = (c.numelIn - c.numelOut) * static_cast<int64_t>(in.element_size());
+  c.shapes = "in " + shapeStr(in) + " -> out " + shapeStr(out);
+  if (!rowsPerRankIn.empty()) c.splits = "rows " + joinInts(rows);
+  run(c, [&] {
+    if (n > 1) doReduceScatter(out, in, op, rows);
+    else out.copy_(in);
+  });
+}
+
+void Communicator::allToAllSingle(at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& outSplitsIn,
+                                  const std::vector<int64_t>& inSplitsIn) {
+  requireContiguous(in, "all_to_all", "input");
+  requireContiguous(out, "all_to_all", "output");
+  checkDtype(in, "all_to_all");
+  const int n = size();
+  if (in.scalar_type() != out.scalar_type())
+    fail("all_to_all on group '", name_, "': input dtype ", dtypeName(static_cast<int32_t>(in.scalar_type())), " != output dtype ", dtypeName(static_cast<int32_t>(out.scalar_type())));
+  if (in.dim() == 0 || out.dim() != in.dim())
+    fail("all_to_all on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
+         " must have the same number (>= 1) of dims");
+  for (int64_t d = 1; d < in.dim(); ++d)
+    if (in.size(d) != out.size(d))
+      fail("all_to_all on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
+           " differ in dim ", d);
+  auto resolve = [&](const std::vector<int64_t>& s, const at::Tensor& t, const char* which) {
+    std::vector<int64_t> v = s;
+    if (v.empty()) {
+      if (t.size(0) % n != 0)
+        fail("all_to_all on group '", name_, "': ", which, " ", shapeStr(t), " rows not divisible by ", n,
+             " and no split sizes given");
+      v.assign(n, t.size(0) / n);
+    }
+    if (static_cast<int>(v.size()) != n)
+      fail("all_to_all on group '", name_, "': ", v.size(), " ", which, " split sizes for a group of ", n);
+    for (int64_t x : v)
+      if (x < 0) fail("all_to_all on group '", name_, "': negative ", which, " split size ", x);
+    int64_t total = std::accumulate(v.begin(), v.end(), int64_t{0});
+    if (total != t.size(0))
+      fail("all_to_all on group '", name_, "': ", which, " split sizes (", joinInts(v), ") sum to ", total,
+           " but the ", which, " tensor ", shapeStr(t), " has ", t.size(0), " rows");
+    return v;
+  };
+  std::vector<int64_t> inSplits = resolve(inSplitsIn, in, "input");
+  std::vector<int64_t> outSplits = resolve(outSplitsIn, out, "output");
+  Call c{OpType::kAllToAll};
+  c.dtype = in.scalar_type();
+  c.numelIn = in.numel();
+  c.numelOut = out.numel();
+  int64_t rin = rowNumel(in), rout = rowNumel(out);
+  int64_t es = in.element_size();
+  for (int j = 0; j < n; ++j) {
+    c.to.push_back(inSplits[j] * rin);
+    c.from.push_back(outSplits[j] * rout);
+    if (j != rank_) {
+      c.bytesSent += inSplits[j] * rin * es;
+      c.bytesRecv += outSplits[j] * rout * es;
+    }
+  }
+  c.shapes = "in " + shapeStr(in) + " -> out " + shapeStr(out);
+  c.splits = "in " + joinInts(inSplits) + " out " + joinInts(outSplits);
+  run(c, [&] {
+    if (n > 1) doAllToAll(out, in, outSplits, inSplits);
+    else out.copy_(in);
+  });
+}
+
+std::shared_ptr<Communicator> Communicator::split(const std::string& name,
+                                                  const std::vector<std::vector<int>>& groups) {
+  auto it = children_.find(name);
+  if (it != children_.end()) {
+    if (it->second.first != groups)
+      fail("group '", name, "' already exists on '", name_, "' with different ranks");
+    return it->second.second;
+  }
+  std::vector<int> seen(size(), 0);
+  int mine = -1;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (groups[g].empty()) fail("split '", name, "': group ", g, " is empty");
+    for (int r : groups[g]) {
+      if (r < 0 || r >= size()) fail("split '", name, "': rank ", r, " is outside group '", name_, "' of size ", size());
+      if (seen[r]++) fail("split '", name, "': rank ", r, " appears in more than one group");
+      if (r == rank_) mine = static_cast<int>(g);
+    }
+  }
+  // Sub-communicator names are unique per process so traces stay readable.
+  std::string full = name_ == "world" ? name : name_ + "/" + name;
+  auto child = doSplit(full, groups, mine);
+  MOE_ASSERT((child != nullptr) == (mine >= 0), "backend returned a communicator for a non-member");
+  children_[name] = {groups, child};
+  return child;
+}
+
+std::shared_ptr<Communicator> Communicator::subgroup(const std::string& name, const std::vector<int>& ranks) {
+  return split(name, {ranks});
+}
+
+}  // namespace moe::comm

@@ -1,0 +1,402 @@
+#include "harness/launch/launcher.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "harness/common/error.h"
+#include "harness/store/store.h"
+
+namespace moe::launch {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+
+std::string makeTempDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/moe-harness-job-XXXXXX";
+  std::vector<char> buf(tmpl.begin(), tmpl.end());
+  buf.push_back(0);
+  if (!mkdtemp(buf.data())) fail("launcher: cannot create a temporary directory from ", tmpl, ": ", strerror(errno));
+  return buf.data();
+}
+
+// Removes the files this launcher and its ranks create, then the directory.
+void removeTraceDir(const std::string& dir) {
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      std::string n = e->d_name;
+      if (n.rfind("rank", 0) == 0 || n == "flight_recorder.json") unlink((dir + "/" + n).c_str());
+    }
+    closedir(d);
+  }
+  rmdir(dir.c_str());
+}
+
+struct Stream {
+  int fd = -1;
+  std::string buf;
+};
+
+struct Child {
+  RankStatus st;
+  Stream out, err;
+  int portFd = -1;  // write end: the launcher sends the store port here
+  bool done = false;
+};
+
+class Job {
+ public:
+  explicit Job(const LaunchOptions& o) : opts_(o) {
+    if (opts_.nranks < 1) fail("launch: need at least 1 rank, got ", opts_.nranks);
+    traceDir_ = opts_.traceDir.empty() ? makeTempDir() : opts_.traceDir;
+    if (!opts_.traceDir.empty()) mkdir(traceDir_.c_str(), 0755);
+    out_ = opts_.out ? opts_.out : &std::cout;
+    err_ = opts_.err ? opts_.err : &std::cerr;
+  }
+
+  // Forks every rank; `childMain` runs in the child after its environment is
+  // set and never returns.
+  LaunchResult run(const std::function<void(int rank)>& childMain) {
+    start_ = Clock::now();
+    std::cout.flush();
+    std::cerr.flush();
+    fflush(nullptr);
+    for (int r = 0; r < opts_.nranks; ++r) spawn(r, childMain);
+    // Only now start the store (and its thread): the children were forked
+    // from a process without extra threads.
+    int port = 0;
+    store::TcpStoreOptions so;
+    so.isServer = true;
+    so.port = 0;
+    so.numWorkers = opts_.nranks;
+    std::shared_ptr<store::Store> server;
+    try {
+      server = store::makeTcpStore(so, &port);
+    } catch (...) {
+      killAll(SIGKILL);
+      reapAll();
+      throw;
+    }
+    for (auto& c : children_) {
+      std::string msg = std::to_string(port) + "\n";
+      if (write(c.portFd, msg.data(), msg.size()) < 0) {}  // a dead child is noticed by waitpid
+      close(c.portFd);
+      c.portFd = -1;
+    }
+    monitor();
+    server.reset();
+    return finish();
+  }
+
+ private:
+  void spawn(int rank, const std::function<void(int)>& childMain) {
+    int outPipe[2], errPipe[2], portPipe[2];
+    if (pipe(outPipe) || pipe(errPipe) || pipe(portPipe)) fail("launch: pipe(): ", strerror(errno));
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) fail("launch: fork() for rank ", rank, ": ", strerror(errno));
+    if (pid == 0) {
+      setpgid(0, 0);
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) _exit(111);  // the launcher died before prctl
+      dup2(outPipe[1], STDOUT_FILENO);
+      dup2(errPipe[1], STDERR_FILENO);
+      close(outPipe[0]); close(outPipe[1]);
+      close(errPipe[0]); close(errPipe[1]);
+      close(portPipe[1]);
+      for (auto& c : children_) {  // the siblings' pipe ends are not ours
+        close(c.out.fd); close(c.err.fd);
+        if (c.portFd >= 0) close(c.portFd);
+      }
+      char buf[32] = {};
+      ssize_t n = 0, got = 0;
+      while (got < static_cast<ssize_t>(sizeof(buf)) - 1 && (n = read(portPipe[0], buf + got, sizeof(buf) - 1 - got)) > 0) got += n;
+      close(portPipe[0]);
+      if (got <= 0) _exit(112);  // launcher could not start the store
+      setenv("MASTER_PORT", std::to_string(std::atoi(buf)).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("RANK", std::to_string(rank).c_str(), 1);
+      setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(opts_.nranks).c_str(), 1);
+      setenv("LOCAL_WORLD_SIZE", std::to_string(opts_.nranks).c_str(), 1);
+      setenv("GROUP_RANK", "0", 1);
+      setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
+      setenv("MOE_HARNESS_TRACE_DIR", traceDir_.c_str(), 1);
+      for (const auto& [k, v] : opts_.env) setenv(k.c_str(), v.c_str(), 1);
+      childMain(rank);
+      _exit(127);
+    }
+    setpgid(pid, pid);  // also in the parent, to win the race with kill()
+    close(outPipe[1]);
+    close(errPipe[1]);
+    close(portPipe[0]);
+    Child c;
+    c.st.rank = rank;
+    c.st.pid = pid;
+    c.out.fd = outPipe[0];
+    c.err.fd = errPipe[0];
+    c.portFd = portPipe[1];
+    children_.push_back(std::move(c));
+  }
+
+  void emit(int rank, Stream& s, bool isErr, bool flushAll) {
+    std::ostream& os = isErr ? *err_ : *out_;
+    size_t pos;
+    while ((pos = s.buf.find('\n')) != std::string::npos || (flushAll && !s.buf.empty())) {
+      std::string line = pos == std::string::npos ? s.buf : s.buf.substr(0, pos);
+      s.buf.erase(0, pos == std::string::npos ? s.buf.size() : pos + 1);
+      if (opts_.prefixOutput) os << "[rank " << rank << "] ";
+      os << line << "\n";
+    }
+    os.flush();
+  }
+
+  // Reads what is available; returns false at EOF (and closes the fd).
+  bool drain(int rank, Stream& s, bool isErr) {
+    char buf[65536];
+    ssize_t n = read(s.fd, buf, sizeof(buf));
+    if (n > 0) {
+      s.buf.append(buf, static_cast<size_t>(n));
+      emit(rank, s, isErr, false);
+      return true;
+    }
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) return true;
+    emit(rank, s, isErr, true);
+    close(s.fd);
+    s.fd = -1;
+    return false;
+  }
+
+  void pollOutput(int timeoutMs) {
+    std::vector<pollfd> fds;
+    std::vector<std::pair<Child*, bool>> owners;
+    for (auto& c : children_) {
+      if (c.out.fd >= 0) { fds.push_back({c.out.fd, POLLIN, 0}); owners.push_back({&c, false}); }
+      if (c.err.fd >= 0) { fds.push_back({c.err.fd, POLLIN, 0}); owners.push_back({&c, true}); }
+    }
+    if (fds.empty()) {
+      usleep(timeoutMs * 1000);
+      return;
+    }
+    int rc = poll(fds.data(), fds.size(), timeoutMs);
+    if (rc <= 0) return;
+    for (size_t i = 0; i < fds.size(); ++i) {
+      if (!(fds[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      Child* c = owners[i].first;
+      drain(c->st.rank, owners[i].second ? c->err : c->out, owners[i].second);
+    }
+  }
+
+  void reap(bool block) {
+    for (auto& c : children_) {
+      if (c.done) continue;
+      int status = 0;
+      pid_t p = waitpid(c.st.pid, &status, block ? 0 : WNOHANG);
+      if (p != c.st.pid) continue;
+      c.done = true;
+      c.st.seconds = since(start_);
+      if (WIFEXITED(status)) {
+        c.st.exited = true;
+        c.st.exitCode = WEXITSTATUS(status);
+      } else if (WIFSIGNALED(status)) {
+        c.st.signal = WTERMSIG(status);
+      }
+      // Ranks that ended by our SIGTERM/SIGKILL; the others ended on their own.
+      c.st.stoppedByLauncher = tearingDown_ && !c.st.exited && (c.st.signal == SIGTERM || c.st.signal == SIGKILL);
+      bool failed = !(c.st.exited && c.st.exitCode == 0);
+      if (failed && !tearingDown_) {
+        firstFailed_ = c.st.rank;
+        startTeardown();
+      }
+    }
+  }
+
+  void killAll(int sig) {
+    for (auto& c : children_)
+      if (!c.done) kill(-c.st.pid, sig);
+  }
+
+  void reapAll() { reap(/*block=*/true); }
+
+  void startTeardown() {
+    tearingDown_ = true;
+    teardownDeadline_ = Clock::now() + opts_.killGrace;
+    killAll(SIGTERM);
+  }
+
+  bool allDone() const {
+    for (const auto& c : children_)
+      if (!c.done) return false;
+    return true;
+  }
+
+  void monitor() {
+    while (!allDone()) {
+      pollOutput(20);
+      reap(false);
+      if (!tearingDown_ && opts_.timeout.count() > 0 && Clock::now() - start_ > opts_.timeout) {
+        timedOut_ = true;
+        // Collect every rank's state while the ranks still hang, then kill.
+        traces_ = comm::readTraceDir(traceDir_, opts_.nranks);
+        tracesRead_ = true;
+        startTeardown();
+      }
+      if (tearingDown_ && Clock::now() > teardownDeadline_) killAll(SIGKILL);
+    }
+    // Children are gone; read what is left in the pipes (bounded: a
+    // grandchild holding a pipe open must not block us).
+    for (int i = 0; i < 50; ++i) {
+      bool open = false;
+      for (auto& c : children_) open |= c.out.fd >= 0 || c.err.fd >= 0;
+      if (!open) break;
+      pollOutput(10);
+    }
+    for (auto& c : children_) {
+      kill(-c.st.pid, SIGKILL);  // grandchildren in the rank's process group
+      for (Stream* s : {&c.out, &c.err}) {
+        if (s->fd >= 0) {
+          emit(c.st.rank, *s, s == &c.err, true);
+          close(s->fd);
+          s->fd = -1;
+        }
+      }
+    }
+  }
+
+  LaunchResult finish() {
+    LaunchResult r;
+    r.seconds = since(start_);
+    r.timedOut = timedOut_;
+    r.firstFailedRank = firstFailed_;
+    for (const auto& c : children_) r.ranks.push_back(c.st);
+    r.ok = !timedOut_ && firstFailed_ < 0;
+    if (r.ok) {
+      r.summary = moe::str("job ok: ", opts_.nranks, " rank(s) in ", r.seconds, " s");
+      if (opts_.traceDir.empty()) removeTraceDir(traceDir_);
+      else r.traceDir = traceDir_;
+      return r;
+    }
+    if (!tracesRead_) traces_ = comm::readTraceDir(traceDir_, opts_.nranks);
+    r.traces = traces_;
+    r.traceDir = traceDir_;
+    std::ostringstream os;
+    if (timedOut_) {
+      os << "job timed out after " << opts_.timeout.count() / 1000.0 << " s; every rank's state at the timeout:\n";
+      for (const auto& st : r.ranks) {
+        const auto& t = traces_[st.rank];
+        os << "  rank " << st.rank << ": ";
+        if (!t.error.empty() || t.records.empty()) os << "no collective recorded";
+        else os << "last collective " << comm::describeRecord(t.records.back()) << " ["
+                << comm::callStateName(static_cast<comm::CallState>(t.records.back().state)) << "]";
+        os << "\n";
+      }
+    } else {
+      const auto& st = r.ranks[firstFailed_];
+      const auto& t = traces_[firstFailed_];
+      os << "job failed: rank " << firstFailed_ << " " << st.describe() << " after " << st.seconds << " s; its last collective: ";
+      if (!t.error.empty() || t.records.empty()) os << "none recorded";
+      else os << comm::describeRecord(t.records.back()) << " ["
+              << comm::callStateName(static_cast<comm::CallState>(t.records.back().state)) << "]";
+      os << "\n";
+      for (const auto& o : r.ranks) {
+        if (o.rank == firstFailed_) continue;
+        os << "  rank " << o.rank << ": " << (o.stoppedByLauncher ? "stopped by the launcher (" + o.describe() + ")" : o.describe()) << "\n";
+      }
+    }
+    std::string div = comm::diagnoseDivergence(traces_);
+    if (!div.empty()) os << "divergence: " << div << "\n";
+    os << comm::formatTraceTable(traces_);
+    nlohmann::json j;
+    j["timed_out"] = timedOut_;
+    j["first_failed_rank"] = firstFailed_;
+    j["divergence"] = div;
+    for (const auto& st : r.ranks) {
+      auto tj = comm::traceToJson(traces_[st.rank]);
+      tj["status"] = st.describe();
+      j["ranks"].push_back(tj);
+    }
+    std::string jsonPath = traceDir_ + "/flight_recorder.json";
+    std::ofstream(jsonPath) << j.dump(2) << "\n";
+    os << "flight recorder JSON: " << jsonPath;
+    r.summary = os.str();
+    if (!opts_.quiet) *err_ << r.summary << std::endl;
+    return r;
+  }
+
+  LaunchOptions opts_;
+  std::string traceDir_;
+  std::ostream* out_;
+  std::ostream* err_;
+  std::vector<Child> children_;
+  Clock::time_point start_;
+  bool tearingDown_ = false;
+  Clock::time_point teardownDeadline_;
+  bool timedOut_ = false;
+  int firstFailed_ = -1;
+  bool tracesRead_ = false;
+  std::vector<comm::RankTrace> traces_;
+};
+
+}  // namespace
+
+std::string RankStatus::describe() const {
+  if (exited) return "exited with code " + std::to_string(exitCode);
+  const char* abbrev = sigabbrev_np(signal);
+  return "killed by signal " + std::to_string(signal) + (abbrev ? std::string(" (SIG") + abbrev + ")" : "");
+}
+
+int LaunchResult::exitCode() const {
+  if (ok) return 0;
+  if (timedOut) return 124;
+  const auto& st = ranks.at(firstFailedRank);
+  if (st.exited) return st.exitCode ? st.exitCode : 1;
+  return 128 + st.signal;
+}
+
+LaunchResult launchProgram(const LaunchOptions& opts, const std::vector<std::string>& argv) {
+  if (argv.empty()) fail("launch: no program given (usage: moe-harness launch -n N -- PROGRAM [ARGS...])");
+  Job job(opts);
+  return job.run([&](int) {
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    fprintf(stderr, "launch: cannot execute %s: %s\n", args[0], strerror(errno));
+    fflush(stderr);
+    _exit(127);
+  });
+}
+
+LaunchResult launchLocal(const LaunchOptions& opts, const std::function<int(const RankContext&)>& body) {
+  Job job(opts);
+  return job.run([&](int rank) {
+    int code = 1;
+    try {
+      code = body(RankContext{rank, opts.nranks});
+    } catch (const std::exception& e) {
+      fprintf(stderr, "rank %d: error: %s\n", rank, e.what());
+      code = 1;
+    }
+    std::cout.flush();
+    std::cerr.flush();
+    fflush(nullptr);
+    _exit(code);
+  });
+}
+
+}  // namespace moe::launch

@@ -1,0 +1,91 @@
+#pragma once
+// Runs N ranks of a job on this machine and watches them, like torchrun.
+//
+// Contract:
+//  - Each rank gets RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+//    MASTER_ADDR, MASTER_PORT and TORCHELASTIC_USE_AGENT_STORE=True: the
+//    launcher hosts the job's TCP store on a free port, so concurrent jobs
+//    never collide. MOE_HARNESS_TRACE_DIR points at a per-job directory where
+//    every rank's flight recorder keeps its trace file.
+//  - Output lines of each rank are prefixed "[rank R] " (optional).
+//  - Success only if every rank exits 0.
+//  - When a rank dies (non-zero exit or signal) the others get SIGTERM, then
+//    SIGKILL after `killGrace`; each rank runs in its own process group, which
+//    is killed whole, and ranks die with the launcher (PR_SET_PDEATHSIG), so
+//    no process of the job is left behind.
+//  - On timeout every rank's flight-recorder state is read first, then the
+//    job is killed.
+//  - On failure or timeout the summary names the failed rank, its exit
+//    status and its last collective, shows a per-rank table of the last
+//    collectives and where the ranks diverge, and the traces are written as
+//    JSON to <traceDir>/flight_recorder.json (the directory is kept).
+//
+// Two ways to start ranks: exec a program (any program, fresh process), or
+// fork the calling process and run a function. Forking skips the ~0.6 s that
+// a libtorch process needs to start; the caller must not have started
+// threads that the children need (the launcher forks before it starts its
+// own store thread).
+#include <sys/types.h>
+
+#include <chrono>
+#include <functional>
+#include <iosfwd>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "harness/comm/flight_recorder.h"
+
+namespace moe::launch {
+
+struct LaunchOptions {
+  int nranks = 1;
+  std::chrono::milliseconds timeout{0};  // 0: no timeout
+  std::chrono::milliseconds killGrace{2000};
+  bool prefixOutput = true;
+  // Where rank output goes (prefixed). nullptr: the launcher's stdout/stderr.
+  std::ostream* out = nullptr;
+  std::ostream* err = nullptr;
+  // Trace directory; empty: a fresh temporary one, removed after success.
+  std::string traceDir;
+  std::map<std::string, std::string> env;  // extra environment for every rank
+  bool quiet = false;  // no summary on stderr (the result still has it)
+};
+
+struct RankStatus {
+  int rank = 0;
+  pid_t pid = 0;
+  bool exited = false;   // normal exit (else killed by a signal)
+  int exitCode = 0;
+  int signal = 0;
+  bool stoppedByLauncher = false;  // killed during teardown
+  double seconds = 0;              // time from start to exit
+  std::string describe() const;    // "exited with code 3", "killed by signal 6 (SIGABRT)"
+};
+
+struct LaunchResult {
+  bool ok = false;
+  bool timedOut = false;
+  int firstFailedRank = -1;
+  std::vector<RankStatus> ranks;
+  std::vector<comm::RankTrace> traces;  // read on failure/timeout
+  std::string summary;
+  std::string traceDir;  // kept on failure
+  double seconds = 0;
+  // 0 success, 124 timeout, else the first failed rank's exit code (or
+  // 128 + signal), never 0 on failure.
+  int exitCode() const;
+};
+
+// Runs `argv` (argv[0] looked up in PATH) as nranks processes.
+LaunchResult launchProgram(const LaunchOptions& opts, const std::vector<std::string>& argv);
+
+struct RankContext {
+  int rank;
+  int worldSize;
+};
+// Forks nranks children running `body`; its return value is the exit code
+// (an escaping exception prints its message and exits 1).
+LaunchResult launchLocal(const LaunchOptions& opts, const std::function<int(const RankContext&)>& body);
+
+}  // namespace moe::launch

@@ -1,0 +1,76 @@
+#include "harness/launch/rank_env.h"
+
+#include <cstdlib>
+
+#include "harness/comm/flight_recorder.h"
+#include "harness/common/error.h"
+
+namespace moe::launch {
+namespace {
+
+const char* getEnv(const char* a, const char* b = nullptr) {
+  const char* v = std::getenv(a);
+  if (!v && b) v = std::getenv(b);
+  return v;
+}
+
+int parseInt(const char* name, const char* v) {
+  try {
+    size_t pos = 0;
+    int x = std::stoi(v, &pos);
+    if (pos != std::string(v).size()) throw std::invalid_argument("trailing");
+    return x;
+  } catch (const std::exception&) {
+    fail("environment variable ", name, "='", v, "' is not an integer");
+  }
+}
+
+}  // namespace
+
+bool runningUnderLauncher() { return getEnv("RANK", "SLURM_PROCID") && getEnv("WORLD_SIZE", "SLURM_NTASKS"); }
+
+RankEnv rankEnvFromEnvironment() {
+  RankEnv e;
+  const char* rank = getEnv("RANK", "SLURM_PROCID");
+  const char* world = getEnv("WORLD_SIZE", "SLURM_NTASKS");
+  if (!rank || !world)
+    fail("RANK and WORLD_SIZE are not set: run this inside a job, e.g. `moe-harness launch -n 4 -- ...` or torchrun");
+  e.rank = parseInt("RANK", rank);
+  e.worldSize = parseInt("WORLD_SIZE", world);
+  if (e.worldSize < 1) fail("WORLD_SIZE=", e.worldSize, " must be at least 1");
+  if (e.rank < 0 || e.rank >= e.worldSize) fail("RANK=", e.rank, " is outside WORLD_SIZE=", e.worldSize);
+  if (const char* lr = getEnv("LOCAL_RANK", "SLURM_LOCALID")) e.localRank = parseInt("LOCAL_RANK", lr);
+  if (const char* fs = getEnv("MOE_HARNESS_FILE_STORE")) {
+    e.fileStoreDir = fs;
+    return e;
+  }
+  const char* addr = getEnv("MASTER_ADDR");
+  const char* port = getEnv("MASTER_PORT");
+  if (e.worldSize > 1 && (!addr || !port))
+    fail("MASTER_ADDR and MASTER_PORT must be set for a job of ", e.worldSize, " ranks");
+  if (addr) e.masterAddr = addr;
+  if (port) e.masterPort = parseInt("MASTER_PORT", port);
+  const char* agent = getEnv("TORCHELASTIC_USE_AGENT_STORE");
+  e.agentStore = agent && (std::string(agent) == "True" || std::string(agent) == "1");
+  return e;
+}
+
+std::shared_ptr<store::Store> connectStore(const RankEnv& env, std::chrono::milliseconds timeout) {
+  if (!env.fileStoreDir.empty()) return store::makeFileStore(env.fileStoreDir, timeout);
+  store::TcpStoreOptions o;
+  o.host = env.masterAddr;
+  o.port = env.masterPort;
+  o.isServer = !env.agentStore && env.rank == 0;
+  o.numWorkers = env.worldSize;
+  o.timeout = timeout;
+  return store::makeTcpStore(o);
+}
+
+std::shared_ptr<comm::Communicator> initWorld(const RankEnv& env, comm::CommOptions opts) {
+  comm::FlightRecorder::instance().configure(env.rank, env.worldSize);
+  opts.localRank = env.localRank;
+  auto store = connectStore(env, opts.timeout);
+  return comm::createWorld(store, env.rank, env.worldSize, opts);
+}
+
+}  // namespace moe::launch

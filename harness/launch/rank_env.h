@@ -1,0 +1,41 @@
+#pragma once
+// A rank's identity and its world communicator, from the torchrun/Slurm
+// environment. The same binary runs under `moe-harness launch`, `torchrun`
+// or `srun`.
+//
+// Variables read: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT
+// (torchrun names; SLURM_PROCID / SLURM_NTASKS / SLURM_LOCALID are the
+// fallbacks). When TORCHELASTIC_USE_AGENT_STORE=True (torchrun, and our
+// launcher) the store server runs in the agent and every rank is a client;
+// otherwise rank 0 hosts it on MASTER_PORT, as torch's env:// init does.
+// MOE_HARNESS_FILE_STORE=DIR uses a file store in DIR instead of TCP.
+#include <memory>
+#include <string>
+
+#include "harness/comm/factory.h"
+#include "harness/store/store.h"
+
+namespace moe::launch {
+
+struct RankEnv {
+  int rank = 0;
+  int worldSize = 1;
+  int localRank = 0;
+  std::string masterAddr = "127.0.0.1";
+  int masterPort = 0;
+  bool agentStore = false;
+  std::string fileStoreDir;
+};
+
+// Throws HarnessError naming the missing or malformed variable.
+RankEnv rankEnvFromEnvironment();
+bool runningUnderLauncher();  // RANK and WORLD_SIZE are set
+
+// Connects to (or hosts) the job's store.
+std::shared_ptr<store::Store> connectStore(const RankEnv& env, std::chrono::milliseconds timeout);
+
+// Store + world communicator for this rank; also configures the flight
+// recorder (trace file when MOE_HARNESS_TRACE_DIR is set).
+std::shared_ptr<comm::Communicator> initWorld(const RankEnv& env, comm::CommOptions opts);
+
+}  // namespace moe::launch

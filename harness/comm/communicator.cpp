@@ -221,7 +221,7 @@ void Communicator::verifyFingerprint(const Call& call) {
         int64_t sends = fpOf(i)[kFpHeader + j];
         int64_t expects = fpOf(j)[kFpHeader + n + i];
         if (sends != expects) {
-          throw CollectiveMismatch(moe::str("all_to_all#", p[1], " split sizes disagree on group '", name_,
+          throw CollectiveMismatch(moe::str("collective mismatch: all_to_all#", p[1], " split sizes disagree on group '", name_,
                                        "': rank ", globalRanks_[i], " sends ", sends, " elements to rank ",
                                        globalRanks_[j], ", but rank ", globalRanks_[j], " expects ", expects,
                                        " from rank ", globalRanks_[i]));
@@ -234,7 +234,7 @@ void Communicator::verifyFingerprint(const Call& call) {
     for (int r = 0; r < n; ++r) {
       for (int j = 0; j < n; ++j) {
         if (fpOf(r)[kFpHeader + j] != p[kFpHeader + j]) {
-          throw CollectiveMismatch(moe::str(opName(op), "#", p[1], " on group '", name_, "': rank ",
+          throw CollectiveMismatch(moe::str("collective mismatch: ", opName(op), "#", p[1], " on group '", name_, "': rank ",
                                        globalRanks_[r], " expects ", fpOf(r)[kFpHeader + j],
                                        " elements for rank ", globalRanks_[j], ", rank ", globalRanks_[rank_],
                                        " expects ", p[kFpHeader + j]));
@@ -242,7 +242,7 @@ void Communicator::verifyFingerprint(const Call& call) {
       }
       int64_t own = op == OpType::kAllGather ? fpOf(r)[4] : fpOf(r)[5];
       if (own != p[kFpHeader + r]) {
-        throw CollectiveMismatch(moe::str(opName(op), "#", p[1], " on group '", name_, "': rank ", globalRanks_[r],
+        throw CollectiveMismatch(moe::str("collective mismatch: ", opName(op), "#", p[1], " on group '", name_, "': rank ", globalRanks_[r],
                                      " passes ", own, " elements but the agreed size for it is ",
                                      p[kFpHeader + r]));
       }

@@ -203,6 +203,11 @@ class Job {
   }
 
   void reap(bool block) {
+    // Ranks found dead in one sweep died within one poll interval of each
+    // other; the one killed by a signal (abort, segfault) is the cause more
+    // likely than peers that exited on a broken connection.
+    int sweepFailed = -1;
+    bool sweepSignaled = false;
     for (auto& c : children_) {
       if (c.done) continue;
       int status = 0;
@@ -219,10 +224,14 @@ class Job {
       // Ranks that ended by our SIGTERM/SIGKILL; the others ended on their own.
       c.st.stoppedByLauncher = tearingDown_ && !c.st.exited && (c.st.signal == SIGTERM || c.st.signal == SIGKILL);
       bool failed = !(c.st.exited && c.st.exitCode == 0);
-      if (failed && !tearingDown_) {
-        firstFailed_ = c.st.rank;
-        startTeardown();
+      if (failed && !tearingDown_ && (sweepFailed < 0 || (!sweepSignaled && !c.st.exited))) {
+        sweepFailed = c.st.rank;
+        sweepSignaled = !c.st.exited;
       }
+    }
+    if (sweepFailed >= 0) {
+      firstFailed_ = sweepFailed;
+      startTeardown();
     }
   }
 

@@ -53,86 +53,98 @@ void DeviceMesh::validate(const std::vector<MeshDim>& dims, int worldSize) {
          " rank(s)");
 }
 
-DeviceMesh::DeviceMesh(std::shared_ptr<comm::Communicator> world, std::vector<MeshDim> dims)
-    : world_(std::move(world)), dims_(std::move(dims)) {
-  validate(dims_, world_->size());
+MeshShape::MeshShape(std::vector<MeshDim> dims, int worldSize) : dims_(std::move(dims)), worldSize_(worldSize) {
+  DeviceMesh::validate(dims_, worldSize);
   strides_.assign(dims_.size(), 1);
   for (int i = static_cast<int>(dims_.size()) - 2; i >= 0; --i) strides_[i] = strides_[i + 1] * dims_[i + 1].size;
-  for (const auto& d : dims_) comm(d.name);
 }
 
-int DeviceMesh::index(const std::string& dim) const {
+std::string MeshShape::describe() const { return DeviceMesh::describe(dims_); }
+
+int MeshShape::index(const std::string& dim) const {
   for (size_t i = 0; i < dims_.size(); ++i)
     if (dims_[i].name == dim) return static_cast<int>(i);
   return -1;
 }
 
-int DeviceMesh::size(const std::string& dim) const {
+int MeshShape::size(const std::string& dim) const {
   int i = index(dim);
   return i < 0 ? 1 : dims_[i].size;
 }
 
-int DeviceMesh::coord(const std::string& dim) const {
+int MeshShape::coord(int rank, const std::string& dim) const {
   int i = index(dim);
-  return i < 0 ? 0 : coords()[i];
+  return i < 0 ? 0 : coordsOf(rank)[i];
 }
 
-std::vector<int> DeviceMesh::coordsOf(int rank) const {
-  MOE_ASSERT(rank >= 0 && rank < world_->size(), "rank ", rank, " world ", world_->size());
+std::vector<int> MeshShape::coordsOf(int rank) const {
+  MOE_ASSERT(rank >= 0 && rank < worldSize_, "rank ", rank, " world ", worldSize_);
   std::vector<int> c(dims_.size());
   for (size_t i = 0; i < dims_.size(); ++i) c[i] = (rank / strides_[i]) % dims_[i].size;
   return c;
 }
 
-int DeviceMesh::rankOf(const std::vector<int>& coords) const {
+int MeshShape::rankOf(const std::vector<int>& coords) const {
   MOE_ASSERT_EQ(coords.size(), dims_.size());
   int r = 0;
-  for (size_t i = 0; i < dims_.size(); ++i) r += coords[i] * strides_[i];
+  for (size_t i = 0; i < dims_.size(); ++i) {
+    MOE_ASSERT(coords[i] >= 0 && coords[i] < dims_[i].size, "coord ", coords[i], " of dim ", dims_[i].name);
+    r += coords[i] * strides_[i];
+  }
   return r;
 }
 
-std::vector<int> DeviceMesh::groupRanks(int rank, const std::vector<std::string>& dims) const {
-  std::vector<int> idx;
+std::vector<int> MeshShape::groupRanks(int rank, const std::vector<std::string>& dims) const {
+  std::vector<bool> varies(dims_.size(), false);
   for (const auto& d : dims) {
     int i = index(d);
-    if (i >= 0) idx.push_back(i);
+    if (i >= 0) varies[i] = true;
   }
+  const auto mine = coordsOf(rank);
   std::vector<int> out;
-  for (int r = 0; r < world_->size(); ++r) {
-    auto a = coordsOf(r), b = coordsOf(rank);
+  for (int r = 0; r < worldSize_; ++r) {
+    const auto c = coordsOf(r);
     bool same = true;
-    for (size_t i = 0; i < dims_.size() && same; ++i)
-      if (std::find(idx.begin(), idx.end(), static_cast<int>(i)) == idx.end()) same = a[i] == b[i];
+    for (size_t i = 0; i < dims_.size() && same; ++i) same = varies[i] || c[i] == mine[i];
     if (same) out.push_back(r);
   }
   return out;
+}
+
+std::vector<std::vector<int>> MeshShape::partition(const std::vector<std::string>& dims) const {
+  std::vector<std::vector<int>> groups;
+  std::vector<bool> placed(worldSize_, false);
+  for (int r = 0; r < worldSize_; ++r) {
+    if (placed[r]) continue;
+    auto g = groupRanks(r, dims);
+    for (int m : g) placed[m] = true;
+    groups.push_back(std::move(g));
+  }
+  return groups;
+}
+
+std::string MeshShape::groupName(const std::vector<std::string>& dims) const {
+  std::string name;
+  for (const auto& d : dims)
+    if (has(d)) name += (name.empty() ? "" : "+") + d;
+  return name.empty() ? "self" : name;
+}
+
+DeviceMesh::DeviceMesh(std::shared_ptr<comm::Communicator> world, std::vector<MeshDim> dims)
+    : world_(std::move(world)), shape_(std::move(dims), world_->size()) {
+  for (const auto& d : shape_.dims()) comm(d.name);
 }
 
 std::shared_ptr<comm::Communicator> DeviceMesh::comm(const std::string& dim) {
   return comm(std::vector<std::string>{dim});
 }
 
-std::shared_ptr<comm::Communicator> DeviceMesh::comm(const std::vector<std::string>& dimsIn) {
-  std::vector<std::string> dims;
-  for (const auto& d : dimsIn) {
+std::shared_ptr<comm::Communicator> DeviceMesh::comm(const std::vector<std::string>& dims) {
+  for (const auto& d : dims)
     if (std::find(knownDims().begin(), knownDims().end(), d) == knownDims().end())
-      fail("mesh ", describe(dims_), ": unknown dim name '", d, "'");
-    if (has(d)) dims.push_back(d);
-  }
-  std::string name;
-  for (const auto& d : dims) name += (name.empty() ? "" : "+") + d;
-  if (dims.empty()) name = "self";
-  // The partition of the world into groups along `dims`: every rank computes
-  // the same list, as split() requires.
-  std::vector<std::vector<int>> groups;
-  std::vector<bool> placed(world_->size(), false);
-  for (int r = 0; r < world_->size(); ++r) {
-    if (placed[r]) continue;
-    auto g = groupRanks(r, dims);
-    for (int m : g) placed[m] = true;
-    groups.push_back(g);
-  }
-  return world_->split(name, groups);
+      fail("mesh ", shape_.describe(), ": unknown dim name '", d, "'");
+  // Every rank computes the same partition, as split() requires.
+  return world_->split(shape_.groupName(dims), shape_.partition(dims));
 }
 
 }  // namespace moe::mesh

@@ -1,0 +1,171 @@
+// Desync detection: ranks that call different collectives, or pass
+// inconsistent sizes, fail fast with a message naming what each rank called,
+// instead of hanging or reducing mismatched buffers.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "harness/comm/communicator.h"
+#include "harness/comm/flight_recorder.h"
+#include "harness/tests/rank_test_util.h"
+
+using namespace moe;
+
+namespace {
+
+// Runs `body` on 4 ranks, expects the job to fail within 10 s (not by
+// timeout) and returns the combined output.
+std::string expectFastFailure(const std::function<void(comm::Communicator&, int rank)>& body) {
+  auto t0 = std::chrono::steady_clock::now();
+  auto run = ranktest::runRanks(4, [&](const launch::RankContext& ctx) {
+    auto world = ranktest::rankWorld();
+    at::Tensor warm = at::ones({4});
+    world->allReduce(warm);  // a matching collective first: the sequence numbers advance together
+    try {
+      body(*world, ctx.rank);
+    } catch (const comm::CollectiveMismatch& e) {
+      std::cerr << "mismatch: " << e.what() << std::endl;
+      return 3;
+    }
+    return 0;
+  }, /*timeoutSeconds=*/20);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_FALSE(run.result.ok);
+  EXPECT_FALSE(run.result.timedOut) << run.all();
+  EXPECT_LT(secs, 10.0) << run.all();
+  // Every rank detected it: its flight recorder shows the call failed with
+  // the mismatch (the launcher may stop ranks before they exit by themselves).
+  EXPECT_TRUE(run.result.ranks[run.result.firstFailedRank].exited);
+  EXPECT_EQ(run.result.ranks[run.result.firstFailedRank].exitCode, 3);
+  for (const auto& t : run.result.traces) {
+    EXPECT_FALSE(t.records.empty()) << "rank " << t.rank;
+    if (t.records.empty()) continue;
+    EXPECT_EQ(t.records.back().state, static_cast<int32_t>(comm::CallState::kFailed)) << "rank " << t.rank;
+    EXPECT_NE(std::string(t.records.back().error).find("mismatch"), std::string::npos) << t.records.back().error;
+  }
+  return run.all();
+}
+
+TEST(Desync, AllGatherVersusAllReduceNamesBoth) {
+  std::string out = expectFastFailure([](comm::Communicator& w, int rank) {
+    at::Tensor in = at::ones({16});
+    if (rank == 1) {
+      at::Tensor out = at::empty({64});
+      w.allGather(out, in);
+    } else {
+      w.allReduce(in);
+    }
+  });
+  EXPECT_NE(out.find("rank 1 called all_gather#2"), std::string::npos) << out;
+  EXPECT_NE(out.find("ranks 0,2,3 called all_reduce#2"), std::string::npos) << out;
+}
+
+TEST(Desync, InconsistentAllToAllSplits) {
+  std::string out = expectFastFailure([](comm::Communicator& w, int rank) {
+    // Rank 2 sends 2 rows to rank 0, which expects 1 from it.
+    std::vector<int64_t> inS(4, 1), outS(4, 1);
+    if (rank == 2) inS[0] = 2;
+    at::Tensor in = at::ones({rank == 2 ? 5 : 4, 3}), out = at::empty({4, 3});
+    w.allToAllSingle(out, in, outS, inS);
+  });
+  EXPECT_NE(out.find("rank 2 sends 6 elements to rank 0, but rank 0 expects 3 from rank 2"), std::string::npos) << out;
+}
+
+TEST(Desync, DifferentReduceOps) {
+  std::string out = expectFastFailure([](comm::Communicator& w, int rank) {
+    at::Tensor t = at::ones({8});
+    w.allReduce(t, rank == 3 ? comm::ReduceOp::kMax : comm::ReduceOp::kSum);
+  });
+  EXPECT_NE(out.find("rank 3 called all_reduce#2(float32, max, numel 8)"), std::string::npos) << out;
+}
+
+TEST(Desync, DifferentNumelAndDtype) {
+  std::string out = expectFastFailure([](comm::Communicator& w, int rank) {
+    at::Tensor t = rank == 0 ? at::ones({9}) : at::ones({8}, rank == 1 ? at::kBFloat16 : at::kFloat);
+    w.allReduce(t);
+  });
+  EXPECT_NE(out.find("rank 0 called all_reduce#2(float32, sum, numel 9)"), std::string::npos) << out;
+  EXPECT_NE(out.find("rank 1 called all_reduce#2(bfloat16, sum, numel 8)"), std::string::npos) << out;
+}
+
+TEST(Desync, ExtraCollectiveOnOneRank) {
+  // Rank 0 issues one collective more than the others: the sequence numbers
+  // of the next call disagree.
+  std::string out = expectFastFailure([](comm::Communicator& w, int rank) {
+    at::Tensor t = at::ones({4});
+    if (rank == 0) w.broadcast(t, 0);
+    w.allReduce(t);
+  });
+  EXPECT_NE(out.find("rank 0 called broadcast#2"), std::string::npos) << out;
+}
+
+TEST(Desync, MismatchedSendRecv) {
+  auto run = ranktest::runRanks(2, [](const launch::RankContext& ctx) {
+    auto world = ranktest::rankWorld();
+    try {
+      if (ctx.rank == 0) world->send(at::ones({5}), 1);
+      else {
+        at::Tensor t = at::empty({4});
+        world->recv(t, 0);
+      }
+    } catch (const comm::CollectiveMismatch& e) {
+      std::cerr << "mismatch: " << e.what() << std::endl;
+      return 3;
+    }
+    return 0;
+  }, 20);
+  ASSERT_FALSE(run.result.ok);
+  EXPECT_NE(run.err.find("rank 0 sends float32 numel 5, rank 1 receives float32 numel 4"), std::string::npos)
+      << run.all();
+}
+
+TEST(Desync, WithVerificationOffTheFingerprintIsNotExchanged) {
+  // The same mismatch without verification is not caught by the base class
+  // (it may hang or corrupt, which is why verification is on by default): the
+  // rank times out inside gloo instead. Only checks that no CollectiveMismatch
+  // is raised, with a short gloo timeout.
+  auto run = ranktest::runRanks(2, [](const launch::RankContext& ctx) {
+    comm::CommOptions o;
+    o.verify = false;
+    at::set_num_threads(1);
+    o.timeout = std::chrono::seconds(2);
+    auto world = launch::initWorld(launch::rankEnvFromEnvironment(), o);
+    try {
+      at::Tensor t = at::ones({4});
+      if (ctx.rank == 0) world->broadcast(t, 0);
+      else world->barrier();
+    } catch (const comm::CollectiveMismatch&) {
+      return 3;
+    } catch (const std::exception&) {
+      return 4;  // gloo error or timeout
+    }
+    return 0;
+  }, 30);
+  for (const auto& st : run.result.ranks) EXPECT_NE(st.exitCode, 3) << run.all();
+}
+
+TEST(Desync, DifferentGroupsTimeOutWithDivergenceReport) {
+  // Rank 2 enters a collective on a subgroup while the others are in one on
+  // the world: no common fingerprint exchange, so it hangs; the launcher's
+  // timeout reports every rank's last collective and where they diverge.
+  auto run = ranktest::runRanks(4, [](const launch::RankContext& ctx) {
+    auto world = ranktest::rankWorld();
+    auto ep = world->split("ep", {{0, 1}, {2, 3}});
+    at::Tensor t = at::ones({4});
+    if (ctx.rank == 2) {
+      at::Tensor out = at::empty({8});
+      ep->allGather(out, t);
+    } else {
+      world->allReduce(t);
+    }
+    return 0;
+  }, /*timeoutSeconds=*/4);
+  ASSERT_TRUE(run.result.timedOut) << run.all();
+  EXPECT_EQ(run.result.exitCode(), 124);
+  const auto& s = run.result.summary;
+  EXPECT_NE(s.find("rank 2 is in all_gather#1 on group ep"), std::string::npos) << s;
+  EXPECT_NE(s.find("ranks 0,1,3 are in all_reduce#1 on group world"), std::string::npos) << s;
+  for (int r = 0; r < 4; ++r) EXPECT_NE(s.find("rank " + std::to_string(r) + ": last collective"), std::string::npos) << s;
+}
+
+}  // namespace

@@ -1,0 +1,160 @@
+// The launcher against the real CLI binary (exec mode) and forked bodies:
+// crashes, timeouts, exit codes, output prefixing, cleanup of every process.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "harness/tests/rank_test_util.h"
+
+using namespace moe;
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kHarness = MOE_HARNESS_BIN;
+
+struct ExecRun {
+  launch::LaunchResult result;
+  std::string out, err;
+  double seconds;
+  std::string all() const { return result.summary + "\n--- stdout\n" + out + "--- stderr\n" + err; }
+};
+
+ExecRun execJob(int n, std::vector<std::string> args, int timeoutSeconds, const std::string& traceDir = "") {
+  std::ostringstream out, err;
+  launch::LaunchOptions o;
+  o.nranks = n;
+  o.timeout = std::chrono::seconds(timeoutSeconds);
+  o.killGrace = std::chrono::milliseconds(1000);
+  o.out = &out;
+  o.err = &err;
+  o.quiet = true;
+  o.traceDir = traceDir;
+  args.insert(args.begin(), kHarness);
+  auto t0 = std::chrono::steady_clock::now();
+  ExecRun r{launch::launchProgram(o, args), "", "", 0};
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.out = out.str();
+  r.err = err.str();
+  return r;
+}
+
+fs::path tempDir(const std::string& tag) {
+  fs::path d = fs::temp_directory_path() / ("moe-launcher-test-" + tag + "-" + std::to_string(getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  return d;
+}
+
+// Every rank wrote its pid; none of them may still exist.
+void expectNoSurvivors(const fs::path& pidDir, int n) {
+  for (int r = 0; r < n; ++r) {
+    std::ifstream in(pidDir / ("rank" + std::to_string(r) + ".pid"));
+    pid_t pid = 0;
+    ASSERT_TRUE(in >> pid) << "rank " << r << " wrote no pid file";
+    errno = 0;
+    EXPECT_EQ(kill(pid, 0), -1) << "rank " << r << " (pid " << pid << ") survived the job";
+    EXPECT_EQ(errno, ESRCH);
+  }
+}
+
+TEST(Launcher, SelftestPassesOnFourRanksWithPrefixedOutput) {
+  auto r = execJob(4, {"selftest"}, 120);
+  ASSERT_TRUE(r.result.ok) << r.all();
+  EXPECT_EQ(r.result.exitCode(), 0);
+  EXPECT_NE(r.out.find("[rank 0] selftest: mesh {\"dp\":2,\"ep\":2}, 4 ranks, backend gloo: ok"), std::string::npos)
+      << r.out;
+}
+
+TEST(Launcher, AbortOnRankTwoIsNamedAndNothingSurvives) {
+  auto pids = tempDir("abort");
+  auto r = execJob(4, {"selftest", "--fault", "abort", "--fault-rank", "2", "--pid-dir", pids.string()}, 60);
+  ASSERT_FALSE(r.result.ok) << r.all();
+  EXPECT_LT(r.seconds, 10.0) << r.all();
+  EXPECT_EQ(r.result.firstFailedRank, 2) << r.all();
+  EXPECT_EQ(r.result.ranks[2].signal, SIGABRT) << r.all();
+  EXPECT_EQ(r.result.exitCode(), 128 + SIGABRT);
+  EXPECT_NE(r.result.summary.find("job failed: rank 2 killed by signal 6 (SIGABRT)"), std::string::npos) << r.all();
+  // The summary names the dead rank's last collective (from its trace file).
+  EXPECT_NE(r.result.summary.find("its last collective: barrier#"), std::string::npos) << r.all();
+  expectNoSurvivors(pids, 4);
+  fs::remove_all(pids);
+}
+
+TEST(Launcher, HungRankTimesOutWithEveryRanksState) {
+  auto pids = tempDir("hang");
+  auto r = execJob(4, {"selftest", "--fault", "sleep", "--sleep", "60", "--fault-rank", "1", "--pid-dir", pids.string()}, 6);
+  ASSERT_TRUE(r.result.timedOut) << r.all();
+  EXPECT_EQ(r.result.exitCode(), 124);
+  EXPECT_LT(r.seconds, 15.0);
+  const auto& s = r.result.summary;
+  EXPECT_NE(s.find("job timed out after 6 s"), std::string::npos) << s;
+  for (int k = 0; k < 4; ++k)
+    EXPECT_NE(s.find("rank " + std::to_string(k) + ": last collective"), std::string::npos) << s;
+  // Ranks 0,2,3 wait in the all_reduce that rank 1 never reaches.
+  EXPECT_NE(s.find("ranks 0,2,3 are in all_reduce#"), std::string::npos) << s;
+  EXPECT_NE(s.find("rank 1 is done with barrier#"), std::string::npos) << s;
+  ASSERT_EQ(r.result.traces.size(), 4u);
+  EXPECT_TRUE(fs::exists(r.result.traceDir + "/flight_recorder.json"));
+  expectNoSurvivors(pids, 4);
+  fs::remove_all(pids);
+  fs::remove_all(r.result.traceDir);
+}
+
+TEST(Launcher, ExitCodeOfFailedRankIsReturned) {
+  auto r = execJob(3, {"selftest", "--fault", "exit", "--fault-rank", "1"}, 60);
+  ASSERT_FALSE(r.result.ok);
+  EXPECT_EQ(r.result.firstFailedRank, 1) << r.all();
+  EXPECT_EQ(r.result.exitCode(), 3) << r.all();
+  EXPECT_NE(r.result.summary.find("rank 1 exited with code 3"), std::string::npos) << r.all();
+}
+
+TEST(Launcher, MissingProgramFailsWith127) {
+  std::ostringstream out, err;
+  launch::LaunchOptions o;
+  o.nranks = 2;
+  o.out = &out;
+  o.err = &err;
+  o.quiet = true;
+  auto r = launch::launchProgram(o, {"/nonexistent/program"});
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.exitCode(), 127);
+  EXPECT_NE(err.str().find("cannot execute /nonexistent/program"), std::string::npos) << err.str();
+}
+
+TEST(Launcher, ConcurrentJobsDoNotCollide) {
+  ExecRun a, b;
+  std::thread ta([&] { a = execJob(2, {"selftest"}, 120); });
+  std::thread tb([&] { b = execJob(2, {"selftest"}, 120); });
+  ta.join();
+  tb.join();
+  EXPECT_TRUE(a.result.ok) << a.all();
+  EXPECT_TRUE(b.result.ok) << b.all();
+}
+
+TEST(Launcher, ForkedBodyExceptionFailsTheRankWithItsMessage) {
+  auto run = ranktest::runRanks(2, [](const launch::RankContext& ctx) -> int {
+    if (ctx.rank == 1) moe::fail("planted failure on rank ", ctx.rank);
+    return 0;
+  });
+  ASSERT_FALSE(run.result.ok);
+  EXPECT_EQ(run.result.firstFailedRank, 1);
+  EXPECT_NE(run.err.find("[rank 1] rank 1: error: planted failure on rank 1"), std::string::npos) << run.all();
+}
+
+TEST(Launcher, RanksSeeTorchrunEnvironment) {
+  auto run = ranktest::runRanks(3, [](const launch::RankContext& ctx) {
+    auto env = launch::rankEnvFromEnvironment();
+    RANK_CHECK(env.rank == ctx.rank && env.worldSize == 3 && env.localRank == ctx.rank, "env");
+    RANK_CHECK(env.agentStore && env.masterPort > 0 && env.masterAddr == "127.0.0.1", "store env");
+    RANK_CHECK(std::getenv("MOE_HARNESS_TRACE_DIR") != nullptr, "trace dir");
+    return 0;
+  });
+  ASSERT_TRUE(run.result.ok) << run.all();
+}
+
+}  // namespace

@@ -21,6 +21,8 @@
 namespace moe::cli {
 namespace {
 
+constexpr int kSkipExitCode = 77;
+
 struct SelftestArgs {
   std::string backend = "gloo";
   std::string iface;
@@ -85,6 +87,14 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
 int runSelftest(const SelftestArgs& a) {
   at::set_num_threads(1);  // ranks share the machine's cores
   auto env = launch::rankEnvFromEnvironment();
+  if (a.backend == "nccl") {
+    std::string reason;
+    if (!comm::ncclUsable(env.worldSize, &reason)) {
+      // Exit code 77 = skipped (ctest SKIP_RETURN_CODE), never a pass.
+      std::cout << "selftest: SKIPPED: " << reason << std::endl;
+      return kSkipExitCode;
+    }
+  }
   if (!a.pidDir.empty()) std::ofstream(a.pidDir + "/rank" + std::to_string(env.rank) + ".pid") << getpid() << "\n";
   comm::CommOptions co;
   co.backend = a.backend;

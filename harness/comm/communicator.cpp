@@ -133,6 +133,28 @@ void Communicator::checkDtype(const at::Tensor& t, const char* op) const {
 }
 
 namespace {
+void requireContiguous(const at::Tensor& t, const char* op, const char* which) {
+  if (!t.defined()) fail(op, ": ", which, " tensor is undefined");
+  if (!t.is_contiguous()) fail(op, ": ", which, " tensor must be contiguous (shape ", shapeStr(t), ")");
+}
+}  // namespace
+
+void Communicator::checkRowOp(const char* op, const at::Tensor& out, const at::Tensor& in) const {
+  requireContiguous(in, op, "input");
+  requireContiguous(out, op, "output");
+  checkDtype(in, op);
+  if (in.scalar_type() != out.scalar_type())
+    fail(op, " on group '", name_, "': input dtype ", dtypeName(static_cast<int32_t>(in.scalar_type())),
+         " != output dtype ", dtypeName(static_cast<int32_t>(out.scalar_type())));
+  if (in.dim() == 0 || out.dim() != in.dim())
+    fail(op, " on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
+         " must have the same number (>= 1) of dims");
+  for (int64_t d = 1; d < in.dim(); ++d)
+    if (in.size(d) != out.size(d))
+      fail(op, " on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out), " differ in dim ", d);
+}
+
+namespace {
 // Describes a fingerprint by the fields all members must agree on: a rank's
 // own contribution to an uneven all_gather/reduce_scatter or its all_to_all
 // splits may differ (they are checked separately).
@@ -289,12 +311,6 @@ void Communicator::run(Call& call, Fn&& fn) {
   rec.count(name_, call.op, call.bytesSent, call.bytesRecv, secs);
 }
 
-namespace {
-void requireContiguous(const at::Tensor& t, const char* op, const char* which) {
-  if (!t.defined()) fail(op, ": ", which, " tensor is undefined");
-  if (!t.is_contiguous()) fail(op, ": ", which, " tensor must be contiguous (shape ", shapeStr(t), ")");
-}
-}  // namespace
 
 void Communicator::allReduce(at::Tensor& t, ReduceOp op) {
   requireContiguous(t, "all_reduce", "input");
@@ -383,19 +399,8 @@ void Communicator::recv(at::Tensor& t, int peer) {
 }
 
 void Communicator::allGather(at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& rowsPerRankIn) {
-  requireContiguous(in, "all_gather", "input");
-  requireContiguous(out, "all_gather", "output");
-  checkDtype(in, "all_gather");
+  checkRowOp("all_gather", out, in);
   const int n = size();
-  if (in.scalar_type() != out.scalar_type())
-    fail("all_gather on group '", name_, "': input dtype ", dtypeName(static_cast<int32_t>(in.scalar_type())), " != output dtype ", dtypeName(static_cast<int32_t>(out.scalar_type())));
-  if (in.dim() == 0 || out.dim() != in.dim())
-    fail("all_gather on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
-         " must have the same number (>= 1) of dims");
-  for (int64_t d = 1; d < in.dim(); ++d)
-    if (in.size(d) != out.size(d))
-      fail("all_gather on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
-           " differ in dim ", d);
   std::vector<int64_t> rows = rowsPerRankIn;
   if (rows.empty()) rows.assign(n, in.size(0));
   if (static_cast<int>(rows.size()) != n)
@@ -425,21 +430,10 @@ void Communicator::allGather(at::Tensor& out, const at::Tensor& in, const std::v
 
 void Communicator::reduceScatter(at::Tensor& out, const at::Tensor& in, ReduceOp op,
                                  const std::vector<int64_t>& rowsPerRankIn) {
-  requireContiguous(in, "reduce_scatter", "input");
-  requireContiguous(out, "reduce_scatter", "output");
-  checkDtype(in, "reduce_scatter");
+  checkRowOp("reduce_scatter", out, in);
   if (op != ReduceOp::kSum && op != ReduceOp::kAvg)
     fail("reduce_scatter on group '", name_, "': only sum and avg are supported, got ", reduceOpName(op));
   const int n = size();
-  if (in.scalar_type() != out.scalar_type())
-    fail("reduce_scatter on group '", name_, "': input dtype ", dtypeName(static_cast<int32_t>(in.scalar_type())), " != output dtype ", dtypeName(static_cast<int32_t>(out.scalar_type())));
-  if (in.dim() == 0 || out.dim() != in.dim())
-    fail("reduce_scatter on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
-         " must have the same number (>= 1) of dims");
-  for (int64_t d = 1; d < in.dim(); ++d)
-    if (in.size(d) != out.size(d))
-      fail("reduce_scatter on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
-           " differ in dim ", d);
   std::vector<int64_t> rows = rowsPerRankIn;
   if (rows.empty()) {
     if (in.size(0) % n != 0)
@@ -474,19 +468,8 @@ void Communicator::reduceScatter(at::Tensor& out, const at::Tensor& in, ReduceOp
 
 void Communicator::allToAllSingle(at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& outSplitsIn,
                                   const std::vector<int64_t>& inSplitsIn) {
-  requireContiguous(in, "all_to_all", "input");
-  requireContiguous(out, "all_to_all", "output");
-  checkDtype(in, "all_to_all");
+  checkRowOp("all_to_all", out, in);
   const int n = size();
-  if (in.scalar_type() != out.scalar_type())
-    fail("all_to_all on group '", name_, "': input dtype ", dtypeName(static_cast<int32_t>(in.scalar_type())), " != output dtype ", dtypeName(static_cast<int32_t>(out.scalar_type())));
-  if (in.dim() == 0 || out.dim() != in.dim())
-    fail("all_to_all on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
-         " must have the same number (>= 1) of dims");
-  for (int64_t d = 1; d < in.dim(); ++d)
-    if (in.size(d) != out.size(d))
-      fail("all_to_all on group '", name_, "': input ", shapeStr(in), " and output ", shapeStr(out),
-           " differ in dim ", d);
   auto resolve = [&](const std::vector<int64_t>& s, const at::Tensor& t, const char* which) {
     std::vector<int64_t> v = s;
     if (v.empty()) {

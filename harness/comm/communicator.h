@@ -132,6 +132,9 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // Throws HarnessError naming this backend, `op` and the dtype when the
   // dtype is not supported.
   void checkDtype(const at::Tensor& t, const char* op) const;
+  // Shared argument checks of the row-based ops (all_gather, reduce_scatter,
+  // all_to_all): contiguous, supported and equal dtypes, same trailing dims.
+  void checkRowOp(const char* op, const at::Tensor& out, const at::Tensor& in) const;
 
  private:
   struct Call;  // one collective in flight (defined in communicator.cpp)

@@ -20,6 +20,7 @@ namespace {
 constexpr char kMagic[8] = {'M', 'O', 'E', 'T', 'R', 'A', 'C', 'E'};
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kCapacity = 256;
+const char* const kMemoryOnly = "-";  // configure(): ignore MOE_HARNESS_TRACE_DIR
 
 size_t fileBytes(uint32_t capacity) {
   return sizeof(TraceFileHeader) + capacity * sizeof(TraceRecord);
@@ -53,15 +54,7 @@ FlightRecorder& FlightRecorder::instance() {
   return *recorder;
 }
 
-FlightRecorder::FlightRecorder() {
-  memory_.assign(fileBytes(kCapacity), 0);
-  header_ = reinterpret_cast<TraceFileHeader*>(memory_.data());
-  ring_ = reinterpret_cast<TraceRecord*>(memory_.data() + sizeof(TraceFileHeader));
-  memcpy(header_->magic, kMagic, sizeof(kMagic));
-  header_->version = kVersion;
-  header_->capacity = kCapacity;
-  header_->pid = getpid();
-}
+FlightRecorder::FlightRecorder() { configure(0, 1, kMemoryOnly); }
 
 FlightRecorder::~FlightRecorder() { unmap(); }
 
@@ -74,13 +67,12 @@ void FlightRecorder::configure(int rank, int worldSize, const std::string& trace
   std::lock_guard<std::mutex> lock(mu_);
   rank_ = rank;
   worldSize_ = worldSize;
-  std::string dir = traceDir;
-  if (dir.empty()) {
+  std::string dir = traceDir == kMemoryOnly ? "" : traceDir;
+  if (traceDir.empty()) {
     const char* env = std::getenv("MOE_HARNESS_TRACE_DIR");
     if (env) dir = env;
   }
-  // A fresh process image: the records so far (none, normally) are kept only
-  // in memory mode.
+  // Reconfiguring starts an empty ring (in a new file or in memory).
   unmap();
   if (!dir.empty()) {
     std::string path = dir + "/rank" + std::to_string(rank) + ".trace";

@@ -80,8 +80,9 @@ class FlightRecorder {
  public:
   static FlightRecorder& instance();
 
-  // Sets rank identity; maps the trace file when MOE_HARNESS_TRACE_DIR is
-  // set (or `traceDir` is non-empty). Safe to call again (re-maps).
+  // Sets rank identity and starts an empty ring: in the trace file
+  // `traceDir`/rank{R}.trace, or with traceDir "" in $MOE_HARNESS_TRACE_DIR
+  // when set, else (or with traceDir "-") in memory. Safe to call again.
   void configure(int rank, int worldSize, const std::string& traceDir = "");
   int rank() const { return rank_; }
 

@@ -37,6 +37,10 @@ struct ParamShard {
   std::vector<int64_t> globalShape;
   std::string style;                      // plan style that placed it ("" = none: must be replicated)
   bool isExpert = false;                  // fused expert tensor ([E, ...] on dim 0)
+  // isExpert only: the global expert index of each local row of dim 0 as the
+  // model routes tokens to them. Empty = derived from the placements; when
+  // set, the expert check also verifies it against the placements.
+  std::vector<int64_t> expertIds;
 };
 
 }  // namespace moe::checks

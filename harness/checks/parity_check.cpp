@@ -1,0 +1,302 @@
+#include "harness/checks/parity_check.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <limits>
+
+#include "harness/checks/check_common.h"
+#include "harness/common/error.h"
+#include "reference/placement/dist_tensor.h"
+
+namespace moe::checks {
+
+ParityTolerance ParityTolerance::forDtype(const std::string& dtype) {
+  ParityTolerance t;
+  if (dtype == "fp32") return t;
+  if (dtype == "bf16") {
+    t.lossAbs = 5e-3;
+    t.metric = TensorMetric::kRelNorm;
+    return t;
+  }
+  moe::fail("parity: unknown dtype '", dtype, "' (known: fp32, bf16)");
+}
+
+std::string formatNumber(double x) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3g", x);
+  return buf;
+}
+
+std::string ParityTolerance::describe() const {
+  if (metric == TensorMetric::kAllClose)
+    return moe::str("allclose(rtol ", formatNumber(rtol), ", atol ", formatNumber(atol), ")");
+  return moe::str("relative norm error <= ", formatNumber(relNorm));
+}
+
+namespace {
+constexpr double kTiny = 1e-30;
+
+std::string ratioString(double r) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3f", r);
+  return buf;
+}
+
+std::vector<int64_t> unflatten(int64_t flat, const std::vector<int64_t>& shape) {
+  std::vector<int64_t> idx(shape.size());
+  for (int64_t d = static_cast<int64_t>(shape.size()) - 1; d >= 0; --d) {
+    idx[d] = flat % shape[d];
+    flat /= shape[d];
+  }
+  return idx;
+}
+}  // namespace
+
+TensorDiff compareTensor(const at::Tensor& run, const at::Tensor& ref, const ParityTolerance& tol,
+                         const ref::LocalLayout* layout) {
+  MOE_ASSERT(run.sizes() == ref.sizes(), "shapes ", shapeString(run.sizes()), " vs ", shapeString(ref.sizes()));
+  TensorDiff d;
+  if (run.numel() == 0) return d;
+  at::Tensor a = run.detach().to(at::kCPU, at::kDouble).reshape({-1});
+  at::Tensor b = ref.detach().to(at::kCPU, at::kDouble).reshape({-1});
+  at::Tensor diff = (a - b).abs();
+  d.maxAbsDiff = diff.max().item<double>();
+  double diffNorm = diff.norm().item<double>();
+  double runNorm = a.norm().item<double>();
+  double refNorm = b.norm().item<double>();
+  d.relNormError = diffNorm / std::max(refNorm, kTiny);
+  d.normRatio = refNorm > 0 ? runNorm / refNorm : (runNorm > 0 ? std::numeric_limits<double>::infinity() : 1.0);
+  int64_t worst;
+  if (tol.metric == TensorMetric::kAllClose) {
+    at::Tensor violation = diff / (tol.atol + tol.rtol * b.abs());
+    // NaN anywhere is the worst possible violation.
+    violation = at::where(violation.isnan(), at::full_like(violation, std::numeric_limits<double>::infinity()),
+                          violation);
+    worst = violation.argmax().item<int64_t>();
+    d.score = violation[worst].item<double>();
+  } else {
+    worst = diff.argmax().item<int64_t>();
+    d.score = tol.relNorm > 0 ? d.relNormError / tol.relNorm : (d.relNormError > 0 ? 1e300 : 0);
+  }
+  if (std::isnan(d.relNormError) || std::isnan(d.maxAbsDiff)) d.score = std::numeric_limits<double>::infinity();
+  d.ok = d.score <= 1.0;
+  std::vector<int64_t> local = unflatten(worst, run.sizes().vec());
+  d.worstAt = moe::str(layout ? "global " : "local ", shapeString(layout ? layout->globalIndex(local) : local),
+                       " (run ", formatNumber(a[worst].item<double>()), " vs reference ",
+                       formatNumber(b[worst].item<double>()), ")");
+  return d;
+}
+
+std::string describeTensorFailure(int rank, const std::string& what, const std::string& name,
+                                  const TensorDiff& d, const ParityTolerance& tol) {
+  std::string norms = moe::str("relative norm error ", formatNumber(d.relNormError), " (run/reference norm ratio ",
+                               ratioString(d.normRatio), ")");
+  if (tol.metric == TensorMetric::kRelNorm)
+    return moe::str("rank ", rank, ": ", what, " of ", name, ": ", norms, " exceeds ", formatNumber(tol.relNorm),
+                    "; max |diff| ", formatNumber(d.maxAbsDiff), " at ", d.worstAt);
+  return moe::str("rank ", rank, ": ", what, " of ", name, ": max |diff| ", formatNumber(d.maxAbsDiff), " at ",
+                  d.worstAt, " exceeds ", tol.describe(), "; ", norms);
+}
+
+namespace {
+
+struct Worst {
+  std::string name;
+  TensorDiff diff;
+  bool any = false;
+};
+
+nlohmann::json worstJson(const Worst& w, int rank) {
+  if (!w.any) return nullptr;
+  return {{"param", w.name},
+          {"rank", rank},
+          {"score", w.diff.score},
+          {"max_abs_diff", w.diff.maxAbsDiff},
+          {"rel_norm_error", w.diff.relNormError},
+          {"norm_ratio", w.diff.normRatio}};
+}
+
+// Compares every shard with the matching slice of its reference tensor.
+// Returns the per-quantity maxima and the worst parameter.
+nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShard>& shards,
+                             const io::TensorSource& reference, const std::string& what,
+                             const ParityTolerance& tol, std::string& failure) {
+  Worst worst;
+  double maxAbs = 0, maxRel = 0;
+  auto fail = [&](const std::string& m) {
+    if (failure.empty()) failure = m;
+  };
+  for (const ParamShard& p : shards) {
+    if (!reference.has(p.name)) {
+      fail(moe::str("rank ", in.rank, ": ", what, " of ", p.name, ": the reference ", reference.where(),
+                    " has no such tensor"));
+      continue;
+    }
+    if (reference.shape(p.name) != p.globalShape) {
+      fail(moe::str("rank ", in.rank, ": ", what, " of ", p.name, ": global shape ", shapeString(p.globalShape),
+                    " vs reference ", shapeString(reference.shape(p.name))));
+      continue;
+    }
+    if (std::any_of(p.placements.begin(), p.placements.end(), [](const ref::Placement& q) { return q.isPartial(); })) {
+      fail(moe::str("rank ", in.rank, ": ", what, " of ", p.name, " is still Partial (",
+                    ref::toString(p.placements), "); reduce it before comparing"));
+      continue;
+    }
+    ref::LocalLayout layout = ref::computeLayout(p.globalShape, p.placements, in.meshSizes, in.meshCoords);
+    if (p.local.sizes().vec() != layout.localShape) {
+      fail(moe::str("rank ", in.rank, ": ", what, " of ", p.name, " local shape ", shapeString(p.local.sizes()),
+                    " vs expected ", shapeString(layout.localShape), " (placements ", ref::toString(p.placements), ")"));
+      continue;
+    }
+    at::Tensor expected = readLocalSlice(reference, p.name, layout);
+    TensorDiff d = compareTensor(p.local, expected, tol, &layout);
+    maxAbs = std::max(maxAbs, d.maxAbsDiff);
+    maxRel = std::max(maxRel, d.relNormError);
+    if (!worst.any || d.score > worst.diff.score) worst = {p.name, d, true};
+    if (!d.ok) fail(describeTensorFailure(in.rank, what, p.name, d, tol));
+  }
+  return {{"tensors", shards.size()},
+          {"max_abs_diff", maxAbs},
+          {"max_rel_norm_error", maxRel},
+          {"worst", worstJson(worst, in.rank)}};
+}
+
+}  // namespace
+
+CheckResult checkParity(const ParityInputs& in, const ParityCheckOptions& options) {
+  const ParityTolerance tol = options.resolved();
+  const auto& run = require(in.runSteps, "parity", "run step records");
+  const auto& ref = require(in.referenceSteps, "parity", "reference step records");
+  std::string failure;
+  auto fail = [&](const std::string& m) {
+    if (failure.empty()) failure = m;
+  };
+  double maxLoss = 0, maxCe = 0, maxAux = 0, maxGradNorm = 0;
+  if (run.size() != ref.size())
+    fail(moe::str("rank ", in.rank, ": the run has ", run.size(), " steps vs ", ref.size(), " in the reference"));
+  for (size_t i = 0; i < std::min(run.size(), ref.size()); ++i) {
+    const StepRecord& a = run[i];
+    const StepRecord& b = ref[i];
+    struct Q {
+      const char* name;
+      double run, ref;
+      double* max;
+    } qs[] = {{"loss", a.loss, b.loss, &maxLoss}, {"ce", a.ce, b.ce, &maxCe}, {"aux", a.aux, b.aux, &maxAux}};
+    for (const Q& q : qs) {
+      double d = std::abs(q.run - q.ref);
+      if (std::isnan(d)) d = std::numeric_limits<double>::infinity();
+      *q.max = std::max(*q.max, d);
+      if (d > tol.lossAbs)
+        fail(moe::str("rank ", in.rank, ": step ", a.step, " ", q.name, " ", q.run, " vs reference ", q.ref,
+                      " (|diff| ", formatNumber(d), " exceeds ", formatNumber(tol.lossAbs), ")"));
+    }
+    double gd = std::abs(a.gradNorm - b.gradNorm);
+    double rel = gd / std::max(std::abs(b.gradNorm), kTiny);
+    maxGradNorm = std::max(maxGradNorm, std::isnan(rel) ? std::numeric_limits<double>::infinity() : rel);
+    bool gnOk = tol.metric == TensorMetric::kAllClose ? gd <= tol.atol + tol.rtol * std::abs(b.gradNorm)
+                                                      : rel <= tol.relNorm;
+    if (!gnOk)
+      fail(moe::str("rank ", in.rank, ": step ", a.step, " grad norm ", a.gradNorm, " vs reference ", b.gradNorm,
+                    " (relative diff ", formatNumber(rel), ", ratio ", ratioString(a.gradNorm / b.gradNorm),
+                    ") exceeds ", tol.describe()));
+  }
+  CheckResult r;
+  r.check = "parity";
+  r.measured = {{"steps", run.size()},
+                {"loss_max_abs_diff", maxLoss},
+                {"ce_max_abs_diff", maxCe},
+                {"aux_max_abs_diff", maxAux},
+                {"grad_norm_max_rel_diff", maxGradNorm},
+                {"tolerance",
+                 {{"dtype", options.dtype},
+                  {"loss_abs", tol.lossAbs},
+                  {"tensors", tol.describe()}}}};
+  if (in.step1Grads)
+    r.measured["grads"] = compareShards(in, *in.step1Grads, require(in.referenceGrads, "parity", "reference gradients"),
+                                        "step-1 gradient", tol, failure);
+  if (in.finalParams)
+    r.measured["params"] = compareShards(in, *in.finalParams,
+                                         require(in.referenceParams, "parity", "reference parameters"),
+                                         moe::str("parameter after step ", run.size()), tol, failure);
+  r.passed = failure.empty();
+  r.explanation = r.passed ? moe::str("max |diff| loss ", formatNumber(maxLoss), ", grad norm relative ",
+                                      formatNumber(maxGradNorm), " over ", run.size(), " steps within ",
+                                      tol.describe())
+                           : failure;
+  return r;
+}
+
+namespace {
+// Keeps the element-wise maximum of numbers and the worst-scoring "worst".
+void mergeMax(nlohmann::json& into, const nlohmann::json& other) {
+  for (auto it = other.begin(); it != other.end(); ++it) {
+    const std::string& k = it.key();
+    if (!into.contains(k)) {
+      into[k] = *it;
+    } else if (k == "worst") {
+      if (into[k].is_null() || (!it->is_null() && (*it)["score"].get<double>() > into[k]["score"].get<double>()))
+        into[k] = *it;
+    } else if (it->is_object()) {
+      mergeMax(into[k], *it);
+    } else if (it->is_number() && into[k].is_number()) {
+      into[k] = std::max(into[k].get<double>(), it->get<double>());
+    }
+  }
+}
+}  // namespace
+
+CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs& in,
+                                  const ParityCheckOptions& options) {
+  CheckResult local;
+  std::string error;
+  try {
+    local = checkParity(in, options);
+  } catch (const HarnessError& e) {
+    // Still take part in the agreement, so the other ranks do not hang.
+    error = moe::str("rank ", in.rank, ": ", e.what());
+  }
+  Verdict v = agreeVerdict(world, error.empty() ? (local.passed ? "" : local.explanation) : error);
+  nlohmann::json merged = local.measured;
+  for (const std::string& s : allGatherStrings(world, local.measured.dump())) {
+    if (s == "null" || s.empty()) continue;
+    mergeMax(merged, nlohmann::json::parse(s));
+  }
+  CheckResult r;
+  r.check = "parity";
+  r.passed = !v.failed;
+  r.measured = merged;
+  r.measured["failing_ranks"] = v.failingRanks;
+  r.explanation = v.failed ? v.explanation : local.explanation;
+  if (!v.failed) {
+    r.explanation = moe::str(
+        "max |diff| loss ", formatNumber(merged.value("loss_max_abs_diff", 0.0)), "; worst gradient ",
+        merged.contains("grads") && !merged["grads"]["worst"].is_null()
+            ? moe::str(merged["grads"]["worst"]["param"].get<std::string>(), " (relative norm error ",
+                       formatNumber(merged["grads"]["worst"]["rel_norm_error"].get<double>()), ")")
+            : std::string("-"),
+        "; within ", options.resolved().describe(), " on ", world.size(), " ranks");
+  }
+  return r;
+}
+
+ParityInputs parityInputsOf(const CheckContext& ctx) {
+  mesh::DeviceMesh& mesh = require(ctx.mesh, "parity", "mesh");
+  ParityInputs in;
+  in.rank = mesh.world()->globalRanks()[mesh.world()->rank()];
+  in.meshSizes = ref::meshSizes(mesh);
+  in.meshCoords = mesh.coords();
+  in.runSteps = ctx.runSteps;
+  in.referenceSteps = ctx.referenceSteps;
+  in.step1Grads = ctx.step1Grads;
+  in.referenceGrads = ctx.referenceGrads;
+  in.finalParams = ctx.finalParams;
+  in.referenceParams = ctx.referenceParams;
+  return in;
+}
+
+CheckResult ParityCheck::run(const CheckContext& ctx) const {
+  return checkParityCollective(*require(ctx.mesh, "parity", "mesh").world(), parityInputsOf(ctx), ctx.parity);
+}
+
+}  // namespace moe::checks

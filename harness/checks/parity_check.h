@@ -1,0 +1,77 @@
+#pragma once
+// The parity check: a distributed run against the single-device reference
+// of the same config, dtype and seed.
+//  - per step: loss, CE and aux (|run - ref| <= lossAbs) and the grad norm
+//    (the tensor metric applied to the scalar);
+//  - after step 1: every parameter's local gradient shard against the
+//    matching slice of the reference's full gradient (the shard's layout
+//    picks the slice);
+//  - after the last step: every parameter likewise.
+// Tolerances come from the case per dtype (ParityTolerance::forDtype gives
+// the defaults). The measured maxima are always reported, with the worst
+// parameter, its relative norm error and its run/reference norm ratio: a
+// gradient-scale bug shows as an exact ratio (2.000 = twice too large).
+#include <string>
+#include <vector>
+
+#include "harness/checks/check_context.h"
+#include "reference/placement/layout.h"
+
+namespace moe::checks {
+
+// ---- pure parts (unit-tested) ----------------------------------------------
+struct TensorDiff {
+  bool ok = true;
+  double maxAbsDiff = 0;
+  double relNormError = 0;  // ||run - ref|| / max(||ref||, tiny)
+  double normRatio = 1;     // ||run|| / ||ref|| (inf when only ref is zero)
+  // How far outside the tolerance (<= 1 passes): max |d| / (atol + rtol|ref|)
+  // for allclose, relNormError / relNorm for the relative norm.
+  double score = 0;
+  std::string worstAt;  // "global [0, 3] (run 1 vs reference 0.5)"
+};
+// run, ref: the same shape. `layout` (optional) names global indices.
+TensorDiff compareTensor(const at::Tensor& run, const at::Tensor& ref, const ParityTolerance& tol,
+                         const ref::LocalLayout* layout = nullptr);
+// "rank 1: step-1 gradient of NAME: relative norm error 1 (run/reference norm
+// ratio 2.000) exceeds 0.02; max |diff| ..." (what = "step-1 gradient").
+std::string describeTensorFailure(int rank, const std::string& what, const std::string& name,
+                                  const TensorDiff& d, const ParityTolerance& tol);
+// "1e-05", "0.0001", "2.5": the short form used in messages.
+std::string formatNumber(double x);
+
+// ---- the check ----------------------------------------------------------------
+struct ParityInputs {
+  int rank = 0;                  // global rank, for messages
+  std::vector<int> meshSizes;    // for the shards' layouts (ref::meshSizes)
+  std::vector<int> meshCoords;   // this rank's coordinates
+  const std::vector<StepRecord>* runSteps = nullptr;
+  const std::vector<StepRecord>* referenceSteps = nullptr;
+  const std::vector<ParamShard>* step1Grads = nullptr;   // null = not compared
+  const io::TensorSource* referenceGrads = nullptr;
+  const std::vector<ParamShard>* finalParams = nullptr;  // null = not compared
+  const io::TensorSource* referenceParams = nullptr;
+};
+
+// The inputs the context holds for this rank (rank, mesh sizes and coords
+// from ctx.mesh; throws HarnessError when it is null).
+ParityInputs parityInputsOf(const CheckContext& ctx);
+
+// Local: compares this rank's data only (no communication).
+CheckResult checkParity(const ParityInputs& in, const ParityCheckOptions& options = {});
+// Collective over `world`: every rank runs checkParity, then the verdict, the
+// maxima and the worst parameters are agreed over all ranks.
+CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs& in,
+                                  const ParityCheckOptions& options = {});
+
+class ParityCheck : public Check {
+ public:
+  std::string name() const override { return "parity"; }
+  std::string description() const override {
+    return "per-step loss/ce/aux/grad norm, step-1 gradients and final parameters equal the "
+           "single-device reference within the dtype's tolerances";
+  }
+  CheckResult run(const CheckContext& ctx) const override;
+};
+
+}  // namespace moe::checks

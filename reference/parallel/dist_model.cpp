@@ -1,0 +1,430 @@
+#include "reference/parallel/dist_model.h"
+
+#include <cmath>
+
+#include "harness/common/error.h"
+#include "kernels/permute.h"
+#include "reference/model/moe_block.h"
+#include "reference/model/qwen3_moe.h"
+#include "reference/parallel/comm_ops.h"
+#include "reference/parallel/ep_dispatch.h"
+#include "reference/placement/dist_tensor.h"
+#include "reference/placement/layout.h"
+
+namespace moe::parallel {
+
+using plan::AppliedPlan;
+using ref::ParamMap;
+using ref::Placement;
+
+ParamMap distributeParams(const AppliedPlan& plan, mesh::DeviceMesh& mesh, const ParamMap& full) {
+  ParamMap out;
+  for (const auto& p : plan.params) {
+    auto dt = ref::DistTensor::distribute(ref::getParam(full, p.name).to(torch::kFloat), mesh,
+                                          p.placements);
+    out.insert(p.name, dt.local().clone());
+  }
+  return out;
+}
+
+ParamMap loadLocalParams(const AppliedPlan& plan, mesh::DeviceMesh& mesh,
+                         const io::TensorSource& source) {
+  ParamMap out;
+  for (const auto& p : plan.params) {
+    auto dt = ref::DistTensor::distributeFromSource(p.name, source, mesh, p.placements);
+    if (dt.globalShape() != p.globalShape)
+      fail("rank ", mesh.world()->rank(), ": checkpoint tensor ", p.name, " has shape ",
+           torch::IntArrayRef(dt.globalShape()), ", config expects ",
+           torch::IntArrayRef(p.globalShape));
+    out.insert(p.name, dt.local().to(torch::kFloat).contiguous());
+  }
+  return out;
+}
+
+BatchRows batchRowsOf(const mesh::MeshShape& mesh, int rank, int64_t batchSize) {
+  BatchRows r;
+  for (const auto& d : mesh.dims()) {
+    if (d.name == "tp") continue;
+    r.dpRank = r.dpRank * d.size + mesh.coord(rank, d.name);
+    r.dpSize *= d.size;
+  }
+  auto range = ref::chunkRange(batchSize, r.dpSize, r.dpRank);
+  r.start = range.start;
+  r.length = range.length;
+  return r;
+}
+
+namespace {
+
+bool endsWith(const std::string& s, const std::string& suf) {
+  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
+}
+
+int64_t sum(const std::vector<int64_t>& v) {
+  int64_t s = 0;
+  for (auto x : v) s += x;
+  return s;
+}
+
+}  // namespace
+
+struct DistTrainer::Impl {
+  ref::ModelConfig config;
+  mesh::DeviceMesh& mesh;
+  AppliedPlan plan;
+  ref::TrainOptions options;
+  ParamMap params, lastGrads;
+  ref::AdamW optimizer;
+  int64_t stepCount = 0;
+  DispatchStats dispatch;
+
+  std::shared_ptr<comm::Communicator> tp, ep, stats;
+  std::vector<std::string> dpDims;
+  bool sp = false;
+  int tpSize = 1, epSize = 1;
+  // Per parameter (plan.params order): gradient reduction group and whether
+  // this rank counts it in the grad norm.
+  std::vector<std::shared_ptr<comm::Communicator>> gradGroup;
+  std::vector<bool> countsInNorm;
+
+  Impl(ref::ModelConfig c, mesh::DeviceMesh& m, AppliedPlan p, const ParamMap& local,
+       ref::TrainOptions o)
+      : config(std::move(c)), mesh(m), plan(std::move(p)), options(o), optimizer(o.adamw) {
+    tp = mesh.comm("tp");
+    ep = mesh.comm("ep");
+    tpSize = mesh.size("tp");
+    epSize = mesh.size("ep");
+    for (const auto& d : mesh.dims())
+      if (d.name != "tp") dpDims.push_back(d.name);
+    sp = tpSize > 1 && plan.any(::moe::plan::kSequenceParallel);
+    auto statDims = dpDims;
+    if (sp) statDims.push_back("tp");
+    stats = mesh.comm(statDims);
+    for (const auto& pp : plan.params) {
+      if (!local.contains(pp.name)) fail("rank ", mesh.world()->rank(), ": no local parameter ", pp.name);
+      auto t = local[pp.name].detach().to(torch::kFloat).clone();
+      auto want = ref::computeLayout(pp.globalShape, pp.placements, ref::meshSizes(mesh),
+                                     mesh.coords()).localShape;
+      if (t.sizes().vec() != want)
+        fail("rank ", mesh.world()->rank(), ": ", pp.name, " local shape ", t.sizes(),
+             " vs expected ", torch::IntArrayRef(want));
+      params.insert(pp.name, t.requires_grad_(true));
+      std::vector<std::string> dims;
+      bool sharded = false;
+      for (int i = 0; i < mesh.ndim(); ++i) {
+        const auto& name = mesh.dims()[i].name;
+        const bool shardedHere = pp.placements[i].isSharded();
+        sharded |= shardedHere && mesh.dims()[i].size > 1;
+        if (name != "tp" && !shardedHere) dims.push_back(name);
+        if (name == "tp" && !shardedHere && tpPartial(pp.name)) dims.push_back(name);
+      }
+      gradGroup.push_back(mesh.comm(dims));
+      bool owner = true;
+      for (int i = 0; i < mesh.ndim(); ++i)
+        if (!pp.placements[i].isSharded() && mesh.coords()[i] != 0) owner = false;
+      countsInNorm.push_back(owner);
+      (void)sharded;
+    }
+    validatePlan();
+  }
+
+  int64_t layerOf(const std::string& name) const {
+    const std::string pre = "model.layers.";
+    if (name.rfind(pre, 0) != 0) return -1;
+    return std::stoll(name.substr(pre.size()));
+  }
+
+  bool attnTp(int64_t layer) const {
+    return tpSize > 1 && plan.has(ref::layerPrefix(layer) + "self_attn.q_proj", ::moe::plan::kCopyInputTp);
+  }
+
+  // The tp ranks' gradients of this tp-replicated parameter are partial sums.
+  bool tpPartial(const std::string& name) const {
+    if (tpSize <= 1) return false;
+    if (sp) return true;
+    const int64_t layer = layerOf(name);
+    return layer >= 0 && attnTp(layer) &&
+           (endsWith(name, "q_norm.weight") || endsWith(name, "k_norm.weight"));
+  }
+
+  bool shardedOn(const std::string& name, const std::string& dim) const {
+    const int i = mesh.shape().index(dim);
+    return i >= 0 && mesh.dims()[i].size > 1 && plan.param(name).placements[i].isSharded();
+  }
+
+  void validatePlan() const {
+    auto need = [&](bool cond, const std::string& what) {
+      if (!cond) fail("plan: ", what);
+    };
+    for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
+      const auto p = ref::layerPrefix(i);
+      const bool qTp = shardedOn(p + "self_attn.q_proj.weight", "tp");
+      need(qTp == shardedOn(p + "self_attn.k_proj.weight", "tp") &&
+               qTp == shardedOn(p + "self_attn.v_proj.weight", "tp") &&
+               qTp == shardedOn(p + "self_attn.o_proj.weight", "tp"),
+           p + "self_attn: q/k/v_proj and o_proj must be sharded over tp together");
+      need(!qTp || (attnTp(i) && plan.has(p + "self_attn.o_proj", ::moe::plan::kAllReduceOutputTp)),
+           p + "self_attn: tp-sharded attention needs colwise q/k/v and rowwise o_proj");
+      if (sp) need(qTp, p + "self_attn: sequence_parallel needs tensor-parallel attention");
+      if (config.isMoeLayer(i)) {
+        const bool moeTp = shardedOn(p + "mlp.experts.gate_up_proj", "tp");
+        need(moeTp == shardedOn(p + "mlp.experts.down_proj", "tp"),
+             p + "mlp.experts: gate_up_proj and down_proj must be sharded over tp together");
+        need(!moeTp || plan.has(p + "mlp.experts", ::moe::plan::kExpertsAllReduceTp),
+             p + "mlp.experts: tp-sharded experts need moe_experts_allreduce");
+        const bool epSharded = shardedOn(p + "mlp.experts.gate_up_proj", "ep");
+        need(epSharded == shardedOn(p + "mlp.experts.down_proj", "ep"),
+             p + "mlp.experts: gate_up_proj and down_proj must be sharded over ep together");
+        need(!epSharded || plan.has(p + "mlp.gate", ::moe::plan::kEpDispatch),
+             p + "mlp: ep-sharded experts need ep_router on mlp.gate");
+        need(epSharded || !plan.has(p + "mlp.gate", ::moe::plan::kEpDispatch) || epSize == 1,
+             p + "mlp.gate: ep_router needs grouped_gemm experts");
+        need(!shardedOn(p + "mlp.gate.weight", "tp"), p + "mlp.gate: the router must stay replicated");
+      } else {
+        const bool mTp = shardedOn(p + "mlp.gate_proj.weight", "tp");
+        need(mTp == shardedOn(p + "mlp.up_proj.weight", "tp") &&
+                 mTp == shardedOn(p + "mlp.down_proj.weight", "tp"),
+             p + "mlp: gate/up/down_proj must be sharded over tp together");
+        need(!mTp || (plan.has(p + "mlp.gate_proj", ::moe::plan::kCopyInputTp) &&
+                      plan.has(p + "mlp.down_proj", ::moe::plan::kAllReduceOutputTp)),
+             p + "mlp: tp needs colwise gate/up_proj and rowwise down_proj");
+        if (sp) need(mTp, p + "mlp: sequence_parallel needs tensor-parallel dense MLPs");
+      }
+    }
+    for (const auto& n : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"})
+      for (const auto& pp : plan.params)
+        if (pp.name == n)
+          for (const auto& pl : pp.placements)
+            need(!pl.isSharded(), std::string(n) + ": the distributed model keeps it replicated");
+  }
+
+  torch::Tensor w(const std::string& name, torch::ScalarType dt) const {
+    return ref::getParam(params, name).to(dt);
+  }
+
+  // x: [B, Sl, H] (sequence shard under sp) -> [B, Sl, H]
+  torch::Tensor moeLayer(const torch::Tensor& x, int64_t layer, torch::ScalarType dt,
+                         std::vector<torch::Tensor>& routerLogits) {
+    const auto p = ref::layerPrefix(layer);
+    const int64_t b = x.size(0), sl = x.size(1), h = x.size(2), k = config.numExpertsPerTok;
+    auto xt = x.reshape({b * sl, h});
+    auto router = ref::routeTokens(xt, w(p + "mlp.gate.weight", dt), config);
+    routerLogits.push_back(router.logits);
+    const bool moeTp = shardedOn(p + "mlp.experts.gate_up_proj", "tp");
+    const bool epOn = shardedOn(p + "mlp.experts.gate_up_proj", "ep");
+    auto idx = router.routing.topkIdx, wts = router.routing.topkWeights, xe = xt;
+    const auto pieces = chunkSizes(options.seqLen, tpSize);
+    if (moeTp && sp) {
+      xe = gatherAlongDim(x, *tp, 1, pieces).reshape({-1, h});
+      idx = gatherAlongDimNoGrad(idx.view({b, sl, k}), *tp, 1, pieces).reshape({-1, k});
+      wts = gatherAlongDim(wts.view({b, sl, k}), *tp, 1, pieces).reshape({-1, k});
+    } else if (moeTp) {
+      xe = copyToGroup(xt, *tp);
+      wts = copyToGroup(wts, *tp);
+    }
+    ref::LocalExperts ex{w(p + "mlp.experts.gate_up_proj", dt), w(p + "mlp.experts.down_proj", dt),
+                         /*firstExpert=*/0};
+    torch::Tensor out;
+    if (epOn) {
+      ex.firstExpert = mesh.coord("ep") * ex.gateUp.size(0);
+      auto r = epExpertsForward(xe, idx, wts, ex, *ep,
+                                {/*numExperts=*/config.numExperts, config.expertsImplementation});
+      dispatch.tokensSent += sum(r.numTokensPerRank);
+      out = r.out;
+    } else if (config.expertsImplementation == "loop") {
+      out = ref::loopExpertsForward(xe, idx, wts, ex);
+    } else {
+      auto pl = kernels::makePermutePlan(idx, config.numExperts);
+      auto y = ref::groupedExpertsForward(kernels::permuteTokens(xe, pl), pl.numTokensPerExpertHost, ex);
+      out = kernels::unpermuteCombine(y, pl, wts);
+    }
+    if (moeTp && sp) {
+      out = reduceScatterAlongDim(out.view({b, -1, h}), *tp, 1, pieces);
+    } else if (moeTp) {
+      out = reduceFromGroup(out, *tp).view({b, sl, h});
+    } else {
+      out = out.view({b, sl, h});
+    }
+    if (config.sharedExpertIntermediateSize > 0) {
+      auto shared = ref::swiglu(xt, w(p + "mlp.shared_expert.gate_proj.weight", dt),
+                                w(p + "mlp.shared_expert.up_proj.weight", dt),
+                                w(p + "mlp.shared_expert.down_proj.weight", dt));
+      auto gate = torch::sigmoid(torch::matmul(xt, w(p + "mlp.shared_expert_gate.weight", dt).t()));
+      out = out + (gate * shared).view({b, sl, h});
+    }
+    return out;
+  }
+
+  struct Loss {
+    torch::Tensor objective;
+    double loss = 0, ce = 0, aux = 0;
+  };
+
+  // ids: [Bl, S] this rank's rows of the global batch.
+  Loss forwardLoss(const torch::Tensor& ids) {
+    const auto dt = ref::computeDtype(options.precision);
+    const int64_t b = ids.size(0), s = ids.size(1), hidden = config.hiddenSize;
+    const auto pieces = chunkSizes(s, tpSize);
+    int64_t s0 = 0, sl = s;
+    if (sp) {
+      auto r = ref::chunkRange(s, tpSize, mesh.coord("tp"));
+      s0 = r.start;
+      sl = r.length;
+      if (s % tpSize != 0)
+        fail("sequence parallelism: seq len ", s, " is not divisible by tp = ", tpSize);
+    }
+    auto embed = w("model.embed_tokens.weight", dt);
+    auto h = embed.index_select(0, ids.narrow(1, s0, sl).reshape({-1})).view({b, sl, hidden});
+    std::vector<torch::Tensor> routerLogits;
+    for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
+      const auto p = ref::layerPrefix(i);
+      auto x = ref::rmsNorm(h, w(p + "input_layernorm.weight", dt), config.rmsNormEps);
+      const bool aTp = shardedOn(p + "self_attn.q_proj.weight", "tp");
+      torch::Tensor xa = sp ? gatherAlongDim(x, *tp, 1, pieces) : aTp ? copyToGroup(x, *tp) : x;
+      auto a = ref::attentionForward(xa, params, p, config, dt);
+      if (aTp) a = sp ? reduceScatterAlongDim(a, *tp, 1, pieces) : reduceFromGroup(a, *tp);
+      h = h + a;
+      x = ref::rmsNorm(h, w(p + "post_attention_layernorm.weight", dt), config.rmsNormEps);
+      torch::Tensor m;
+      if (config.isMoeLayer(i)) {
+        m = moeLayer(x, i, dt, routerLogits);
+      } else {
+        const bool mTp = shardedOn(p + "mlp.gate_proj.weight", "tp");
+        torch::Tensor xm = sp ? gatherAlongDim(x, *tp, 1, pieces) : mTp ? copyToGroup(x, *tp) : x;
+        m = ref::swiglu(xm, w(p + "mlp.gate_proj.weight", dt), w(p + "mlp.up_proj.weight", dt),
+                        w(p + "mlp.down_proj.weight", dt));
+        if (mTp) m = sp ? reduceScatterAlongDim(m, *tp, 1, pieces) : reduceFromGroup(m, *tp);
+      }
+      h = h + m;
+    }
+    h = ref::rmsNorm(h, w("model.norm.weight", dt), config.rmsNormEps);
+    auto head = config.tieWordEmbeddings ? embed : w("lm_head.weight", dt);
+    auto logits = torch::matmul(h, head.t());  // [Bl, Sl, V]
+
+    // CE over local positions t in [s0, s0 + sl) that have a next token.
+    const int64_t valid = std::max<int64_t>(0, std::min(sl, s - 1 - s0));
+    const auto statDt = kernels::routingDtype(logits.scalar_type());
+    torch::Tensor ceSum;
+    if (valid > 0 && b > 0) {
+      auto pred = logits.narrow(1, 0, valid).reshape({b * valid, -1}).to(statDt);
+      auto target = ids.narrow(1, s0 + 1, valid).reshape({-1});
+      ceSum = torch::nll_loss(torch::log_softmax(pred, -1), target, {}, at::Reduction::Sum);
+    } else {
+      ceSum = logits.sum().to(statDt) * 0.0;
+    }
+    const double numPositions =
+        static_cast<double>(options.batchSize) * static_cast<double>(s - 1);
+    Loss out;
+    auto ceGlobal = ceSum.detach().clone().view({1});
+    stats->allReduce(ceGlobal, comm::ReduceOp::kSum);
+    out.ce = ceGlobal.item<double>() / numPositions;
+    torch::Tensor objective = ceSum / numPositions;
+    if (!routerLogits.empty()) {
+      auto st = ref::routerAuxStats(routerLogits, config.numExpertsPerTok);
+      auto counts = st.selectionCounts.detach().clone().contiguous();
+      auto probs = st.probSums.detach().clone().contiguous();
+      auto n = torch::tensor({static_cast<double>(st.numTokens)}, torch::kDouble);
+      stats->allReduce(counts, comm::ReduceOp::kSum);
+      stats->allReduce(probs, comm::ReduceOp::kSum);
+      stats->allReduce(n, comm::ReduceOp::kSum);
+      const double numTokens = n.item<double>();
+      const double numExperts = static_cast<double>(st.probSums.size(0));
+      auto f = counts / numTokens;  // [k, E]
+      out.aux = ((f * (probs / numTokens).unsqueeze(0)).sum() * numExperts).item<double>();
+      auto surrogate = (f * (st.probSums / numTokens).unsqueeze(0)).sum() * numExperts;
+      objective = objective + config.routerAuxLossCoef * surrogate.to(objective.scalar_type());
+    }
+    // The single-device loss in fp32: ce + coef * aux.
+    out.loss = static_cast<double>(
+        static_cast<float>(out.ce) + static_cast<float>(config.routerAuxLossCoef) * static_cast<float>(out.aux));
+    out.objective = objective;
+    return out;
+  }
+
+  ref::StepRecord step() {
+    ++stepCount;
+    ref::StepRecord rec;
+    rec.step = stepCount;
+    dispatch = {};
+    auto global = ref::trainBatch(config, options, stepCount);
+    auto rows = batchRowsOf(mesh.shape(), mesh.world()->rank(), options.batchSize);
+    auto ids = global.narrow(0, rows.start, rows.length).contiguous();
+    for (auto& item : params) item.value().mutable_grad() = torch::Tensor();
+    auto loss = forwardLoss(ids);
+    loss.objective.backward();
+    rec.loss = loss.loss;
+    rec.ce = loss.ce;
+    rec.aux = loss.aux;
+
+    std::vector<torch::Tensor> ps, gs;
+    lastGrads = ParamMap();
+    double sumSq = 0;
+    size_t i = 0;
+    for (auto& item : params) {
+      auto g = item.value().grad();
+      if (!g.defined()) g = torch::zeros_like(item.value());
+      g = g.detach().to(torch::kFloat).contiguous();
+      gradGroup[i]->allReduce(g, comm::ReduceOp::kSum);
+      if (countsInNorm[i]) sumSq += g.to(torch::kDouble).pow(2).sum().item<double>();
+      item.value().mutable_grad() = g;
+      lastGrads.insert(item.key(), g.clone());
+      ps.push_back(item.value());
+      gs.push_back(g);
+      ++i;
+    }
+    auto total = torch::tensor({sumSq}, torch::kDouble);
+    mesh.world()->allReduce(total, comm::ReduceOp::kSum);
+    auto norm = torch::sqrt(total.to(torch::kFloat)).squeeze();
+    rec.gradNorm = norm.item<double>();
+    if (options.maxGradNorm > 0) {
+      torch::NoGradGuard ng;
+      auto coef = torch::clamp(options.maxGradNorm / (norm + 1e-6), c10::nullopt, 1.0);
+      for (auto& g : gs) g.mul_(coef);
+    }
+    optimizer.step(ps, gs);
+    return rec;
+  }
+
+  std::vector<checks::ParamShard> shards(const ParamMap& m) const {
+    std::vector<checks::ParamShard> out;
+    for (const auto& pp : plan.params) {
+      checks::ParamShard s;
+      s.name = pp.name;
+      s.local = ref::getParam(m, pp.name).detach();
+      s.placements = pp.placements;
+      s.globalShape = pp.globalShape;
+      s.style = pp.style;
+      s.isExpert = pp.isExpert;
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+};
+
+DistTrainer::DistTrainer(ref::ModelConfig config, mesh::DeviceMesh& mesh, AppliedPlan plan,
+                         const ParamMap& localParams, ref::TrainOptions options)
+    : impl_(std::make_unique<Impl>(std::move(config), mesh, std::move(plan), localParams, options)) {}
+DistTrainer::~DistTrainer() = default;
+ref::StepRecord DistTrainer::step() { return impl_->step(); }
+const ParamMap& DistTrainer::params() const { return impl_->params; }
+const ParamMap& DistTrainer::lastGrads() const { return impl_->lastGrads; }
+const AppliedPlan& DistTrainer::plan() const { return impl_->plan; }
+const DispatchStats& DistTrainer::lastDispatch() const { return impl_->dispatch; }
+std::vector<checks::ParamShard> DistTrainer::paramShards() const { return impl_->shards(impl_->params); }
+std::vector<checks::ParamShard> DistTrainer::gradShards() const { return impl_->shards(impl_->lastGrads); }
+
+ref::TrainResult trainDistributed(const ref::ModelConfig& config, mesh::DeviceMesh& mesh,
+                                  const AppliedPlan& plan, const ParamMap& localParams,
+                                  const ref::TrainOptions& options) {
+  ref::TrainResult r;
+  r.initialParams = ref::cloneParams(localParams, torch::kFloat);
+  DistTrainer t(config, mesh, plan, localParams, options);
+  for (int64_t s = 1; s <= options.steps; ++s) {
+    r.steps.push_back(t.step());
+    if (s == 1) r.gradsStep1 = ref::cloneParams(t.lastGrads());
+  }
+  r.finalParams = ref::cloneParams(t.params());
+  return r;
+}
+
+}  // namespace moe::parallel

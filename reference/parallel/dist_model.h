@@ -1,0 +1,105 @@
+#pragma once
+// The distributed Qwen3-MoE model and training step: the reference model's
+// math (reference/model/qwen3_moe.h) on this rank's local parameters, with
+// the communication an applied plan asks for, such that loss, gradients and
+// parameters equal the single-device reference run.
+//
+// Mesh roles:
+//  - tp: tensor (and sequence) parallelism; tp ranks see the same batch rows.
+//  - every other dim (dp, ep, edp, ...) is data-parallel: the global batch
+//    [B, S] is split over them in contiguous row blocks (torch.chunk sizes),
+//    row-major over those dims in mesh order.
+//  - ep additionally hosts the experts (grouped_gemm + ep_router).
+//
+// Loss: CE summed locally and divided by the GLOBAL B*(S-1); the router aux
+// statistics of routerAuxStats are all-reduced over the ranks that partition
+// the tokens (data-parallel dims, plus tp under sequence parallelism) before
+// aux is formed, so the loss is the single-device loss. The backward uses a
+// per-rank objective whose gradients SUM over those ranks to the
+// single-device gradient: ce_sum_local / N + coef * E * sum(f_global *
+// probSums_local / N_tokens).
+//
+// Gradient reduction (sums, no rescaling needed after the objective above):
+//  - a parameter's gradient is all-reduced over the data-parallel dims on
+//    which the parameter is NOT sharded (experts sharded on ep: their
+//    expert-data-parallel group);
+//  - plus tp for tp-replicated parameters whose tp-rank gradients are
+//    partial: q_norm/k_norm under attention TP (each rank normalises its own
+//    heads), and every tp-replicated parameter under sequence parallelism
+//    (norms, router, embedding, lm_head see the local sequence shard).
+// Grad norm: each parameter's local sum of squares is counted by exactly one
+// rank of the group replicating it (coordinate 0 on every dim it is not
+// sharded on), then summed over the world.
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/checks/check.h"
+#include "harness/mesh/device_mesh.h"
+#include "reference/io/tensor_source.h"
+#include "reference/model/params.h"
+#include "reference/plan/plan.h"
+#include "reference/train/trainer.h"
+
+namespace moe::parallel {
+
+// The rank's local parameters (fp32 masters) sliced from full tensors held
+// by every rank (no communication).
+ref::ParamMap distributeParams(const plan::AppliedPlan& plan, mesh::DeviceMesh& mesh,
+                               const ref::ParamMap& full);
+// The same read straight from a checkpoint: only the rank's pieces are read.
+ref::ParamMap loadLocalParams(const plan::AppliedPlan& plan, mesh::DeviceMesh& mesh,
+                              const io::TensorSource& source);
+
+// Rows of the global batch this rank trains on: [start, start + length).
+struct BatchRows {
+  int64_t start = 0;
+  int64_t length = 0;
+  int dpRank = 0, dpSize = 1;
+};
+BatchRows batchRowsOf(const mesh::MeshShape& mesh, int rank, int64_t batchSize);
+
+// Per-step communication the distributed step issued (for the comm check).
+struct DispatchStats {
+  int64_t tokensSent = 0;  // dispatched rows (tokens x top-k) summed over MoE layers
+};
+
+class DistTrainer {
+ public:
+  // localParams: this rank's fp32 shards (distributeParams / loadLocalParams).
+  // options: the same TrainOptions as the single-device run (global batch
+  // size, seq len, seed, precision, AdamW, clipping). Collective: creates
+  // the mesh groups it needs, in the same order on every rank.
+  DistTrainer(ref::ModelConfig config, mesh::DeviceMesh& mesh, plan::AppliedPlan plan,
+              const ref::ParamMap& localParams, ref::TrainOptions options);
+  ~DistTrainer();
+
+  // One step on this rank's part of trainBatch(step); collective. The record
+  // holds the GLOBAL loss, ce, aux and grad norm (same on every rank);
+  // checksums are left empty (local shards are not comparable to the
+  // reference's; compare shards with the checks instead).
+  ref::StepRecord step();
+
+  const ref::ParamMap& params() const;     // local fp32 masters
+  const ref::ParamMap& lastGrads() const;  // local reduced grads, before clipping
+  const plan::AppliedPlan& plan() const;
+  const DispatchStats& lastDispatch() const;
+
+  // Shards for harness/checks: current parameters, or the last step's grads.
+  std::vector<checks::ParamShard> paramShards() const;
+  std::vector<checks::ParamShard> gradShards() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Convenience: train `steps` steps; result fields as reference/train's
+// TrainResult (local shards: gradsStep1 and finalParams are local).
+ref::TrainResult trainDistributed(const ref::ModelConfig& config, mesh::DeviceMesh& mesh,
+                                  const plan::AppliedPlan& plan, const ref::ParamMap& localParams,
+                                  const ref::TrainOptions& options);
+
+}  // namespace moe::parallel

@@ -1,0 +1,49 @@
+#pragma once
+// Expert-parallel MoE experts with real token dispatch (dropless).
+//
+// Each rank of the ep group holds L = E / ep consecutive experts
+// [epRank * L, (epRank + 1) * L) and routes its OWN tokens. Steps:
+//  1. permute the rank's (token, slot) rows expert-major (kernels::permute);
+//     experts of rank j form one contiguous block, so blocks = destinations;
+//  2. exchange split sizes first: all_to_all of the counts per
+//     (destination rank, local expert) ([ep, L] int64);
+//  3. all_to_all_single dispatch of the token rows;
+//  4. regroup the received rows (source-major) local-expert-major and run the
+//     local experts (grouped: groupedExpertsForward; loop: loopExpertsForward);
+//  5. reverse all_to_all_single, then the weighted combine on the token's rank
+//     (kernels::unpermuteCombine), so the routing weights and the router-score
+//     gradient never leave the token's rank.
+// Every step is differentiable (allToAllRows is a custom autograd function),
+// so gradients reach x, the routing weights and the local expert weights.
+// A rank whose experts get no tokens, or that sends none, takes part with
+// zero-row splits.
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "harness/comm/communicator.h"
+#include "reference/model/moe_block.h"
+
+namespace moe::parallel {
+
+struct EpDispatchOptions {
+  int64_t numExperts = 0;                          // E (global)
+  std::string expertsImplementation = "grouped";   // "grouped" | "loop"
+};
+
+struct EpDispatchResult {
+  torch::Tensor out;                     // [T, H]: sum_j w[t, j] * expert_{idx[t, j]}(x[t])
+  std::vector<int64_t> numTokensPerRank; // rows sent to each ep rank
+  std::vector<int64_t> numTokensReceivedPerLocalExpert;  // rows computed per local expert
+};
+
+// x: [T, H] compute dtype, topkIdx: [T, k] int64 global expert ids,
+// topkWeights: [T, k] (fp32 routing weights), experts: this rank's L experts
+// (experts.firstExpert == epRank * L). Collective over `ep`.
+EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& topkIdx,
+                                  const torch::Tensor& topkWeights,
+                                  const ref::LocalExperts& experts, comm::Communicator& ep,
+                                  const EpDispatchOptions& options);
+
+}  // namespace moe::parallel

@@ -1,0 +1,31 @@
+// packed_colwise: a fused packed weight (gate and up rows stacked on the
+// output dim: dense [2I, H] or experts [E, 2I, H]) split colwise over tp
+// without mixing the halves: StridedShard(-2, 2), so rank r holds its gate
+// rows then its up rows. Input gradient all-reduced over tp, like colwise.
+#include "harness/common/error.h"
+#include "reference/plan/style.h"
+
+namespace moe::plan {
+namespace {
+
+class PackedColwiseStyle : public PlanStyle {
+ public:
+  std::string name() const override { return "packed_colwise"; }
+  std::string meshDim() const override { return "tp"; }
+  ref::Placement placeParameter(const ParamTarget& p, const StyleContext& ctx) const override {
+    if (p.globalShape.size() != 2 && p.globalShape.size() != 3) requireRank(*this, p, 2);
+    const int64_t packed = p.globalShape[p.globalShape.size() - 2];
+    requireDivisible(*this, p, packed, 2 * static_cast<int64_t>(ctx.meshDimSize),
+                     "packed dim (2 blocks x tp)");
+    return ref::Placement::stridedShard(-2, 2);
+  }
+  uint32_t moduleComm(const std::string&) const override { return kCopyInputTp; }
+};
+
+}  // namespace
+
+std::unique_ptr<PlanStyle> makePackedColwiseStyle() {
+  return std::make_unique<PackedColwiseStyle>();
+}
+
+}  // namespace moe::plan

@@ -219,16 +219,25 @@ struct DistTrainer::Impl {
       idx = gatherAlongDimNoGrad(idx.view({b, sl, k}), *tp, 1, pieces).reshape({-1, k});
       wts = gatherAlongDim(wts.view({b, sl, k}), *tp, 1, pieces).reshape({-1, k});
     } else if (moeTp) {
+      // The experts' outputs are all-reduced per row before the combine (see
+      // below), so the combine and the routing-weight gradient are computed
+      // from full expert outputs, as on one device; only the expert input's
+      // gradient is partial.
       xe = copyToGroup(xt, *tp);
-      wts = copyToGroup(wts, *tp);
     }
+    // Where the experts' Partial outputs are reduced: per expert row (before
+    // the combine) unless sequence parallel, where the combined output is
+    // reduce-scattered to the sequence shards instead.
+    const bool reduceRows = moeTp && !sp && config.expertsImplementation != "loop";
+    if (moeTp && !sp && !reduceRows) wts = copyToGroup(wts, *tp);
     ref::LocalExperts ex{w(p + "mlp.experts.gate_up_proj", dt), w(p + "mlp.experts.down_proj", dt),
                          /*firstExpert=*/0};
     torch::Tensor out;
     if (epOn) {
       ex.firstExpert = mesh.coord("ep") * ex.gateUp.size(0);
-      auto r = epExpertsForward(xe, idx, wts, ex, *ep,
-                                {/*numExperts=*/config.numExperts, config.expertsImplementation});
+      EpDispatchOptions eo{/*numExperts=*/config.numExperts, config.expertsImplementation};
+      if (reduceRows) eo.reduceExpertOutputs = tp.get();
+      auto r = epExpertsForward(xe, idx, wts, ex, *ep, eo);
       dispatch.tokensSent += sum(r.numTokensPerRank);
       out = r.out;
     } else if (config.expertsImplementation == "loop") {
@@ -236,11 +245,12 @@ struct DistTrainer::Impl {
     } else {
       auto pl = kernels::makePermutePlan(idx, config.numExperts);
       auto y = ref::groupedExpertsForward(kernels::permuteTokens(xe, pl), pl.numTokensPerExpertHost, ex);
+      if (reduceRows) y = reduceFromGroup(y, *tp);
       out = kernels::unpermuteCombine(y, pl, wts);
     }
     if (moeTp && sp) {
       out = reduceScatterAlongDim(out.view({b, -1, h}), *tp, 1, pieces);
-    } else if (moeTp) {
+    } else if (moeTp && !reduceRows) {
       out = reduceFromGroup(out, *tp).view({b, sl, h});
     } else {
       out = out.view({b, sl, h});

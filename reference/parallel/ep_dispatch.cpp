@@ -67,6 +67,7 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
   } else {
     fail("ep dispatch: unknown experts implementation \"", options.expertsImplementation, "\"");
   }
+  if (options.reduceExpertOutputs) y = reduceFromGroup(y, *options.reduceExpertOutputs);
   // Back to source-major: row order[j] of yRecv is y[j].
   auto inverse = torch::empty({n}, longOpts);
   if (n > 0) inverse.index_put_({orderT}, torch::arange(n, longOpts));

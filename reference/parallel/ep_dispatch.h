@@ -30,6 +30,11 @@ namespace moe::parallel {
 struct EpDispatchOptions {
   int64_t numExperts = 0;                          // E (global)
   std::string expertsImplementation = "grouped";   // "grouped" | "loop"
+  // MoE tensor parallelism (moe_experts_allreduce): the local experts hold a
+  // tp slice of the intermediate dim, so their outputs are Partial(sum) over
+  // this group; they are all-reduced right after the experts (identity
+  // backward), before the return all_to_all. nullptr: no reduction.
+  comm::Communicator* reduceExpertOutputs = nullptr;
 };
 
 struct EpDispatchResult {

@@ -16,6 +16,7 @@
 #include <iomanip>
 #include <iostream>
 
+#include "harness/comm/flight_recorder.h"
 #include "harness/common/error.h"
 #include "harness/mesh/device_mesh.h"
 #include "harness/tests/rank_test_util.h"
@@ -112,6 +113,8 @@ void compare(Diffs& d, const std::string& what, const torch::Tensor& got, const 
   d.maxRelNorm = std::max(d.maxRelNorm, wn > 1e-12 ? rel : 0.0);
   bool ok = prec == ref::Precision::kFp32 ? torch::allclose(g, w, 1e-4, 1e-6)
                                           : (wn < 1e-12 ? abs < 1e-6 : rel <= 2e-2);
+  if (!ok && std::getenv("MOE_PARITY_VERBOSE"))
+    std::cout << "  " << what << ": max |diff| " << abs << ", rel norm err " << rel << std::endl;
   if (!ok) {
     d.ok = false;
     if (d.firstFailure.empty())
@@ -128,7 +131,7 @@ int runE2E(const E2ECase& c) {
   ref::TrainOptions opts;
   opts.steps = c.steps;
   opts.precision = c.precision;
-  opts.seed = 7;
+  opts.seed = std::getenv("MOE_E2E_SEED") ? std::stoull(std::getenv("MOE_E2E_SEED")) : 7;
   opts.batchSize = 4;
   opts.seqLen = 8;
   // AdamW defaults (lr 1e-3), as the runner uses. Adam maps an element's
@@ -177,6 +180,16 @@ int runE2E(const E2ECase& c) {
             << " (rel norm " << params.maxRelNorm << ")" << std::endl;
   RANK_CHECK(grads.ok, "rank ", rank, ": ", grads.firstFailure);
   RANK_CHECK(params.ok, "rank ", rank, ": ", params.firstFailure);
+  // The styles really communicated: SP reduce-scatters over tp, EP
+  // dispatches with all_to_all over ep (not a silent replicated fallback).
+  auto& fr = comm::FlightRecorder::instance();
+  const std::string tpGroup = mesh.comm("tp")->name(), epGroup = mesh.comm("ep")->name();
+  if (c.plan.find("sequence_parallel") != std::string::npos)
+    RANK_CHECK(fr.counter(tpGroup, comm::OpType::kReduceScatter).calls > 0, "rank ", rank,
+               ": sequence parallel issued no reduce_scatter on ", tpGroup);
+  if (c.plan.find("ep_router") != std::string::npos && mesh.size("ep") > 1)
+    RANK_CHECK(fr.counter(epGroup, comm::OpType::kAllToAll).calls > 0, "rank ", rank,
+               ": expert parallelism issued no all_to_all on ", epGroup);
   const double normTol = c.precision == ref::Precision::kFp32 ? 1e-4 : 2e-2;
   RANK_CHECK(maxNorm <= normTol, "rank ", rank, ": grad norm rel diff ", maxNorm);
   return 0;
@@ -202,15 +215,44 @@ TEST(DistTrainGloo, Tp2SequenceParallel) {
   expectRun(2, {{{"tp", 2}}, joinPlans({kTpPlan, kSpEntries})});
 }
 TEST(DistTrainGloo, Ep2Tp2) { expectRun(4, {{{"ep", 2}, {"tp", 2}}, joinPlans({kEpPlan, kTpPlan})}); }
+TEST(DistTrainGloo, Dp2Ep2) {
+  expectRun(4, {{{"dp", 2}, {"ep", 2}}, kEpPlan});
+}
+TEST(DistTrainGloo, Ep2Tp2SequenceParallel) {
+  expectRun(4, {{{"ep", 2}, {"tp", 2}}, joinPlans({kEpPlan, kTpPlan, kSpEntries})});
+}
 TEST(DistTrainGloo, Ep2Bf16) {
   E2ECase c{{{"ep", 2}}, kEpPlan};
   c.precision = ref::Precision::kBf16;
   expectRun(2, c);
 }
+// bf16 under tensor parallelism: loss (|d| <= 4e-4) and grad norm (rel <= 3e-3)
+// match, but per-tensor gradients of q_norm/k_norm (summed over heads in
+// bf16, split differently over tp) sit at 2-3% relative norm error, and a
+// bf16-sized change of the attention output can flip a near-tied top-k
+// choice (seed 7: layer-1 experts/router grads at 15-18%; seed 4 passes
+// every tensor). Disabled until the tolerance question is settled; run with
+// --gtest_also_run_disabled_tests MOE_PARITY_VERBOSE=1 to see the numbers.
 TEST(DistTrainGloo, DISABLED_Tp2Bf16) {
   E2ECase c{{{"tp", 2}}, kTpPlan};
   c.precision = ref::Precision::kBf16;
   expectRun(2, c);
+}
+
+TEST(DistTrainGloo, DISABLED_Tp2SequenceParallelBf16) {
+  E2ECase c{{{"tp", 2}}, joinPlans({kTpPlan, kSpEntries})};
+  c.precision = ref::Precision::kBf16;
+  expectRun(2, c);
+}
+TEST(DistTrainGloo, DISABLED_Ep2Tp2Bf16) {
+  E2ECase c{{{"ep", 2}, {"tp", 2}}, joinPlans({kEpPlan, kTpPlan})};
+  c.precision = ref::Precision::kBf16;
+  expectRun(4, c);
+}
+TEST(DistTrainGloo, Ep3SixExpertsBf16) {
+  E2ECase c{{{"ep", 3}}, kEpPlan, /*numExperts=*/6};
+  c.precision = ref::Precision::kBf16;
+  expectRun(3, c);
 }
 
 }  // namespace

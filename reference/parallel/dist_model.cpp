@@ -403,7 +403,7 @@ struct DistTrainer::Impl {
       s.local = ref::getParam(m, pp.name).detach();
       s.placements = pp.placements;
       s.globalShape = pp.globalShape;
-      s.style = pp.style;
+      s.style = pp.primaryStyle();
       s.isExpert = pp.isExpert;
       out.push_back(std::move(s));
     }

@@ -88,6 +88,8 @@ class DistTrainer {
   const DispatchStats& lastDispatch() const;
 
   // Shards for harness/checks: current parameters, or the last step's grads.
+  // ParamShard::style is ParamPlacement::primaryStyle() (the sharding style;
+  // for gate_up under ep x tp: "grouped_gemm"), the full list is in plan().
   std::vector<checks::ParamShard> paramShards() const;
   std::vector<checks::ParamShard> gradShards() const;
 

@@ -94,6 +94,14 @@ bool patternMatches(const std::string& pattern, const std::string& name) {
   return p.size() == n.size() && segmentsMatch(p, n, p.size());
 }
 
+std::string ParamPlacement::primaryStyle() const {
+  for (size_t i = 0; i < styles.size(); ++i)
+    if (!styles[i].empty() && placements[i].isSharded()) return styles[i];
+  for (const auto& s : styles)
+    if (!s.empty()) return s;
+  return "";
+}
+
 const ParamPlacement& AppliedPlan::param(const std::string& name) const {
   for (const auto& p : params)
     if (p.name == name) return p;
@@ -187,6 +195,7 @@ AppliedPlan applyPlan(const Plan& plan, const ref::ModelConfig& config,
         }
       }
     }
+    pp.styles = styles;
     for (const auto& s : styles)
       if (!s.empty()) pp.style += (pp.style.empty() ? "" : "+") + s;
     out.params.push_back(std::move(pp));

@@ -70,6 +70,10 @@ struct ParamPlacement {
   std::vector<int64_t> globalShape;
   std::vector<ref::Placement> placements;  // one per mesh dim, mesh-dim order
   std::string style;  // styles that placed it, '+'-joined in mesh-dim order; "" = none
+  std::vector<std::string> styles;  // per mesh dim: the style that placed it there ("" = none)
+  // The one style a check should see: the first (mesh-dim order) style whose
+  // placement shards, else the first style, else "".
+  std::string primaryStyle() const;
   bool isExpert = false;  // fused expert tensor [E, ...]
 };
 

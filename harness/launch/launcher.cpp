@@ -106,7 +106,10 @@ class Job {
  private:
   void spawn(int rank, const std::function<void(int)>& childMain) {
     int outPipe[2], errPipe[2], portPipe[2];
-    if (pipe(outPipe) || pipe(errPipe) || pipe(portPipe)) fail("launch: pipe(): ", strerror(errno));
+    // O_CLOEXEC: a program exec'd by this or a concurrent job (another
+    // thread) must not inherit our pipe ends, or the readers never see EOF.
+    if (pipe2(outPipe, O_CLOEXEC) || pipe2(errPipe, O_CLOEXEC) || pipe2(portPipe, O_CLOEXEC))
+      fail("launch: pipe(): ", strerror(errno));
     pid_t parent = getpid();
     pid_t pid = fork();
     if (pid < 0) fail("launch: fork() for rank ", rank, ": ", strerror(errno));
@@ -123,9 +126,12 @@ class Job {
         close(c.out.fd); close(c.err.fd);
         if (c.portFd >= 0) close(c.portFd);
       }
+      // The port arrives as one line; stop at the newline rather than at EOF.
       char buf[32] = {};
       ssize_t n = 0, got = 0;
-      while (got < static_cast<ssize_t>(sizeof(buf)) - 1 && (n = read(portPipe[0], buf + got, sizeof(buf) - 1 - got)) > 0) got += n;
+      while (got < static_cast<ssize_t>(sizeof(buf)) - 1 && !memchr(buf, '\n', got) &&
+             (n = read(portPipe[0], buf + got, sizeof(buf) - 1 - got)) > 0)
+        got += n;
       close(portPipe[0]);
       if (got <= 0) _exit(112);  // launcher could not start the store
       setenv("MASTER_PORT", std::to_string(std::atoi(buf)).c_str(), 1);

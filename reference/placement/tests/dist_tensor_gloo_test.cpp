@@ -256,6 +256,11 @@ struct MeshCase {
   std::string name;
 };
 
+// gtest prints parameters into the test list that ctest names tests by; the
+// default byte dump of this struct contains pointers, so names would change
+// from build to build.
+void PrintTo(const MeshCase& c, std::ostream* os) { *os << c.name; }
+
 class DistTensorGloo : public ::testing::TestWithParam<MeshCase> {};
 
 TEST_P(DistTensorGloo, MatchesChunkOracleForDistributeRedistributeAndCheckpoint) {

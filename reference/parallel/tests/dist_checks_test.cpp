@@ -12,26 +12,10 @@
 #include "reference/io/tensor_source.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_model.h"
+#include "reference/parallel/tests/test_plans.h"
 
 namespace moe::parallel {
 namespace {
-
-const char* kPlan = R"([
-  ["model.layers.*.mlp.experts", "grouped_gemm"],
-  ["model.layers.*.mlp.gate", "ep_router"],
-  ["model.layers.*.self_attn.q_proj", "colwise"],
-  ["model.layers.*.self_attn.k_proj", "colwise"],
-  ["model.layers.*.self_attn.v_proj", "colwise"],
-  ["model.layers.*.self_attn.o_proj", "rowwise"],
-  ["model.layers.*.mlp.gate_proj", "colwise"],
-  ["model.layers.*.mlp.up_proj", "colwise"],
-  ["model.layers.*.mlp.down_proj", "rowwise"],
-  ["model.layers.*.mlp.experts.gate_up_proj", "moe_tp_gate_up_colwise"],
-  ["model.layers.*.mlp.experts.down_proj", "moe_tp_down_rowwise"],
-  ["model.layers.*.mlp.experts", "moe_experts_allreduce"],
-  ["model.layers.*.input_layernorm", "sequence_parallel"],
-  ["model.layers.*.post_attention_layernorm", "sequence_parallel"],
-  ["model.norm", "sequence_parallel"]])";
 
 int body() {
   auto world = ranktest::rankWorld();
@@ -45,7 +29,7 @@ int body() {
   std::map<std::string, at::Tensor> tensors;
   for (const auto& item : full) tensors[item.key()] = item.value();
   io::MapTensorSource source(tensors, "init seed 3");
-  auto applied = plan::applyPlan(plan::Plan::parse(kPlan), cfg, mesh.shape());
+  auto applied = plan::applyPlan(plan::Plan::parse(testing::joinPlans({testing::kEpPlan, testing::kTpPlan, testing::kSpEntries})), cfg, mesh.shape());
   auto local = loadLocalParams(applied, mesh, source);
   ref::TrainOptions opts;
   opts.steps = 1;

@@ -22,6 +22,7 @@
 #include "harness/tests/rank_test_util.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_model.h"
+#include "reference/parallel/tests/test_plans.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/placement/layout.h"
 #include "reference/train/trainer.h"
@@ -48,33 +49,10 @@ ref::ModelConfig tinyMoe(int64_t numExperts) {
   return c;
 }
 
-const char* kEpPlan = R"([
-  ["model.layers.*.mlp.experts", "grouped_gemm"],
-  ["model.layers.*.mlp.gate", "ep_router"]])";
-
-const char* kTpPlan = R"([
-  ["model.layers.*.self_attn.q_proj", "colwise"],
-  ["model.layers.*.self_attn.k_proj", "colwise"],
-  ["model.layers.*.self_attn.v_proj", "colwise"],
-  ["model.layers.*.self_attn.o_proj", "rowwise"],
-  ["model.layers.*.mlp.gate_proj", "colwise"],
-  ["model.layers.*.mlp.up_proj", "colwise"],
-  ["model.layers.*.mlp.down_proj", "rowwise"],
-  ["model.layers.*.mlp.experts.gate_up_proj", "moe_tp_gate_up_colwise"],
-  ["model.layers.*.mlp.experts.down_proj", "moe_tp_down_rowwise"],
-  ["model.layers.*.mlp.experts", "moe_experts_allreduce"]])";
-
-const char* kSpEntries = R"([
-  ["model.layers.*.input_layernorm", "sequence_parallel"],
-  ["model.layers.*.post_attention_layernorm", "sequence_parallel"],
-  ["model.norm", "sequence_parallel"]])";
-
-std::string joinPlans(std::vector<std::string> parts) {
-  nlohmann::ordered_json all = nlohmann::ordered_json::array();
-  for (const auto& p : parts)
-    for (const auto& e : nlohmann::ordered_json::parse(p)) all.push_back(e);
-  return all.dump();
-}
+using testing::joinPlans;
+using testing::kEpPlan;
+using testing::kSpEntries;
+using testing::kTpPlan;
 
 struct E2ECase {
   std::vector<mesh::MeshDim> mesh;

@@ -5,6 +5,7 @@
 #include "harness/cli/commands.h"
 #include "harness/common/error.h"
 #include "reference/reference_command.h"
+#include "reference/run_plan_command.h"
 
 namespace {
 using Register = void (*)(CLI::App&);
@@ -13,6 +14,7 @@ const Register kCommands[] = {
     moe::cli::addSelftestCommand,
     moe::cli::addTracesCommand,
     moe::ref::addReferenceCommand,
+    moe::ref::addRunPlanCommand,
 };
 }  // namespace
 

@@ -1,0 +1,234 @@
+#include "reference/run_plan_command.h"
+
+#include <filesystem>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "harness/checks/comm_check.h"
+#include "harness/checks/expert_check.h"
+#include "harness/checks/parity_check.h"
+#include "harness/checks/placement_check.h"
+#include "harness/cli/commands.h"
+#include "harness/comm/flight_recorder.h"
+#include "harness/launch/rank_env.h"
+#include "harness/mesh/device_mesh.h"
+#include "reference/io/expert_layout.h"
+#include "reference/io/safetensors.h"
+#include "reference/model/init.h"
+#include "reference/parallel/dist_model.h"
+#include "reference/placement/dist_tensor.h"
+#include "reference/plan/plan.h"
+#include "reference/reference_command.h"
+#include "reference/train/trainer.h"
+
+namespace moe::ref {
+namespace {
+
+struct RunPlanOptions {
+  std::string configPath;
+  std::string mesh;
+  std::string planPath;
+  std::string dtype = "fp32";
+  int64_t steps = 4;
+  uint64_t seed = 0;
+  int64_t batchSize = 4;
+  int64_t seqLen = 16;
+  std::string checkpoint;
+  std::string dumpShards;
+  double commTimeout = 120;
+};
+
+std::vector<checks::StepRecord> toCheckSteps(const std::vector<StepRecord>& in) {
+  std::vector<checks::StepRecord> out;
+  for (const auto& s : in) out.push_back({static_cast<int>(s.step), s.loss, s.ce, s.aux, s.gradNorm});
+  return out;
+}
+
+nlohmann::json resultJson(const checks::CheckResult& r) {
+  return {{"check", r.check}, {"passed", r.passed}, {"explanation", r.explanation}, {"measured", r.measured}};
+}
+
+// Tokens x top-k per MoE layer: what the ep ranks must dispatch in total per
+// step. tp ranks of one data-parallel slice see the same tokens and each
+// dispatches them, unless sequence parallelism splits them over tp.
+checks::CheckResult checkDispatchVolume(comm::Communicator& world, const ModelConfig& cfg,
+                                        const plan::AppliedPlan& plan, const mesh::DeviceMesh& mesh,
+                                        const TrainOptions& t, int64_t sentRows) {
+  checks::CheckResult r;
+  r.check = "communication";
+  bool sp = false, ep = false;
+  for (const auto& [module, flags] : plan.moduleComm) {
+    sp |= (flags & plan::kSequenceParallel) != 0;
+    ep |= (flags & plan::kEpDispatch) != 0;
+  }
+  at::Tensor total = at::full({1}, sentRows, at::kLong);
+  world.allReduce(total);
+  const int64_t measured = total.item<int64_t>();
+  const int64_t dup = sp ? 1 : mesh.size("tp");
+  const int64_t expected = ep && mesh.size("ep") > 1
+                               ? t.batchSize * t.seqLen * cfg.numExpertsPerTok * cfg.numMoeLayers() * dup
+                               : 0;
+  r.passed = measured == expected;
+  r.measured = {{"dispatched_rows", measured}, {"expected_rows", expected}};
+  r.explanation = r.passed ? moe::str("dispatch volume ", measured, " rows = tokens x top-k x MoE layers")
+                           : moe::str("dispatch volume ", measured, " rows, expected ", expected,
+                                      " (tokens x top-k x MoE layers", dup > 1 ? " x tp" : "", ")");
+  return r;
+}
+
+nlohmann::json countersJson(const checks::CommCounters& c) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& [key, v] : c)
+    j.push_back({{"group", key.first}, {"op", comm::opName(key.second)}, {"calls", v.calls},
+                 {"bytes_sent", v.bytesSent}, {"bytes_recv", v.bytesRecv}});
+  return j;
+}
+
+void dumpShards(const std::string& dir, int rank, const std::vector<checks::ParamShard>& shards) {
+  std::filesystem::create_directories(dir);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  io::WriteOptions wo;
+  for (const auto& s : shards) {
+    tensors.push_back({s.name, s.local});
+    wo.metadata[s.name] = nlohmann::json{{"placements", toString(s.placements)},
+                                         {"global_shape", s.globalShape},
+                                         {"style", s.style}}
+                              .dump();
+  }
+  io::writeSafetensors(dir + "/rank" + std::to_string(rank) + ".safetensors", tensors, wo);
+}
+
+int runPlan(const RunPlanOptions& o) {
+  at::set_num_threads(1);  // ranks share the machine's cores
+  auto env = launch::rankEnvFromEnvironment();
+  comm::CommOptions co;
+  co.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.commTimeout * 1000));
+  auto world = launch::initWorld(env, co);
+  const ModelConfig cfg = ModelConfig::fromFile(o.configPath);
+  mesh::DeviceMesh mesh(world, mesh::DeviceMesh::parse(o.mesh));
+  const plan::AppliedPlan applied = plan::applyPlan(plan::Plan::fromFile(o.planPath), cfg, mesh.shape());
+
+  TrainOptions t;
+  t.steps = o.steps;
+  t.seed = o.seed;
+  t.batchSize = o.batchSize;
+  t.seqLen = o.seqLen;
+  if (o.dtype != "fp32" && o.dtype != "bf16") fail("--dtype must be fp32 or bf16, got '", o.dtype, "'");
+  t.precision = o.dtype == "bf16" ? Precision::kBf16 : Precision::kFp32;
+
+  // The checkpoint: a file in either expert layout, or the seed's init.
+  std::unique_ptr<io::SafetensorsReader> reader;
+  std::unique_ptr<io::TensorSource> source;
+  ParamMap initial;
+  if (!o.checkpoint.empty()) {
+    std::string file = o.checkpoint;
+    if (std::filesystem::is_directory(file)) file += "/model.safetensors";
+    reader = std::make_unique<io::SafetensorsReader>(file);
+    source = std::make_unique<io::FusedExpertView>(*reader);
+    initial = loadCheckpoint(o.checkpoint, cfg);
+  } else {
+    initial = initParameters(cfg, o.seed);
+    std::map<std::string, at::Tensor> m;
+    for (const auto& kv : initial) m[kv.key()] = kv.value();
+    source = std::make_unique<io::MapTensorSource>(m, moe::str("init(seed ", o.seed, ")"));
+  }
+
+  // Single-device reference: the independent code path every rank compares to.
+  const TrainResult reference = train(cfg, initial, t);
+
+  const ParamMap local = parallel::loadLocalParams(applied, mesh, *source);
+  parallel::DistTrainer trainer(cfg, mesh, applied, local, t);
+  std::vector<checks::CheckResult> results;
+  const auto loaded = trainer.paramShards();
+  results.push_back(checks::checkPlacement(mesh, loaded, source.get()));
+  results.push_back(checks::checkExpertUniqueness(mesh, loaded, source.get()));
+  if (!o.dumpShards.empty()) dumpShards(o.dumpShards, env.rank, loaded);
+
+  std::vector<StepRecord> steps;
+  std::vector<checks::ParamShard> grads1;
+  checks::CommCounters step1Comm;
+  int64_t dispatched = 0;
+  for (int64_t s = 1; s <= o.steps; ++s) {
+    checks::CommWindow window;
+    steps.push_back(trainer.step());
+    if (s == 1) {
+      grads1 = trainer.gradShards();
+      step1Comm = window.delta();
+      dispatched = trainer.lastDispatch().tokensSent;
+    }
+    if (env.rank == 0)
+      std::cerr << "run-plan: step " << s << "/" << o.steps << " loss " << steps.back().loss << " (reference "
+                << reference.steps[s - 1].loss << ")" << std::endl;
+  }
+  const auto finalShards = trainer.paramShards();
+
+  std::map<std::string, at::Tensor> refGradMap, refParamMap;
+  for (const auto& kv : reference.gradsStep1) refGradMap[kv.key()] = kv.value();
+  for (const auto& kv : reference.finalParams) refParamMap[kv.key()] = kv.value();
+  io::MapTensorSource refGrads(refGradMap, "reference step-1 gradients");
+  io::MapTensorSource refParams(refParamMap, "reference final parameters");
+  const auto runSteps = toCheckSteps(steps), refSteps = toCheckSteps(reference.steps);
+  checks::ParityInputs pin;
+  pin.rank = env.rank;
+  pin.meshSizes = meshSizes(mesh);
+  pin.meshCoords = meshCoords(mesh, env.rank);
+  pin.runSteps = &runSteps;
+  pin.referenceSteps = &refSteps;
+  pin.step1Grads = &grads1;
+  pin.referenceGrads = &refGrads;
+  pin.finalParams = &finalShards;
+  pin.referenceParams = &refParams;
+  checks::ParityCheckOptions po;
+  po.dtype = o.dtype;
+  results.push_back(checks::checkParityCollective(*world, pin, po));
+  results.push_back(checkDispatchVolume(*world, cfg, applied, mesh, t, dispatched));
+
+  bool passed = true;
+  for (const auto& r : results) passed &= r.passed;
+  if (env.rank == 0) {
+    nlohmann::json j;
+    j["config"] = o.configPath;
+    j["mesh"] = mesh.shape().describe();
+    j["plan"] = o.planPath;
+    j["dtype"] = o.dtype;
+    j["seed"] = o.seed;
+    j["world_size"] = env.worldSize;
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const auto& a = steps[i];
+      const auto& b = reference.steps[i];
+      j["steps"].push_back({{"step", a.step},
+                            {"loss", a.loss}, {"reference_loss", b.loss},
+                            {"ce", a.ce}, {"reference_ce", b.ce},
+                            {"aux", a.aux}, {"reference_aux", b.aux},
+                            {"grad_norm", a.gradNorm}, {"reference_grad_norm", b.gradNorm}});
+    }
+    for (const auto& r : results) j["checks"].push_back(resultJson(r));
+    j["step1_collectives_rank0"] = countersJson(step1Comm);
+    j["passed"] = passed;
+    std::cout << j.dump(2) << std::endl;
+  }
+  return passed ? 0 : 1;
+}
+
+}  // namespace
+
+void addRunPlanCommand(CLI::App& app) {
+  auto o = std::make_shared<RunPlanOptions>();
+  auto* sub = app.add_subcommand("run-plan", "Apply a plan on a mesh, train, and check placement, experts and parity (inside a launched job)");
+  sub->add_option("--config", o->configPath, "model config JSON (HF field names)")->required()->check(CLI::ExistingFile);
+  sub->add_option("--mesh", o->mesh, "mesh JSON, e.g. {\"ep\":2}")->required();
+  sub->add_option("--plan", o->planPath, "plan JSON file (cases/plans/*.json)")->required()->check(CLI::ExistingFile);
+  sub->add_option("--dtype", o->dtype, "precision policy")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  sub->add_option("--steps", o->steps, "training steps")->required();
+  sub->add_option("--seed", o->seed, "seed of init and data")->capture_default_str();
+  sub->add_option("--batch-size", o->batchSize, "global batch rows")->capture_default_str();
+  sub->add_option("--seq-len", o->seqLen, "sequence length")->capture_default_str();
+  sub->add_option("--checkpoint", o->checkpoint, "model.safetensors to start from (fused or hub layout); default: init of --seed");
+  sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
+  sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
+  sub->callback([o] {
+    if (int code = runPlan(*o)) throw cli::CommandExit{code};
+  });
+}
+
+}  // namespace moe::ref

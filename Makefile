@@ -1,7 +1,7 @@
 # Two entry points (see README "Quick start"): `make run` and `make test`.
 # Both install missing Debian packages (ci/setup.sh), configure, build, then run.
 BUILD_DIR ?= build
-BUILD_TYPE ?= RelWithDebInfo
+BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 CTEST_ARGS ?=
 HARNESS := $(BUILD_DIR)/bin/moe-harness

@@ -1,5 +1,7 @@
 #include "harness/checks/check_common.h"
 
+#include "harness/common/pattern.h"
+
 #include <algorithm>
 #include <cstring>
 #include <sstream>
@@ -125,29 +127,8 @@ std::vector<double> allReduceMax(comm::Communicator& comm, const std::vector<dou
 
 namespace moe::checks {
 
-namespace {
-std::vector<std::string> splitDots(const std::string& s) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : s) {
-    if (c == '.') {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  out.push_back(cur);
-  return out;
-}
-}  // namespace
-
 bool matchesPattern(const std::string& pattern, const std::string& name) {
-  auto p = splitDots(pattern), n = splitDots(name);
-  if (p.size() != n.size()) return false;
-  for (size_t i = 0; i < p.size(); ++i)
-    if (p[i] != "*" && p[i] != n[i]) return false;
-  return true;
+  return dottedPatternMatches(pattern, name);
 }
 
 ValueComparison compareValues(const at::Tensor& actual, const at::Tensor& expected,

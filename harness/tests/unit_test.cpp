@@ -1,5 +1,6 @@
 // Rank-free unit tests: mesh geometry and validation, flight recorder,
 // stores, rank environment parsing.
+#include "harness/common/error_of.h"
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -18,15 +19,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-template <typename Fn>
-std::string errorOf(Fn&& fn) {
-  try {
-    fn();
-  } catch (const HarnessError& e) {
-    return e.what();
-  }
-  return "<no error>";
-}
+using ::moe::testutil::errorOf;
 
 TEST(MeshShape, RowMajorLayoutLastDimFastest) {
   mesh::MeshShape s(mesh::DeviceMesh::parse("{\"dp\":2,\"ep\":3}"), 6);

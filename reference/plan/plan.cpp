@@ -57,21 +57,6 @@ nlohmann::ordered_json Plan::toJson() const {
   return j;
 }
 
-std::vector<std::string> splitDotted(const std::string& name) {
-  std::vector<std::string> out;
-  std::string cur;
-  for (char c : name) {
-    if (c == '.') {
-      out.push_back(cur);
-      cur.clear();
-    } else {
-      cur += c;
-    }
-  }
-  out.push_back(cur);
-  return out;
-}
-
 namespace {
 
 bool segmentsMatch(const std::vector<std::string>& pat, const std::vector<std::string>& name,
@@ -90,8 +75,7 @@ std::string joinFirst(const std::vector<std::string>& segs, size_t n) {
 }  // namespace
 
 bool patternMatches(const std::string& pattern, const std::string& name) {
-  auto p = splitDotted(pattern), n = splitDotted(name);
-  return p.size() == n.size() && segmentsMatch(p, n, p.size());
+  return dottedPatternMatches(pattern, name);
 }
 
 std::string ParamPlacement::primaryStyle() const {

@@ -38,6 +38,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "harness/common/pattern.h"
 #include "harness/mesh/device_mesh.h"
 #include "reference/config.h"
 #include "reference/placement/placement.h"
@@ -62,7 +63,7 @@ struct Plan {
 
 // `*` matches one segment; equal segment counts required.
 bool patternMatches(const std::string& pattern, const std::string& name);
-std::vector<std::string> splitDotted(const std::string& name);
+using ::moe::splitDotted;  // harness/common/pattern.h
 
 // One parameter after pass 1.
 struct ParamPlacement {

@@ -1,6 +1,7 @@
 #pragma once
 // Shared helpers of the reference/io tests: temporary files, bitwise tensor
 // comparison, catching HarnessError messages.
+#include "harness/common/error_of.h"
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -71,16 +72,6 @@ inline bool bitwiseEqual(const at::Tensor& a, const at::Tensor& b) {
   return std::memcmp(ca.data_ptr(), cb.data_ptr(), ca.numel() * ca.element_size()) == 0;
 }
 
-// Runs `fn`, expects it to throw HarnessError, returns the message.
-template <typename Fn>
-std::string errorOf(Fn&& fn) {
-  try {
-    fn();
-  } catch (const HarnessError& e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "expected a HarnessError";
-  return "";
-}
+using ::moe::testutil::errorOf;
 
 }  // namespace moe::io::testing

@@ -1,6 +1,7 @@
 // Plans and styles without ranks: pattern matching, first-match-wins, the
 // error cases, and every style's placements (expected placements are written
 // out by hand from the style table, not computed by the code under test).
+#include "harness/common/error_of.h"
 #include <gtest/gtest.h>
 
 #include "harness/common/error.h"
@@ -33,15 +34,7 @@ mesh::MeshShape meshOf(std::vector<mesh::MeshDim> dims) {
   return mesh::MeshShape(dims, w);
 }
 
-template <typename Fn>
-std::string errorOf(Fn&& fn) {
-  try {
-    fn();
-  } catch (const HarnessError& e) {
-    return e.what();
-  }
-  return "";
-}
+using ::moe::testutil::errorOf;
 
 TEST(PlanPattern, StarMatchesExactlyOneSegment) {
   EXPECT_TRUE(patternMatches("model.layers.*.mlp.gate", "model.layers.12.mlp.gate"));

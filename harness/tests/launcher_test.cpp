@@ -8,7 +8,10 @@
 #include <fstream>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
 #include "harness/tests/rank_test_util.h"
+#include "reference/io/safetensors.h"
 
 using namespace moe;
 namespace fs = std::filesystem;
@@ -155,6 +158,49 @@ TEST(Launcher, RanksSeeTorchrunEnvironment) {
     return 0;
   });
   ASSERT_TRUE(run.result.ok) << run.all();
+}
+
+}  // namespace
+
+namespace {
+
+const std::string kSource = MOE_SOURCE_DIR;
+
+TEST(RunPlan, DumpShardsWritesEachRanksLocalTensorsWithPlacements) {
+  auto dir = tempDir("dump");
+  auto r = execJob(2, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":2}",
+                       "--plan", kSource + "/cases/plans/ep.json", "--dtype", "fp32", "--steps", "1",
+                       "--dump-shards", dir.string()},
+                   120);
+  ASSERT_TRUE(r.result.ok) << r.all();
+  EXPECT_NE(r.out.find("\"passed\": true"), std::string::npos) << r.out;
+  for (int rank = 0; rank < 2; ++rank) {
+    io::SafetensorsReader reader((dir / ("rank" + std::to_string(rank) + ".safetensors")).string());
+    // tiny_moe.json: 8 experts, moe_intermediate_size 16, hidden 32; ep=2
+    // holds 4 experts per rank, dense and attention weights whole.
+    const std::string gateUp = "model.layers.1.mlp.experts.gate_up_proj";
+    EXPECT_EQ(reader.shape(gateUp), (std::vector<int64_t>{4, 32, 32}));
+    auto meta = nlohmann::json::parse(reader.metadata().at(gateUp));
+    EXPECT_EQ(meta["placements"], "[Shard(0)]");
+    EXPECT_EQ(meta["global_shape"], (std::vector<int64_t>{8, 32, 32}));
+    EXPECT_EQ(meta["style"], "grouped_gemm");
+    EXPECT_EQ(reader.shape("model.layers.0.self_attn.q_proj.weight"), (std::vector<int64_t>{32, 32}));
+    EXPECT_EQ(nlohmann::json::parse(reader.metadata().at("model.norm.weight"))["placements"], "[Replicate()]");
+  }
+  fs::remove_all(dir);
+}
+
+TEST(RunPlan, UnknownStyleIsAClearErrorListingTheKnownOnes) {
+  auto dir = tempDir("badplan");
+  std::ofstream(dir / "plan.json") << R"([["model.layers.*.mlp.experts", "grouped_gem"]])";
+  auto r = execJob(2, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":2}",
+                       "--plan", (dir / "plan.json").string(), "--steps", "1"},
+                   60);
+  ASSERT_FALSE(r.result.ok);
+  EXPECT_EQ(r.result.exitCode(), 2) << r.all();
+  EXPECT_NE(r.err.find("unknown plan style \"grouped_gem\" (known styles: "), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("grouped_gemm"), std::string::npos) << r.err;
+  fs::remove_all(dir);
 }
 
 }  // namespace

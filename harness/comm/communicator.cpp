@@ -116,6 +116,7 @@ Communicator::Communicator(std::string name, int rank, std::vector<int> globalRa
     : name_(std::move(name)), rank_(rank), globalRanks_(std::move(globalRanks)), verify_(verifyDefault()) {
   MOE_ASSERT(rank_ >= 0 && rank_ < static_cast<int>(globalRanks_.size()), "rank ", rank_,
              " outside group of ", globalRanks_.size());
+  for (size_t i = 0; i < globalRanks_.size(); ++i) ranksText_ += (i ? "," : "") + std::to_string(globalRanks_[i]);
 }
 
 void Communicator::checkDtype(const at::Tensor& t, const char* op) const {
@@ -138,6 +139,13 @@ void requireContiguous(const at::Tensor& t, const char* op, const char* which) {
   if (!t.is_contiguous()) fail(op, ": ", which, " tensor must be contiguous (shape ", shapeStr(t), ")");
 }
 }  // namespace
+
+void Communicator::checkP2p(const char* op, const at::Tensor& t, int peer) const {
+  requireContiguous(t, op, "tensor");
+  checkDtype(t, op);
+  if (peer < 0 || peer >= size() || peer == rank_)
+    fail(op, " on group '", name_, "': invalid peer ", peer, " (rank ", rank_, " of ", size(), ")");
+}
 
 void Communicator::checkRowOp(const char* op, const at::Tensor& out, const at::Tensor& in) const {
   requireContiguous(in, op, "input");
@@ -287,9 +295,7 @@ void Communicator::run(Call& call, Fn&& fn) {
   r.bytesRecv = call.bytesRecv;
   r.tStart = nowSeconds();
   copyField(r.group, sizeof(r.group), name_);
-  std::string ranks;
-  for (size_t i = 0; i < globalRanks_.size(); ++i) ranks += (i ? "," : "") + std::to_string(globalRanks_[i]);
-  copyField(r.ranks, sizeof(r.ranks), ranks);
+  copyField(r.ranks, sizeof(r.ranks), ranksText_);
   copyField(r.shapes, sizeof(r.shapes), call.shapes);
   copyField(r.splits, sizeof(r.splits), call.splits);
   TraceRecord* slot = rec.begin(r);
@@ -348,10 +354,7 @@ void Communicator::barrier() {
 }
 
 void Communicator::send(const at::Tensor& t, int peer) {
-  requireContiguous(t, "send", "input");
-  checkDtype(t, "send");
-  if (peer < 0 || peer >= size() || peer == rank_)
-    fail("send on group '", name_, "': invalid peer ", peer, " (rank ", rank_, " of ", size(), ")");
+  checkP2p("send", t, peer);
   Call c{OpType::kSend};
   c.dtype = t.scalar_type();
   c.numelIn = t.numel();
@@ -370,10 +373,7 @@ void Communicator::send(const at::Tensor& t, int peer) {
 }
 
 void Communicator::recv(at::Tensor& t, int peer) {
-  requireContiguous(t, "recv", "output");
-  checkDtype(t, "recv");
-  if (peer < 0 || peer >= size() || peer == rank_)
-    fail("recv on group '", name_, "': invalid peer ", peer, " (rank ", rank_, " of ", size(), ")");
+  checkP2p("recv", t, peer);
   Call c{OpType::kRecv};
   c.dtype = t.scalar_type();
   c.numelOut = t.numel();

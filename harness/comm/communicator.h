@@ -135,6 +135,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // Shared argument checks of the row-based ops (all_gather, reduce_scatter,
   // all_to_all): contiguous, supported and equal dtypes, same trailing dims.
   void checkRowOp(const char* op, const at::Tensor& out, const at::Tensor& in) const;
+  // Shared argument checks of send/recv: contiguous, supported dtype, valid peer.
+  void checkP2p(const char* op, const at::Tensor& t, int peer) const;
 
  private:
   struct Call;  // one collective in flight (defined in communicator.cpp)
@@ -145,6 +147,7 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   std::string name_;
   int rank_;
   std::vector<int> globalRanks_;
+  std::string ranksText_;  // "0,1,2,3": recorded with every call, built once
   bool verify_;
   uint64_t seq_ = 0;  // per-group sequence number of the next collective
   std::map<std::string, std::pair<std::vector<std::vector<int>>,

@@ -76,6 +76,26 @@ checks::CheckResult checkDispatchVolume(comm::Communicator& world, const ModelCo
   return r;
 }
 
+// The communication verdict: step 1's collectives per (group, op) as the
+// plan implies them, and the dispatch volume (whose bytes follow the
+// routing, so the per-op bytes of all_to_all are not predicted).
+checks::CheckResult checkStepCommunication(comm::Communicator& world, const ModelConfig& cfg,
+                                           const plan::AppliedPlan& plan, const mesh::DeviceMesh& mesh,
+                                           const TrainOptions& t, int64_t sentRows,
+                                           const checks::CommCounters& step1,
+                                           const std::vector<checks::CommExpectation>& expected) {
+  auto volume = checkDispatchVolume(world, cfg, plan, mesh, t, sentRows);
+  auto calls = checks::checkCommunicationCollective(world, step1, expected);
+  checks::CheckResult r;
+  r.check = "communication";
+  r.passed = volume.passed && calls.passed;
+  r.measured = {{"dispatch", volume.measured}, {"collectives", calls.measured}};
+  r.explanation = !calls.passed ? calls.explanation
+                  : !volume.passed ? volume.explanation
+                                   : calls.explanation + "; " + volume.explanation;
+  return r;
+}
+
 nlohmann::json countersJson(const checks::CommCounters& c) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& [key, v] : c)
@@ -181,7 +201,8 @@ int runPlan(const RunPlanOptions& o) {
   checks::ParityCheckOptions po;
   po.dtype = o.dtype;
   results.push_back(checks::checkParityCollective(*world, pin, po));
-  results.push_back(checkDispatchVolume(*world, cfg, applied, mesh, t, dispatched));
+  results.push_back(checkStepCommunication(*world, cfg, applied, mesh, t, dispatched, step1Comm,
+                                           trainer.expectedStepComm()));
 
   bool passed = true;
   for (const auto& r : results) passed &= r.passed;

@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <sstream>
 
 #include <unistd.h>
 
@@ -64,9 +65,15 @@ class CountingSource : public io::TensorSource {
 struct Checkpoint {
   std::string file;
   io::ExpertLayout layout;
+  at::ScalarType dtype;  // of the stored tensors; the loaded masters are fp32
+  std::string describe() const {
+    return moe::str(io::layoutName(layout), " ", dtype == at::kFloat ? "fp32" : "bf16", " checkpoint");
+  }
 };
 
-// Writes the seed's init as a fused and as a hub-layout model.safetensors.
+// Writes the seed's init as fused fp32, hub-layout fp32 and fused bf16
+// model.safetensors files (bf16: the paths convert at different points,
+// rank 0 before the broadcast, init_then_load in copy_).
 // Runs in the parent before the ranks fork (one writer, no races).
 std::vector<Checkpoint> writeCheckpoints(const ref::ModelConfig& cfg, const std::string& tag) {
   at::set_num_threads(1);  // no OpenMP pool in the parent the ranks fork from
@@ -76,9 +83,14 @@ std::vector<Checkpoint> writeCheckpoints(const ref::ModelConfig& cfg, const std:
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& kv : ref::initParameters(cfg, kSeed)) tensors.push_back({kv.key(), kv.value()});
   const std::string fused = (dir / "fused.safetensors").string(), hub = (dir / "hub.safetensors").string();
+  const std::string bf16 = (dir / "fused_bf16.safetensors").string();
   io::writeSafetensors(fused, tensors);
   io::writeSafetensors(hub, io::toHubLayout(tensors));
-  return {{fused, io::ExpertLayout::kFused}, {hub, io::ExpertLayout::kHub}};
+  for (auto& [name, t] : tensors) t = t.to(at::kBFloat16);
+  io::writeSafetensors(bf16, tensors);
+  return {{fused, io::ExpertLayout::kFused, at::kFloat},
+          {hub, io::ExpertLayout::kHub, at::kFloat},
+          {bf16, io::ExpertLayout::kFused, at::kBFloat16}};
 }
 
 struct LoadCase {
@@ -111,16 +123,18 @@ RankSetup setUp(const LoadCase& c) {
 }
 
 // "" when every parameter of the plan is in `local` and bitwise equal to the
-// oracle slice of the full tensor; else the first difference, naming the
-// rank, the tensor, its placements and both values.
-std::string firstDifference(const RankSetup& s, const ref::ParamMap& local) {
+// oracle slice of the full tensor (rounded to `stored` and back to fp32, as
+// a checkpoint in that dtype holds it); else the first difference, naming
+// the rank, the tensor, its placements and both values.
+std::string firstDifference(const RankSetup& s, const ref::ParamMap& local, at::ScalarType stored = at::kFloat) {
   const int rank = s.world->rank();
   if (local.size() != s.applied.params.size())
     return moe::str("rank ", rank, ": ", local.size(), " parameters vs ", s.applied.params.size(), " in the plan");
   for (const auto& p : s.applied.params) {
     if (!local.contains(p.name)) return moe::str("rank ", rank, ": no parameter ", p.name);
     const auto expected =
-        testing::expectedSlice(ref::getParam(s.full, p.name), p.placements, ref::meshSizes(*s.mesh), s.mesh->coords());
+        testing::expectedSlice(ref::getParam(s.full, p.name).to(stored).to(at::kFloat), p.placements,
+                               ref::meshSizes(*s.mesh), s.mesh->coords());
     const auto diff = testing::bitwiseDiff(local[p.name], expected);
     if (!diff.empty()) return moe::str("rank ", rank, ": ", p.name, " ", ref::toString(p.placements), ": ", diff);
   }
@@ -150,13 +164,14 @@ int loadAndCompare(const LoadCase& c, const std::vector<Checkpoint>& files) {
                " EP-sharded parameters, expected the 2 fused expert tensors of each of ", s.cfg.numMoeLayers(),
                " MoE layers");
 
+  std::ostringstream stats;  // per path, fp32 fused checkpoint
   for (const auto& ckpt : files) {
     io::SafetensorsReader reader(ckpt.file);
     io::FusedExpertView view(reader);
-    RANK_CHECK(view.layout() == ckpt.layout, "rank ", rank, ": ", ckpt.file, " has layout ",
-               io::layoutName(view.layout()));
+    RANK_CHECK(view.layout() == ckpt.layout && reader.scalarType("model.norm.weight") == ckpt.dtype, "rank ", rank,
+               ": ", ckpt.file, " has layout ", io::layoutName(view.layout()));
     for (const auto& pathName : loadPathNames()) {
-      const std::string what = moe::str(c.name, ", ", pathName, ", ", io::layoutName(ckpt.layout), " checkpoint");
+      const std::string what = moe::str(c.name, ", ", pathName, ", ", ckpt.describe());
       CountingSource counting(view);
       LoadOptions lo = optionsFor(s, parseLoadPath(pathName), counting);
       std::set<std::string> broadcast;
@@ -168,11 +183,12 @@ int loadAndCompare(const LoadCase& c, const std::vector<Checkpoint>& files) {
       // compare equal below.
       lo.hooks.emptyFill = std::nanf("");
       auto& fr = comm::FlightRecorder::instance();
-      const auto before = fr.counter(s.world->name(), comm::OpType::kBroadcast).calls;
+      const auto before = fr.counter(s.world->name(), comm::OpType::kBroadcast);
       const ref::ParamMap local = loadParams(lo);
-      const auto broadcasts = fr.counter(s.world->name(), comm::OpType::kBroadcast).calls - before;
+      const auto after = fr.counter(s.world->name(), comm::OpType::kBroadcast);
+      const auto broadcasts = after.calls - before.calls;
 
-      const auto diff = firstDifference(s, local);
+      const auto diff = firstDifference(s, local, ckpt.dtype);
       RANK_CHECK(diff.empty(), what, ": ", diff);
       int64_t nonEp = 0;
       for (const auto& p : s.applied.params) {
@@ -196,10 +212,17 @@ int loadAndCompare(const LoadCase& c, const std::vector<Checkpoint>& files) {
       const int64_t wantBroadcasts = lo.path == LoadPath::kRank0Broadcast ? nonEp : 0;
       RANK_CHECK(broadcasts == wantBroadcasts, "rank ", rank, ", ", what, ": ", broadcasts, " broadcasts on ",
                  s.world->name(), ", expected ", wantBroadcasts, " (one per non-EP parameter)");
+      if (&ckpt == &files.front()) {
+        int64_t readTotal = 0;
+        for (const auto& p : s.applied.params) readTotal += counting.elementsRead(p.name);
+        stats << "\n  rank " << rank << " " << pathName << ": read " << readTotal << " elements, broadcast "
+              << broadcasts << " tensors (" << (after.bytesSent - before.bytesSent) << " bytes sent, "
+              << (after.bytesRecv - before.bytesRecv) << " received)";
+      }
     }
   }
-  std::cout << "rank " << rank << ": " << c.name << ": 3 paths x 2 layouts bitwise equal to the chunk slices of "
-            << s.applied.params.size() << " parameters (" << epParams << " EP-sharded)" << std::endl;
+  std::cout << "rank " << rank << ": " << c.name << ": 3 paths x 3 checkpoints bitwise equal to the chunk slices of "
+            << s.applied.params.size() << " parameters (" << epParams << " EP-sharded)" << stats.str() << std::endl;
   return 0;
 }
 
@@ -211,7 +234,7 @@ TEST_P(LoadingGloo, EveryPathGivesTheCheckpointSliceOnEveryRank) {
   auto r = ranktest::runRanks(c.nranks, [&](const launch::RankContext&) { return loadAndCompare(c, files); }, 120);
   std::cout << r.out;
   ASSERT_TRUE(r.result.ok) << r.all();
-  EXPECT_NE(r.out.find(c.name + ": 3 paths x 2 layouts bitwise equal"), std::string::npos) << r.all();
+  EXPECT_NE(r.out.find(c.name + ": 3 paths x 3 checkpoints bitwise equal"), std::string::npos) << r.all();
   std::filesystem::remove_all(std::filesystem::path(files[0].file).parent_path());
 }
 

@@ -16,6 +16,7 @@
 #include "reference/io/safetensors.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_model.h"
+#include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
 #include "reference/reference_command.h"
@@ -35,6 +36,7 @@ struct RunPlanOptions {
   int64_t seqLen = 16;
   std::string checkpoint;
   std::string dumpShards;
+  std::string load = "shard_on_read";  // parallel::loadPathNames()
   double commTimeout = 120;
 };
 
@@ -135,6 +137,7 @@ int runPlan(const RunPlanOptions& o) {
   t.seqLen = o.seqLen;
   if (o.dtype != "fp32" && o.dtype != "bf16") fail("--dtype must be fp32 or bf16, got '", o.dtype, "'");
   t.precision = o.dtype == "bf16" ? Precision::kBf16 : Precision::kFp32;
+  const parallel::LoadPath loadPath = parallel::parseLoadPath(o.load);  // before the costly reference run
 
   // The checkpoint: a file in either expert layout, or the seed's init.
   std::unique_ptr<io::SafetensorsReader> reader;
@@ -156,7 +159,12 @@ int runPlan(const RunPlanOptions& o) {
   // Single-device reference: the independent code path every rank compares to.
   const TrainResult reference = train(cfg, initial, t);
 
-  const ParamMap local = parallel::loadLocalParams(applied, mesh, *source);
+  parallel::LoadOptions lo;
+  lo.path = loadPath;
+  lo.source = source.get();
+  lo.mesh = &mesh;
+  lo.plan = &applied;
+  const ParamMap local = parallel::loadParams(lo);
   parallel::DistTrainer trainer(cfg, mesh, applied, local, t);
   std::vector<checks::CheckResult> results;
   const auto loaded = trainer.paramShards();
@@ -167,6 +175,7 @@ int runPlan(const RunPlanOptions& o) {
   std::vector<StepRecord> steps;
   std::vector<checks::ParamShard> grads1;
   checks::CommCounters step1Comm;
+  std::vector<checks::CommExpectation> step1Expected;
   int64_t dispatched = 0;
   for (int64_t s = 1; s <= o.steps; ++s) {
     checks::CommWindow window;
@@ -174,6 +183,7 @@ int runPlan(const RunPlanOptions& o) {
     if (s == 1) {
       grads1 = trainer.gradShards();
       step1Comm = window.delta();
+      step1Expected = trainer.expectedStepComm();  // uses step 1's routing
       dispatched = trainer.lastDispatch().tokensSent;
     }
     if (env.rank == 0)
@@ -202,7 +212,7 @@ int runPlan(const RunPlanOptions& o) {
   po.dtype = o.dtype;
   results.push_back(checks::checkParityCollective(*world, pin, po));
   results.push_back(checkStepCommunication(*world, cfg, applied, mesh, t, dispatched, step1Comm,
-                                           trainer.expectedStepComm()));
+                                           step1Expected));
 
   bool passed = true;
   for (const auto& r : results) passed &= r.passed;
@@ -212,6 +222,7 @@ int runPlan(const RunPlanOptions& o) {
     j["mesh"] = mesh.shape().describe();
     j["plan"] = o.planPath;
     j["dtype"] = o.dtype;
+    j["load"] = o.load;
     j["seed"] = o.seed;
     j["world_size"] = env.worldSize;
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -246,6 +257,7 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--seq-len", o->seqLen, "sequence length")->capture_default_str();
   sub->add_option("--checkpoint", o->checkpoint, "model.safetensors to start from (fused or hub layout); default: init of --seed");
   sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
+  sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
   sub->callback([o] {
     if (int code = runPlan(*o)) throw cli::CommandExit{code};

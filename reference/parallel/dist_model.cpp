@@ -106,6 +106,7 @@ struct DistTrainer::Impl {
     so.mesh = &mesh;
     so.local = &local;
     so.expertSharding = distOptions.expertSharding;
+    so.computeDtype = ref::computeDtype(options.precision);
     for (const auto& pp : plan.params) {
       if (!local.contains(pp.name)) fail("rank ", mesh.world()->rank(), ": no local parameter ", pp.name);
       const auto& t = local[pp.name];

@@ -65,6 +65,9 @@ struct Zero3Case {
   ref::Precision precision = ref::Precision::kFp32;
   bool odd = false;
   uint64_t seed = 7;
+  // With a tp dim only sequence-parallel plans (expectedComm's grouping).
+  std::string plan = testing::kEpPlan;
+  std::string expertsImplementation = "grouped";
   int64_t steps = 4;
 };
 
@@ -83,7 +86,8 @@ std::vector<checks::StepRecord> toCheckSteps(const std::vector<ref::StepRecord>&
 // What one step must communicate, from the plan and the mesh alone: per
 // unit (layer, or the rest), the dense parameters form one flat buffer over
 // every data-parallel dim, the ep-sharded experts one over the other
-// data-parallel dims (no tp in these cases).
+// data-parallel dims; under tp, tp-sharded and tp-replicated parameters
+// (partial over tp under sequence parallelism) are separate buffers.
 struct ExpectedComm {
   std::map<std::string, int64_t> gatherBytes, scatterBytes, calls;  // by group name
   int64_t unpaddedGatherBytes = 0;  // the same without padding
@@ -91,7 +95,8 @@ struct ExpectedComm {
 };
 
 ExpectedComm expectedComm(const plan::AppliedPlan& applied, const mesh::DeviceMesh& mesh, int64_t elemSize) {
-  std::map<std::pair<std::string, bool>, int64_t> numel;  // (unit, expert) -> plan-local elements
+  // (unit, expert, tp-replicated) -> plan-local elements
+  std::map<std::tuple<std::string, bool, bool>, int64_t> numel;
   for (const auto& pp : applied.params) {
     const std::string pre = "model.layers.";
     std::string unit = "model";
@@ -100,14 +105,15 @@ ExpectedComm expectedComm(const plan::AppliedPlan& applied, const mesh::DeviceMe
     int64_t n = 1;
     for (auto x : ref::computeLayout(pp.globalShape, pp.placements, ref::meshSizes(mesh), mesh.coords()).localShape)
       n *= x;
-    numel[{unit, expert}] += n;
+    const bool tpReplicated = mesh.has("tp") && !pp.placements[mesh.shape().index("tp")].isSharded();
+    numel[{unit, expert, tpReplicated}] += n;
   }
   ExpectedComm e;
   for (const auto& [key, n] : numel) {
     std::vector<std::string> dims;
     int size = 1;
     for (const auto& d : mesh.dims())
-      if (d.name != "tp" && !(key.second && d.name == "ep")) {
+      if (d.name != "tp" && !(std::get<1>(key) && d.name == "ep")) {
         dims.push_back(d.name);
         size *= d.size;
       }
@@ -135,6 +141,7 @@ std::string compareComm(const checks::CommCounters& delta, const ExpectedComm& e
   for (const auto& [key, c] : delta) {
     const auto& [group, op] = key;
     if (op != comm::OpType::kAllGather && op != comm::OpType::kReduceScatter) continue;
+    if (group == "tp") continue;  // sequence parallelism's own gathers
     if (group.rfind("zero3-check:", 0) == 0) {
       *checkBytes += c.bytesSent;
       continue;
@@ -163,7 +170,8 @@ int runZero3(const Zero3Case& c) {
   auto world = ranktest::rankWorld();
   mesh::DeviceMesh mesh(world, c.mesh);
   const int rank = world->rank();
-  const auto cfg = zeroConfig(c.odd);
+  auto cfg = zeroConfig(c.odd);
+  cfg.expertsImplementation = c.expertsImplementation;
   ref::TrainOptions opts;
   opts.steps = c.steps;
   opts.precision = c.precision;
@@ -175,9 +183,9 @@ int runZero3(const Zero3Case& c) {
   const io::MapTensorSource source(toMap(init), "checkpoint");
   const auto reference = ref::train(cfg, init, opts);
 
-  // ep_grouped experts where the mesh has ep; a replicate-only plan otherwise
-  // (styles of a dim the mesh lacks place nothing).
-  const auto applied = plan::applyPlan(plan::Plan::parse(testing::kEpPlan), cfg, mesh.shape());
+  // kEpPlan: grouped_gemm experts where the mesh has ep; a replicate-only
+  // plan otherwise (styles of a dim the mesh lacks place nothing).
+  const auto applied = plan::applyPlan(plan::Plan::parse(c.plan), cfg, mesh.shape());
   const auto local = loadLocalParams(applied, mesh, source);
   // The replicated wrapper on the same shards: what zero3 must reproduce.
   std::vector<ref::StepRecord> noneSteps;
@@ -288,7 +296,8 @@ int runZero3(const Zero3Case& c) {
   }
   if (rank == 0)
     std::cout << std::setprecision(4) << mesh::DeviceMesh::describe(c.mesh) << " "
-              << ref::precisionName(c.precision) << (c.odd ? " (uneven)" : "") << ": parity "
+              << ref::precisionName(c.precision) << (c.odd ? " (uneven)" : "") << " "
+              << c.expertsImplementation << " seed " << opts.seed << ": parity "
               << parity.measured.dump() << "; final partitions max|d| " << finalPartition
               << "; all_gather bytes/step " << [&] {
                    int64_t b = 0;
@@ -331,6 +340,27 @@ TEST(Zero3Gloo, Ep4) { expectRun(4, {{{"ep", 4}}}); }
 TEST(Zero3Gloo, Ep4Bf16) { expectRun(4, {{{"ep", 4}}, ref::Precision::kBf16, false, kBf16Seed}); }
 TEST(Zero3Gloo, Dp3Uneven) { expectRun(3, {{{"dp", 3}}, ref::Precision::kFp32, /*odd=*/true}); }
 TEST(Zero3Gloo, Dp3UnevenBf16) { expectRun(3, {{{"dp", 3}}, ref::Precision::kBf16, /*odd=*/true}); }
+
+// fp32 only under tp (bf16 tolerances under tp are an open question on main).
+// Sequence parallelism: norms, router, embedding and lm_head are partial
+// over tp, so their flat groups are summed over tp after the reduce-scatter.
+TEST(Zero3Gloo, Dp2Tp2SequenceParallel) {
+  Zero3Case c{{{"dp", 2}, {"tp", 2}}};
+  c.plan = testing::joinPlans({testing::kTpPlan, testing::kSpEntries});
+  expectRun(4, c);
+}
+TEST(Zero3Gloo, Ep2Tp2SequenceParallel) {
+  Zero3Case c{{{"ep", 2}, {"tp", 2}}};
+  c.plan = testing::joinPlans({testing::kEpPlan, testing::kTpPlan, testing::kSpEntries});
+  expectRun(4, c);
+}
+// The loop experts skip experts without tokens: their gradients must still
+// be reduce-scattered (the layer's gather op runs its backward anyway).
+TEST(Zero3Gloo, Dp2Ep2LoopExperts) {
+  Zero3Case c{{{"dp", 2}, {"ep", 2}}};
+  c.expertsImplementation = "loop";
+  expectRun(4, c);
+}
 
 // Planted bug: the experts' reduction group taken as every data-parallel dim
 // (dp+ep) instead of their expert-data-parallel dims (dp). The store then

@@ -113,7 +113,6 @@ struct Zero3Store::Impl {
   std::vector<size_t> memberOf;
   std::vector<Unit*> unitOf;
   std::map<std::string, size_t> index;
-  bool reduced = false;
 
   Impl(const ParamStoreOptions& o) : plan(*o.plan) {
     auto& mesh = *o.mesh;
@@ -287,7 +286,6 @@ double Zero3Store::reduceGradients() {
     if (g.countsInNorm) sumSq += grad.to(torch::kDouble).pow(2).sum().item<double>();
     g.grad = grad;
   }
-  impl_->reduced = true;
   return sumSq;
 }
 

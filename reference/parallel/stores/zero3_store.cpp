@@ -114,7 +114,7 @@ struct Zero3Store::Impl {
   std::vector<Unit*> unitOf;
   std::map<std::string, size_t> index;
 
-  Impl(const ParamStoreOptions& o) : plan(*o.plan) {
+  explicit Impl(const ParamStoreOptions& o) : plan(*o.plan) {
     auto& mesh = *o.mesh;
     const auto& shape = mesh.shape();
     const size_t np = plan.params.size();

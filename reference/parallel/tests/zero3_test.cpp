@@ -357,6 +357,9 @@ TEST(Zero3Gloo, Ep4Bf16) { expectRun(4, {{{"ep", 4}}, ref::Precision::kBf16, fal
 TEST(Zero3Gloo, Dp3Uneven) { expectRun(3, {{{"dp", 3}}, ref::Precision::kFp32, /*odd=*/true}); }
 TEST(Zero3Gloo, Dp3UnevenBf16) { expectRun(3, {{{"dp", 3}}, ref::Precision::kBf16, /*odd=*/true}); }
 
+// World size 1: every flat group has one rank, nothing is communicated.
+TEST(Zero3Gloo, Dp1) { expectRun(1, {{{"dp", 1}}}); }
+
 // fp32 only under tp (bf16 tolerances under tp are an open question on main).
 // Sequence parallelism: norms, router, embedding and lm_head are partial
 // over tp, so their flat groups are summed over tp after the reduce-scatter.

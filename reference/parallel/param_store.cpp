@@ -9,6 +9,7 @@ namespace moe::parallel {
 //   std::unique_ptr<ParamStore> make<Name>Store(const ParamStoreOptions&);
 // declare it below and add one line to kStores.
 std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options);
+std::unique_ptr<ParamStore> makeZero3Store(const ParamStoreOptions& options);
 
 namespace {
 
@@ -19,6 +20,7 @@ struct StoreEntry {
 };
 const StoreEntry kStores[] = {
     {"none", makeReplicatedStore},
+    {"zero3", makeZero3Store},
 };
 
 }  // namespace

@@ -22,8 +22,21 @@ torch::Tensor rotateHalf(const torch::Tensor& x) {
 torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
   auto xs = x.to(statDtype(x.scalar_type()));
   auto var = xs.pow(2).mean(/*dim=*/-1, /*keepdim=*/true);
-  auto normed = (xs * torch::rsqrt(var + eps)).to(x.scalar_type());
-  return weight.to(x.scalar_type()) * normed;
+  const auto dt = x.scalar_type();
+  auto normed = (xs * torch::rsqrt(var + eps)).to(dt);
+  if (weight.scalar_type() == dt || !isFloatingType(weight.scalar_type()) ||
+      c10::elementSize(weight.scalar_type()) <= c10::elementSize(dt))
+    return weight.to(dt) * normed;
+  // A wider (fp32 master) weight under a narrower compute dtype. The value is
+  // the compute-dtype product HF forms (weight.to(dt) * normed): the product
+  // of two bf16 numbers is exact in fp32, so rounding it once gives the same
+  // bits. Rounding the weight straight-through keeps its gradient in fp32:
+  // a norm weight's gradient is a sum over every token (and head) that
+  // largely cancels, and under tensor/sequence parallelism each rank holds a
+  // partial sum; rounding those partials to bf16 before they are summed
+  // costs percent-level relative error the single-device run does not have.
+  auto rounded = weight + (weight.to(dt).to(weight.scalar_type()) - weight).detach();
+  return (rounded * normed.to(weight.scalar_type())).to(dt);
 }
 
 std::pair<torch::Tensor, torch::Tensor> ropeTables(int64_t seqLen, int64_t headDim, double theta,
@@ -45,9 +58,9 @@ torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
   const int64_t numHeads = wq.size(0) / d, numKv = wk.size(0) / d;
   MOE_ASSERT(numKv > 0 && numHeads % numKv == 0, "heads ", numHeads, " kv heads ", numKv);
   // [B, S, heads, d] -> per-head norm -> [B, heads, S, d]
-  auto q = rmsNorm(torch::matmul(x, wq.t()).view({b, s, numHeads, d}), w("self_attn.q_norm.weight"),
+  auto q = rmsNorm(torch::matmul(x, wq.t()).view({b, s, numHeads, d}), getParam(params, prefix + "self_attn.q_norm.weight"),
                    config.rmsNormEps).transpose(1, 2);
-  auto k = rmsNorm(torch::matmul(x, wk.t()).view({b, s, numKv, d}), w("self_attn.k_norm.weight"),
+  auto k = rmsNorm(torch::matmul(x, wk.t()).view({b, s, numKv, d}), getParam(params, prefix + "self_attn.k_norm.weight"),
                    config.rmsNormEps).transpose(1, 2);
   auto v = torch::matmul(x, w("self_attn.v_proj.weight").t()).view({b, s, numKv, d}).transpose(1, 2);
   auto [cos, sin] = ropeTables(s, d, config.ropeTheta, dtype);
@@ -78,9 +91,9 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
   auto h = embed.index_select(0, inputIds.reshape({-1})).view({b, s, hidden});
   for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
     const std::string p = layerPrefix(i);
-    h = h + attentionForward(rmsNorm(h, w(p + "input_layernorm.weight"), config.rmsNormEps), params,
+    h = h + attentionForward(rmsNorm(h, getParam(params, p + "input_layernorm.weight"), config.rmsNormEps), params,
                              p, config, dtype);
-    auto x = rmsNorm(h, w(p + "post_attention_layernorm.weight"), config.rmsNormEps)
+    auto x = rmsNorm(h, getParam(params, p + "post_attention_layernorm.weight"), config.rmsNormEps)
                  .view({b * s, hidden});
     torch::Tensor mlp;
     if (config.isMoeLayer(i)) {
@@ -103,7 +116,7 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
     }
     h = h + mlp.view({b, s, hidden});
   }
-  h = rmsNorm(h, w("model.norm.weight"), config.rmsNormEps);
+  h = rmsNorm(h, getParam(params, "model.norm.weight"), config.rmsNormEps);
   auto head = config.tieWordEmbeddings ? embed : w("lm_head.weight");
   out.logits = torch::matmul(h, head.t());
   return out;

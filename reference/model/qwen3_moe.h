@@ -26,7 +26,10 @@ struct ModelOutput {
 };
 
 // RMSNorm: statistics in fp32 (or fp64), normalised x cast back to x's dtype,
-// then scaled by weight (cast to x's dtype). x: [..., n], weight: [n]
+// then scaled by weight rounded to x's dtype (the HF value). A weight wider
+// than x (an fp32 master under bf16 compute) gets an fp32 gradient: the
+// rounding is straight-through, so per-rank partial gradients are not
+// rounded to bf16 before they are summed. x: [..., n], weight: [n]
 torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
 // Rotate-half RoPE tables for positions 0..seqLen-1, computed in fp32 and

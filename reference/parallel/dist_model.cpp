@@ -73,7 +73,8 @@ struct DistTrainer::Impl {
   mesh::DeviceMesh& mesh;
   AppliedPlan plan;
   ref::TrainOptions options;
-  ParamMap params, lastGrads;
+  DistOptions distOptions;
+  std::unique_ptr<ParamStore> store;
   ref::AdamW optimizer;
   int64_t stepCount = 0;
   DispatchStats dispatch;
@@ -82,14 +83,14 @@ struct DistTrainer::Impl {
   std::vector<std::string> dpDims;
   bool sp = false;
   int tpSize = 1, epSize = 1;
-  // Per parameter (plan.params order): gradient reduction group and whether
-  // this rank counts it in the grad norm.
-  std::vector<std::shared_ptr<comm::Communicator>> gradGroup;
-  std::vector<bool> countsInNorm;
+  // This step's compute tensors by (name, dtype): a store may gather, so
+  // each parameter is fetched once per step.
+  std::map<std::pair<std::string, int>, torch::Tensor> stepParams;
 
   Impl(ref::ModelConfig c, mesh::DeviceMesh& m, AppliedPlan p, const ParamMap& local,
-       ref::TrainOptions o)
-      : config(std::move(c)), mesh(m), plan(std::move(p)), options(o), optimizer(o.adamw) {
+       ref::TrainOptions o, DistOptions d)
+      : config(std::move(c)), mesh(m), plan(std::move(p)), options(o), distOptions(std::move(d)),
+        optimizer(o.adamw) {
     tp = mesh.comm("tp");
     ep = mesh.comm("ep");
     tpSize = mesh.size("tp");
@@ -100,32 +101,30 @@ struct DistTrainer::Impl {
     auto statDims = dpDims;
     if (sp) statDims.push_back("tp");
     stats = mesh.comm(statDims);
+    ParamStoreOptions so;
+    so.plan = &plan;
+    so.mesh = &mesh;
+    so.local = &local;
+    so.expertSharding = distOptions.expertSharding;
     for (const auto& pp : plan.params) {
       if (!local.contains(pp.name)) fail("rank ", mesh.world()->rank(), ": no local parameter ", pp.name);
-      auto t = local[pp.name].detach().to(torch::kFloat).clone();
+      const auto& t = local[pp.name];
       auto want = ref::computeLayout(pp.globalShape, pp.placements, ref::meshSizes(mesh),
                                      mesh.coords()).localShape;
       if (t.sizes().vec() != want)
         fail("rank ", mesh.world()->rank(), ": ", pp.name, " local shape ", t.sizes(),
              " vs expected ", torch::IntArrayRef(want));
-      params.insert(pp.name, t.requires_grad_(true));
-      std::vector<std::string> dims;
-      bool sharded = false;
+      GradReduction red;
       for (int i = 0; i < mesh.ndim(); ++i) {
         const auto& name = mesh.dims()[i].name;
-        const bool shardedHere = pp.placements[i].isSharded();
-        sharded |= shardedHere && mesh.dims()[i].size > 1;
-        if (name != "tp" && !shardedHere) dims.push_back(name);
-        if (name == "tp" && !shardedHere && tpPartial(pp.name)) dims.push_back(name);
+        if (pp.placements[i].isSharded()) continue;
+        if (name != "tp") red.dataParallelDims.push_back(name);
+        else red.tpPartial = tpPartial(pp.name);
       }
-      gradGroup.push_back(mesh.comm(dims));
-      bool owner = true;
-      for (int i = 0; i < mesh.ndim(); ++i)
-        if (!pp.placements[i].isSharded() && mesh.coords()[i] != 0) owner = false;
-      countsInNorm.push_back(owner);
-      (void)sharded;
+      so.reductions.push_back(red);
     }
     validatePlan();
+    store = makeParamStore(distOptions.wrapper, so);
   }
 
   int64_t layerOf(const std::string& name) const {
@@ -198,8 +197,23 @@ struct DistTrainer::Impl {
             need(!pl.isSharded(), std::string(n) + ": the distributed model keeps it replicated");
   }
 
-  torch::Tensor w(const std::string& name, torch::ScalarType dt) const {
-    return ref::getParam(params, name).to(dt);
+  torch::Tensor w(const std::string& name, torch::ScalarType dt) {
+    auto key = std::make_pair(name, static_cast<int>(dt));
+    auto it = stepParams.find(key);
+    if (it == stepParams.end()) it = stepParams.emplace(key, store->get(name, dt)).first;
+    return it->second;
+  }
+
+  // The parameters attentionForward reads, as fetched for this step; norm
+  // weights stay fp32 (rmsNorm rounds them straight-through, see there).
+  ParamMap attentionParams(const std::string& p, torch::ScalarType dt) {
+    ParamMap m;
+    for (const char* n : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+                          "self_attn.o_proj.weight"})
+      m.insert(p + n, w(p + n, dt));
+    for (const char* n : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
+      m.insert(p + n, w(p + n, torch::kFloat));
+    return m;
   }
 
   // x: [B, Sl, H] (sequence shard under sp) -> [B, Sl, H]
@@ -288,13 +302,13 @@ struct DistTrainer::Impl {
     std::vector<torch::Tensor> routerLogits;
     for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
       const auto p = ref::layerPrefix(i);
-      auto x = ref::rmsNorm(h, w(p + "input_layernorm.weight", dt), config.rmsNormEps);
+      auto x = ref::rmsNorm(h, w(p + "input_layernorm.weight", torch::kFloat), config.rmsNormEps);
       const bool aTp = shardedOn(p + "self_attn.q_proj.weight", "tp");
       torch::Tensor xa = sp ? gatherAlongDim(x, *tp, 1, pieces) : aTp ? copyToGroup(x, *tp) : x;
-      auto a = ref::attentionForward(xa, params, p, config, dt);
+      auto a = ref::attentionForward(xa, attentionParams(p, dt), p, config, dt);
       if (aTp) a = sp ? reduceScatterAlongDim(a, *tp, 1, pieces) : reduceFromGroup(a, *tp);
       h = h + a;
-      x = ref::rmsNorm(h, w(p + "post_attention_layernorm.weight", dt), config.rmsNormEps);
+      x = ref::rmsNorm(h, w(p + "post_attention_layernorm.weight", torch::kFloat), config.rmsNormEps);
       torch::Tensor m;
       if (config.isMoeLayer(i)) {
         m = moeLayer(x, i, dt, routerLogits);
@@ -307,7 +321,7 @@ struct DistTrainer::Impl {
       }
       h = h + m;
     }
-    h = ref::rmsNorm(h, w("model.norm.weight", dt), config.rmsNormEps);
+    h = ref::rmsNorm(h, w("model.norm.weight", torch::kFloat), config.rmsNormEps);
     auto head = config.tieWordEmbeddings ? embed : w("lm_head.weight", dt);
     auto logits = torch::matmul(h, head.t());  // [Bl, Sl, V]
 
@@ -359,29 +373,20 @@ struct DistTrainer::Impl {
     auto global = ref::trainBatch(config, options, stepCount);
     auto rows = batchRowsOf(mesh.shape(), mesh.world()->rank(), options.batchSize);
     auto ids = global.narrow(0, rows.start, rows.length).contiguous();
-    for (auto& item : params) item.value().mutable_grad() = torch::Tensor();
+    store->beginStep();
+    stepParams.clear();
     auto loss = forwardLoss(ids);
     loss.objective.backward();
+    stepParams.clear();
     rec.loss = loss.loss;
     rec.ce = loss.ce;
     rec.aux = loss.aux;
 
-    std::vector<torch::Tensor> ps, gs;
-    lastGrads = ParamMap();
-    double sumSq = 0;
-    size_t i = 0;
-    for (auto& item : params) {
-      auto g = item.value().grad();
-      if (!g.defined()) g = torch::zeros_like(item.value());
-      g = g.detach().to(torch::kFloat).contiguous();
-      gradGroup[i]->allReduce(g, comm::ReduceOp::kSum);
-      if (countsInNorm[i]) sumSq += g.to(torch::kDouble).pow(2).sum().item<double>();
-      item.value().mutable_grad() = g;
-      lastGrads.insert(item.key(), g.clone());
-      ps.push_back(item.value());
-      gs.push_back(g);
-      ++i;
-    }
+    const double sumSq = store->reduceGradients();
+    lastGradShards = store->gradShards();  // before clipping scales them in place
+    for (auto& g : lastGradShards) g.local = g.local.clone();
+    auto ps = store->masters();
+    auto gs = store->grads();
     auto total = torch::tensor({sumSq}, torch::kDouble);
     mesh.world()->allReduce(total, comm::ReduceOp::kSum);
     auto norm = torch::sqrt(total.to(torch::kFloat)).squeeze();
@@ -395,46 +400,19 @@ struct DistTrainer::Impl {
     return rec;
   }
 
-  std::vector<checks::ParamShard> shards(const ParamMap& m) const {
-    std::vector<checks::ParamShard> out;
-    for (const auto& pp : plan.params) {
-      checks::ParamShard s;
-      s.name = pp.name;
-      s.local = ref::getParam(m, pp.name).detach();
-      s.placements = pp.placements;
-      s.globalShape = pp.globalShape;
-      s.style = pp.primaryStyle();
-      s.isExpert = pp.isExpert;
-      out.push_back(std::move(s));
-    }
-    return out;
-  }
+  std::vector<checks::ParamShard> lastGradShards;
 };
 
 DistTrainer::DistTrainer(ref::ModelConfig config, mesh::DeviceMesh& mesh, AppliedPlan plan,
-                         const ParamMap& localParams, ref::TrainOptions options)
-    : impl_(std::make_unique<Impl>(std::move(config), mesh, std::move(plan), localParams, options)) {}
+                         const ParamMap& localParams, ref::TrainOptions options, DistOptions distOptions)
+    : impl_(std::make_unique<Impl>(std::move(config), mesh, std::move(plan), localParams, options,
+                                   std::move(distOptions))) {}
 DistTrainer::~DistTrainer() = default;
 ref::StepRecord DistTrainer::step() { return impl_->step(); }
-const ParamMap& DistTrainer::params() const { return impl_->params; }
-const ParamMap& DistTrainer::lastGrads() const { return impl_->lastGrads; }
 const AppliedPlan& DistTrainer::plan() const { return impl_->plan; }
 const DispatchStats& DistTrainer::lastDispatch() const { return impl_->dispatch; }
-std::vector<checks::ParamShard> DistTrainer::paramShards() const { return impl_->shards(impl_->params); }
-std::vector<checks::ParamShard> DistTrainer::gradShards() const { return impl_->shards(impl_->lastGrads); }
-
-ref::TrainResult trainDistributed(const ref::ModelConfig& config, mesh::DeviceMesh& mesh,
-                                  const AppliedPlan& plan, const ParamMap& localParams,
-                                  const ref::TrainOptions& options) {
-  ref::TrainResult r;
-  r.initialParams = ref::cloneParams(localParams, torch::kFloat);
-  DistTrainer t(config, mesh, plan, localParams, options);
-  for (int64_t s = 1; s <= options.steps; ++s) {
-    r.steps.push_back(t.step());
-    if (s == 1) r.gradsStep1 = ref::cloneParams(t.lastGrads());
-  }
-  r.finalParams = ref::cloneParams(t.params());
-  return r;
-}
+const ParamStore& DistTrainer::store() const { return *impl_->store; }
+std::vector<checks::ParamShard> DistTrainer::paramShards() const { return impl_->store->paramShards(); }
+std::vector<checks::ParamShard> DistTrainer::gradShards() const { return impl_->lastGradShards; }
 
 }  // namespace moe::parallel

@@ -19,8 +19,9 @@
 // single-device gradient: ce_sum_local / N + coef * E * sum(f_global *
 // probSums_local / N_tokens).
 //
-// Gradient reduction (sums, no rescaling needed after the objective above):
-//  - a parameter's gradient is all-reduced over the data-parallel dims on
+// Gradient reduction (sums, no rescaling needed after the objective above;
+// the data-parallel wrapper, a ParamStore, performs it):
+//  - a parameter's gradient is summed over the data-parallel dims on
 //    which the parameter is NOT sharded (experts sharded on ep: their
 //    expert-data-parallel group);
 //  - plus tp for tp-replicated parameters whose tp-rank gradients are
@@ -40,6 +41,7 @@
 #include "harness/mesh/device_mesh.h"
 #include "reference/io/tensor_source.h"
 #include "reference/model/params.h"
+#include "reference/parallel/param_store.h"
 #include "reference/plan/plan.h"
 #include "reference/train/trainer.h"
 
@@ -66,14 +68,25 @@ struct DispatchStats {
   int64_t tokensSent = 0;  // dispatched rows (tokens x top-k) summed over MoE layers
 };
 
+// Options of the distributed run beyond the single-device TrainOptions.
+struct DistOptions {
+  // Data-parallel wrapper: a ParamStore name (param_store.h): "none", ...
+  std::string wrapper = "none";
+  // fsdp: "edp" shards ep-sharded experts over their expert-data-parallel
+  // dims; "none" leaves them as the plan placed them.
+  std::string expertSharding = "edp";
+};
+
 class DistTrainer {
  public:
-  // localParams: this rank's fp32 shards (distributeParams / loadLocalParams).
-  // options: the same TrainOptions as the single-device run (global batch
-  // size, seq len, seed, precision, AdamW, clipping). Collective: creates
-  // the mesh groups it needs, in the same order on every rank.
+  // localParams: this rank's plan-local fp32 shards (distributeParams /
+  // loadLocalParams). options: the same TrainOptions as the single-device
+  // run (global batch size, seq len, seed, precision, AdamW, clipping).
+  // Collective: creates the mesh groups it needs, in the same order on every
+  // rank. Throws HarnessError for a plan the model cannot run.
   DistTrainer(ref::ModelConfig config, mesh::DeviceMesh& mesh, plan::AppliedPlan plan,
-              const ref::ParamMap& localParams, ref::TrainOptions options);
+              const ref::ParamMap& localParams, ref::TrainOptions options,
+              DistOptions distOptions = {});
   ~DistTrainer();
 
   // One step on this rank's part of trainBatch(step); collective. The record
@@ -82,14 +95,16 @@ class DistTrainer {
   // reference's; compare shards with the checks instead).
   ref::StepRecord step();
 
-  const ref::ParamMap& params() const;     // local fp32 masters
-  const ref::ParamMap& lastGrads() const;  // local reduced grads, before clipping
   const plan::AppliedPlan& plan() const;
   const DispatchStats& lastDispatch() const;
+  // The data-parallel wrapper holding the masters (memory(), name()).
+  const ParamStore& store() const;
 
-  // Shards for harness/checks: current parameters, or the last step's grads.
-  // ParamShard::style is ParamPlacement::primaryStyle() (the sharding style;
-  // for gate_up under ep x tp: "grouped_gemm"), the full list is in plan().
+  // Shards for harness/checks: current parameters, or the last step's
+  // reduced gradients (before clipping), as the store holds them; their
+  // placements say which global elements each holds. ParamShard::style is
+  // ParamPlacement::primaryStyle() (the sharding style; for gate_up under
+  // ep x tp: "grouped_gemm"), the full list is in plan().
   std::vector<checks::ParamShard> paramShards() const;
   std::vector<checks::ParamShard> gradShards() const;
 
@@ -97,11 +112,5 @@ class DistTrainer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// Convenience: train `steps` steps; result fields as reference/train's
-// TrainResult (local shards: gradsStep1 and finalParams are local).
-ref::TrainResult trainDistributed(const ref::ModelConfig& config, mesh::DeviceMesh& mesh,
-                                  const plan::AppliedPlan& plan, const ref::ParamMap& localParams,
-                                  const ref::TrainOptions& options);
 
 }  // namespace moe::parallel

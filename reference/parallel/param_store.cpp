@@ -1,0 +1,142 @@
+#include "reference/parallel/param_store.h"
+
+#include "harness/common/error.h"
+#include "reference/placement/layout.h"
+
+namespace moe::parallel {
+
+// How to add a store: write stores/<name>_store.cpp defining
+//   std::unique_ptr<ParamStore> make<Name>Store(const ParamStoreOptions&);
+// declare it below and add one line to kStores.
+std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options);
+
+namespace {
+
+using Factory = std::unique_ptr<ParamStore> (*)(const ParamStoreOptions&);
+struct StoreEntry {
+  const char* name;
+  Factory make;
+};
+const StoreEntry kStores[] = {
+    {"none", makeReplicatedStore},
+};
+
+}  // namespace
+
+std::vector<std::string> paramStoreNames() {
+  std::vector<std::string> out;
+  for (const auto& e : kStores) out.emplace_back(e.name);
+  return out;
+}
+
+std::unique_ptr<ParamStore> makeParamStore(const std::string& name, const ParamStoreOptions& options) {
+  MOE_ASSERT(options.plan && options.mesh && options.local);
+  MOE_ASSERT_EQ(options.reductions.size(), options.plan->params.size());
+  for (const auto& e : kStores)
+    if (name == e.name) return e.make(options);
+  std::string known;
+  for (const auto& n : paramStoreNames()) known += (known.empty() ? "" : ", ") + n;
+  fail("unknown data-parallel wrapper '", name, "' (known: ", known, ")");
+}
+
+checks::ParamShard planShard(const plan::ParamPlacement& pp, const torch::Tensor& local) {
+  checks::ParamShard s;
+  s.name = pp.name;
+  if (local.defined()) s.local = local.detach();
+  s.placements = pp.placements;
+  s.globalShape = pp.globalShape;
+  s.style = pp.primaryStyle();
+  s.isExpert = pp.isExpert;
+  return s;
+}
+
+bool countsOnce(const mesh::DeviceMesh& mesh, const std::vector<std::string>& replicatedDims) {
+  for (const auto& d : replicatedDims)
+    if (mesh.coord(d) != 0) return false;
+  return true;
+}
+
+namespace {
+
+// "none": the plan-local masters are kept whole on every data-parallel rank
+// and gradients are all-reduced (sum) over the reduction group.
+class ReplicatedStore : public ParamStore {
+ public:
+  explicit ReplicatedStore(const ParamStoreOptions& o) : plan_(*o.plan) {
+    auto& mesh = *o.mesh;
+    for (size_t i = 0; i < plan_.params.size(); ++i) {
+      const auto& pp = plan_.params[i];
+      auto t = ref::getParam(*o.local, pp.name).detach().to(torch::kFloat).clone();
+      masters_.push_back(t.requires_grad_(true));
+      auto dims = o.reductions[i].dataParallelDims;
+      if (o.reductions[i].tpPartial) dims.push_back("tp");
+      groups_.push_back(mesh.comm(dims));
+      std::vector<std::string> replicated;
+      for (int d = 0; d < mesh.ndim(); ++d)
+        if (!pp.placements[d].isSharded()) replicated.push_back(mesh.dims()[d].name);
+      countsInNorm_.push_back(countsOnce(mesh, replicated));
+      index_[pp.name] = i;
+    }
+    grads_.resize(masters_.size());
+  }
+
+  std::string name() const override { return "none"; }
+
+  void beginStep() override {
+    for (auto& m : masters_) m.mutable_grad() = torch::Tensor();
+  }
+
+  torch::Tensor get(const std::string& name, torch::ScalarType dt) override {
+    auto it = index_.find(name);
+    if (it == index_.end()) fail("no parameter ", name, " in the plan");
+    return masters_[it->second].to(dt);
+  }
+
+  double reduceGradients() override {
+    double sumSq = 0;
+    for (size_t i = 0; i < masters_.size(); ++i) {
+      auto g = masters_[i].grad();
+      g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(masters_[i]).detach();
+      groups_[i]->allReduce(g, comm::ReduceOp::kSum);
+      if (countsInNorm_[i]) sumSq += g.to(torch::kDouble).pow(2).sum().item<double>();
+      grads_[i] = g;
+    }
+    return sumSq;
+  }
+
+  std::vector<torch::Tensor> masters() override { return masters_; }
+  std::vector<torch::Tensor> grads() override { return grads_; }
+
+  std::vector<checks::ParamShard> paramShards() const override { return shards(masters_); }
+  std::vector<checks::ParamShard> gradShards() const override { return shards(grads_); }
+
+  StoreMemory memory() const override {
+    StoreMemory m;
+    for (const auto& t : masters_) m.paramBytes += t.numel() * static_cast<int64_t>(t.element_size());
+    m.gradBytes = m.paramBytes;
+    m.optimizerBytes = 2 * m.paramBytes;
+    return m;
+  }
+
+ private:
+  std::vector<checks::ParamShard> shards(const std::vector<torch::Tensor>& ts) const {
+    std::vector<checks::ParamShard> out;
+    for (size_t i = 0; i < plan_.params.size(); ++i)
+      out.push_back(planShard(plan_.params[i], ts[i].defined() ? ts[i] : torch::Tensor()));
+    return out;
+  }
+
+  const plan::AppliedPlan& plan_;
+  std::vector<torch::Tensor> masters_, grads_;
+  std::vector<std::shared_ptr<comm::Communicator>> groups_;
+  std::vector<bool> countsInNorm_;
+  std::map<std::string, size_t> index_;
+};
+
+}  // namespace
+
+std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options) {
+  return std::make_unique<ReplicatedStore>(options);
+}
+
+}  // namespace moe::parallel

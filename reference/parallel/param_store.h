@@ -1,0 +1,109 @@
+#pragma once
+// ParamStore: the data-parallel wrapper seam of the distributed model.
+//
+// DistTrainer computes with PLAN-LOCAL parameters: the pieces tensor and
+// expert parallelism give the rank (plan::AppliedPlan placements). A store
+// decides where the fp32 masters of those pieces live between steps and how
+// gradients are reduced:
+//   - "none": every data-parallel rank keeps the whole plan-local tensor;
+//     gradients are all-reduced (replicated data parallelism, DDP-like);
+//   - "fsdp" / "zero3" (reference/parallel/stores/): masters sharded over the
+//     data-parallel group, gathered for compute, gradients reduce-scattered.
+// Adding a store: one file in stores/ plus one line in param_store.cpp's
+// registry (see the comment there).
+//
+// Contract every store meets (the trainer relies on nothing else):
+//  - get(name, dt) returns the plan-local tensor in dtype dt for this step's
+//    compute, differentiable: backward lands in the store's masters. Calls
+//    for the same (name, dt) within one step may return the same tensor.
+//    Collective when the store gathers: every rank of the gather group must
+//    call get() for the same names in the same order (the trainer's forward
+//    order is the same on every rank).
+//  - reduceGradients() (collective, after backward) leaves each master's
+//    gradient equal to the matching slice of the single-device gradient of
+//    the global objective (the per-rank objectives' gradients SUM to it) in
+//    fp32, and returns this rank's share of the squared global grad norm such
+//    that the world sum counts every element of every parameter exactly once.
+//  - masters()/grads(): what AdamW steps on, same order, same shapes.
+//  - paramShards()/gradShards(): the parameters as the checks see them, with
+//    placements that describe exactly which global elements `local` holds.
+#include <torch/torch.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "harness/checks/check.h"
+#include "harness/mesh/device_mesh.h"
+#include "reference/model/params.h"
+#include "reference/plan/plan.h"
+
+namespace moe::parallel {
+
+// How one plan parameter's gradient is reduced (decided by the trainer from
+// the plan and the model's communication).
+struct GradReduction {
+  // Mesh dims, other than tp, over which the parameter is replicated and the
+  // batch is split: its gradient is summed over them (for a dense parameter
+  // every data-parallel dim; for an ep-sharded expert its expert-data-parallel
+  // dims, i.e. the data-parallel dims other than ep).
+  std::vector<std::string> dataParallelDims;
+  // The tp ranks' gradients are partial sums (q_norm/k_norm under attention
+  // TP; every tp-replicated parameter under sequence parallelism): summed
+  // over tp as well.
+  bool tpPartial = false;
+};
+
+// Bytes per rank a store holds between steps (for memory reports).
+struct StoreMemory {
+  int64_t paramBytes = 0;      // fp32 masters
+  int64_t gradBytes = 0;       // fp32 gradients
+  int64_t optimizerBytes = 0;  // AdamW exp_avg + exp_avg_sq (fp32): 2 x paramBytes
+};
+
+struct ParamStoreOptions {
+  const plan::AppliedPlan* plan = nullptr;
+  mesh::DeviceMesh* mesh = nullptr;
+  // This rank's plan-local fp32 parameters, by name (plan.params order).
+  const ref::ParamMap* local = nullptr;
+  // Per plan.params entry.
+  std::vector<GradReduction> reductions;
+  // fsdp: where ep-sharded experts go: "edp" (sharded over their
+  // expert-data-parallel dims) or "none" (left as the plan placed them).
+  std::string expertSharding = "edp";
+};
+
+class ParamStore {
+ public:
+  virtual ~ParamStore() = default;
+  virtual std::string name() const = 0;
+  // Start of a step: drop last step's gradients and gathered tensors.
+  virtual void beginStep() = 0;
+  // The plan-local parameter for compute. Returns: plan-local shape, dtype dt.
+  virtual torch::Tensor get(const std::string& name, torch::ScalarType dt) = 0;
+  // After backward; returns this rank's share of the squared grad norm.
+  virtual double reduceGradients() = 0;
+  virtual std::vector<torch::Tensor> masters() = 0;
+  virtual std::vector<torch::Tensor> grads() = 0;
+  virtual std::vector<checks::ParamShard> paramShards() const = 0;
+  virtual std::vector<checks::ParamShard> gradShards() const = 0;
+  virtual StoreMemory memory() const = 0;
+};
+
+// Creates the store named `name` ("none", "fsdp", "zero3", ...). Collective:
+// may create mesh sub-communicators (same order on every rank). Throws
+// HarnessError listing the known names for an unknown one.
+std::unique_ptr<ParamStore> makeParamStore(const std::string& name, const ParamStoreOptions& options);
+std::vector<std::string> paramStoreNames();
+
+// ---- helpers shared by the stores -------------------------------------------
+// The checks' view of a tensor that holds exactly what `pp`'s placements say.
+// local: plan-local shape of pp on this rank
+checks::ParamShard planShard(const plan::ParamPlacement& pp, const torch::Tensor& local);
+// The ranks that hold the same elements of a parameter replicated over
+// `dims` count it once in the grad norm: the coordinate-0 rank of those dims.
+bool countsOnce(const mesh::DeviceMesh& mesh, const std::vector<std::string>& replicatedDims);
+
+}  // namespace moe::parallel

@@ -394,7 +394,7 @@ reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOption
                              : brokenCaseResult(*item.brokenCase);
       const int done = ++progress.done;
       std::string line = moe::str("[", done, "/", progress.total, " done] ", reports::statusName(r.status), " ", r.id);
-      if (item.run) line += " (" + reports::formatSeconds(r.seconds) + ")";
+      if (item.run && r.status != Status::kSkip) line += " (" + reports::formatSeconds(r.seconds) + ")";
       if (r.status != Status::kPass) line += ": " + r.reason;
       progress.line(line);
       report.runs[i] = std::move(r);

@@ -88,7 +88,7 @@ void addRunCommandImpl(CLI::App& app) {
   cmd->add_option("--report", a->report, "write report.json, report.md, report.html and junit.xml (and per-run files) here");
   cmd->add_option("--jobs,-j", a->jobs, "runs in parallel")->capture_default_str()->check(CLI::Range(1, 64));
   cmd->add_option("--reference-cache", a->cache, "directory of cached single-device references (default: in the report or a temp dir)");
-  cmd->callback([a, &app] {
+  cmd->callback([a] {
     auto loaded = load(a->sel);
     if (loaded->items.empty()) fail("no case runs selected (", loaded->cases.size(), " case files read)");
     RunnerOptions o;
@@ -96,7 +96,11 @@ void addRunCommandImpl(CLI::App& app) {
     o.backend = a->backend;
     o.workDir = a->report;
     o.referenceCache = a->cache;
-    for (const auto& s : app.remaining()) o.commandLine.push_back(s);
+    o.selection = {{"cases", a->sel.paths.empty() ? std::vector<std::string>{defaultCasesDir()} : a->sel.paths},
+                   {"filter", a->sel.filter},
+                   {"ids", a->sel.ids},
+                   {"labels", a->sel.labels},
+                   {"exclude_labels", a->sel.excludeLabels}};
     std::cerr << "moe-harness run: " << loaded->items.size() << " run(s) from " << loaded->cases.size()
               << " case file(s), " << a->jobs << " job(s)" << std::endl;
     const auto report = runSuite(loaded->items, o);

@@ -370,7 +370,10 @@ reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOption
   reports::Report report;
   report.created = nowUtc();
   report.environment = localEnvironment(o.backend.empty() ? "per case" : o.backend);
-  report.suite = {{"command", o.commandLine}, {"jobs", o.jobs}};
+  report.suite = {{"selection", o.selection},
+                  {"jobs", o.jobs},
+                  {"backend", o.backend.empty() ? "per case" : o.backend},
+                  {"runs", items.size()}};
   const bool tempWork = o.workDir.empty();
   std::string workRoot = o.workDir;
   if (tempWork) {

@@ -33,7 +33,7 @@ struct RunnerOptions {
   std::string workDir;         // per-run files (config, plan, result, output); "" = a temp dir, removed after
   std::string referenceCache;  // "" = <workDir>/reference-cache
   std::ostream* progress = nullptr;  // nullptr: std::cerr
-  std::vector<std::string> commandLine;  // recorded in the report's suite section
+  nlohmann::json selection = nlohmann::json::object();  // recorded in the report's suite section
 };
 
 // One item of a suite: a run to do, or a case that could not be loaded.

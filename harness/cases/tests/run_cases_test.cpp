@@ -135,6 +135,31 @@ TEST_F(RunCases, NcclWithoutGpusIsSkippedNotPassed) {
   EXPECT_NE(p.out.find("skip ok.fp32: "), std::string::npos) << p.out;
 }
 
+TEST_F(RunCases, TheReferenceIsComputedOnceAndReused) {
+  // Two cases of the same (config, dtype, seed, steps, batch, sequence) on
+  // different meshes share one reference; a second suite reuses it too.
+  writeCase("a.json", goodCase("a"));
+  writeCase("b.json", goodCase("b").replace(goodCase("b").find("\"ep\": 2"), 7, "\"dp\": 2"));
+  const std::string cache = (dir_ / "cache").string();
+  auto suite = [&](const std::string& name) {
+    const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + (dir_ / name).string() +
+                              " --reference-cache " + cache);
+    EXPECT_EQ(p.code, 0) << p.out;
+    return nlohmann::json::parse(readFile(dir_ / name / "report.json"));
+  };
+  const auto first = suite("r1"), second = suite("r2");
+  EXPECT_FALSE(first["runs"][0]["timings"]["reference_from_cache"].get<bool>());
+  EXPECT_TRUE(first["runs"][1]["timings"]["reference_from_cache"].get<bool>());
+  EXPECT_TRUE(second["runs"][0]["timings"]["reference_from_cache"].get<bool>());
+  size_t entries = 0;
+  for (const auto& e : fs::directory_iterator(cache)) entries += e.is_directory();
+  EXPECT_EQ(entries, 1u);
+  // The cached reference is the computed one, bit for bit.
+  for (int s = 0; s < 2; ++s)
+    EXPECT_EQ(first["runs"][0]["steps"][s]["reference_loss"].get<double>(),
+              second["runs"][0]["steps"][s]["reference_loss"].get<double>());
+}
+
 TEST_F(RunCases, CompareFlagsADoubledLossMargin) {
   // Two reports that differ only in the measured loss difference of one run.
   auto report = [](double lossDiff) {

@@ -135,6 +135,29 @@ TEST_F(RunCases, NcclWithoutGpusIsSkippedNotPassed) {
   EXPECT_NE(p.out.find("skip ok.fp32: "), std::string::npos) << p.out;
 }
 
+TEST_F(RunCases, ExpectedPlacementsFailOnAWrongShapeOrPlacement) {
+  // ep=2 over 8 experts: rank 1 holds gate_up_proj rows 4..7, local [4, 32, 32], Shard(0).
+  const std::string p = R"("model.layers.1.mlp.experts.gate_up_proj")";
+  writeCase("a_right.json", goodCase("a_right", R"( "expect": {"placements": [{"param": )" + p +
+                                                   R"x(, "ranks": [1], "placements": ["Shard(0)"], "local_shape": [4, 32, 32]}]},)x"));
+  writeCase("b_shape.json", goodCase("b_shape", R"( "expect": {"placements": [{"param": )" + p +
+                                                   R"(, "local_shape": [8, 32, 32]}]},)"));
+  writeCase("c_placement.json", goodCase("c_placement", R"( "expect": {"placements": [{"param": )" + p +
+                                                           R"x(, "ranks": [1], "placements": ["Replicate()"]}]},)x"));
+  const fs::path report = dir_ / "report";
+  const Proc run = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string());
+  EXPECT_EQ(run.code, 1) << run.out;
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  ASSERT_EQ(j["runs"].size(), 3u);
+  EXPECT_EQ(j["runs"][0]["status"], "pass") << j["runs"][0]["reason"];
+  EXPECT_EQ(j["runs"][1]["status"], "fail");
+  EXPECT_EQ(j["runs"][1]["reason"],
+            "expected_placements: rank 0: model.layers.1.mlp.experts.gate_up_proj local shape [4,32,32] vs expected [8,32,32]");
+  EXPECT_EQ(j["runs"][2]["status"], "fail");
+  EXPECT_EQ(j["runs"][2]["reason"],
+            "expected_placements: rank 1: model.layers.1.mlp.experts.gate_up_proj placements [Shard(0)] vs expected [Replicate()]");
+}
+
 TEST_F(RunCases, TheReferenceIsComputedOnceAndReused) {
   // Two cases of the same (config, dtype, seed, steps, batch, sequence) on
   // different meshes share one reference; a second suite reuses it too.

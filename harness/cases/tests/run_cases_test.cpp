@@ -203,6 +203,28 @@ TEST_F(RunCases, CompareFlagsADoubledLossMargin) {
   EXPECT_EQ(same.code, 0) << same.out;
 }
 
+TEST_F(RunCases, CtestRegistrationHasBothBackendsAndTheCaseLabels) {
+  writeCase("a.json", goodCase("a", R"( "labels": ["nightly"],)"));
+  writeCase("b.json", goodCase("b", R"( "labels": ["needs-dp"],)"));
+  writeCase("c.json", "{ broken");
+  const fs::path out = dir_ / "tests.cmake";
+  const Proc p = runCommand(kHarness + " list " + (dir_ / "cases").string() + " --ctest " + out.string() +
+                            " --harness /bin/H --reference-cache /cache");
+  ASSERT_EQ(p.code, 0) << p.out;
+  const std::string t = readFile(out);
+  const std::string caseA = (dir_ / "cases" / "a.json").string();
+  EXPECT_NE(t.find("add_test([==[a.fp32]==] [==[/bin/H]==] run [==[" + caseA +
+                   "]==] --id [==[a.fp32]==] --backend gloo --reference-cache [==[/cache]==])"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("set_tests_properties([==[a.fp32]==] PROPERTIES LABELS [==[gloo;nightly]==]"), std::string::npos) << t;
+  EXPECT_NE(t.find("set_tests_properties([==[a.fp32.nccl]==] PROPERTIES LABELS [==[multigpu;nightly]==]"), std::string::npos) << t;
+  EXPECT_NE(t.find("SKIP_RETURN_CODE 77"), std::string::npos) << t;
+  // needs-dp runs are registered but disabled; a broken file is a (failing) test.
+  EXPECT_NE(t.find("[==[b.fp32]==] PROPERTIES LABELS [==[gloo;needs-dp]==] TIMEOUT 360 SKIP_RETURN_CODE 77 PROCESSORS 2 DISABLED TRUE"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("add_test([==[c]==] [==[/bin/H]==] run"), std::string::npos) << t;
+}
+
 TEST_F(RunCases, ValidateAndDescribeWithoutTraining) {
   const Proc v = runCommand(kHarness + " validate " + kCases);
   EXPECT_EQ(v.code, 0) << v.out;

@@ -20,6 +20,7 @@
 #include "reference/io/safetensors.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_model.h"
+#include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
 #include "reference/reference_cache.h"
@@ -41,6 +42,7 @@ struct RunPlanOptions {
   int64_t seqLen = 16;
   std::string checkpoint;
   std::string dumpShards;
+  std::string load = "shard_on_read";  // parallel::loadPathNames()
   double commTimeout = 120;
   std::string backend = "gloo";
   std::string resultJson;      // also write rank 0's JSON document here
@@ -126,6 +128,26 @@ checks::CheckResult checkDispatchVolume(comm::Communicator& world, const ModelCo
   return r;
 }
 
+// The communication verdict: step 1's collectives per (group, op) as the
+// plan implies them, and the dispatch volume (whose bytes follow the
+// routing, so the per-op bytes of all_to_all are not predicted).
+checks::CheckResult checkStepCommunication(comm::Communicator& world, const ModelConfig& cfg,
+                                           const plan::AppliedPlan& plan, const mesh::DeviceMesh& mesh,
+                                           const TrainOptions& t, int64_t sentRows,
+                                           const checks::CommCounters& step1,
+                                           const std::vector<checks::CommExpectation>& expected) {
+  auto volume = checkDispatchVolume(world, cfg, plan, mesh, t, sentRows);
+  auto calls = checks::checkCommunicationCollective(world, step1, expected);
+  checks::CheckResult r;
+  r.check = "communication";
+  r.passed = volume.passed && calls.passed;
+  r.measured = {{"dispatch", volume.measured}, {"collectives", calls.measured}};
+  r.explanation = !calls.passed ? calls.explanation
+                  : !volume.passed ? volume.explanation
+                                   : calls.explanation + "; " + volume.explanation;
+  return r;
+}
+
 nlohmann::json countersJson(const checks::CommCounters& c) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& [key, v] : c)
@@ -167,6 +189,7 @@ int runPlan(const RunPlanOptions& o) {
   t.seqLen = o.seqLen;
   if (o.dtype != "fp32" && o.dtype != "bf16") fail("--dtype must be fp32 or bf16, got '", o.dtype, "'");
   t.precision = o.dtype == "bf16" ? Precision::kBf16 : Precision::kFp32;
+  const parallel::LoadPath loadPath = parallel::parseLoadPath(o.load);  // before the costly reference run
 
   // The checkpoint: a file in either expert layout, or the seed's init.
   std::unique_ptr<io::SafetensorsReader> reader;
@@ -217,7 +240,12 @@ int runPlan(const RunPlanOptions& o) {
     std::cerr << "run-plan: reference " << (referenceFromCache ? "from cache" : "computed") << " in "
               << referenceSeconds << " s" << std::endl;
 
-  const ParamMap local = parallel::loadLocalParams(applied, mesh, *source);
+  parallel::LoadOptions lo;
+  lo.path = loadPath;
+  lo.source = source.get();
+  lo.mesh = &mesh;
+  lo.plan = &applied;
+  const ParamMap local = parallel::loadParams(lo);
   parallel::DistTrainer trainer(cfg, mesh, applied, local, t);
   std::vector<checks::CheckResult> results;
   const auto loaded = trainer.paramShards();
@@ -228,6 +256,7 @@ int runPlan(const RunPlanOptions& o) {
   std::vector<StepRecord> steps;
   std::vector<checks::ParamShard> grads1;
   checks::CommCounters step1Comm;
+  std::vector<checks::CommExpectation> step1Expected;
   int64_t dispatched = 0;
   std::vector<double> stepSeconds;
   for (int64_t s = 1; s <= o.steps; ++s) {
@@ -237,6 +266,7 @@ int runPlan(const RunPlanOptions& o) {
     if (s == 1) {
       grads1 = trainer.gradShards();
       step1Comm = window.delta();
+      step1Expected = trainer.expectedStepComm();  // uses step 1's routing
       dispatched = trainer.lastDispatch().tokensSent;
     }
     stepSeconds.push_back(secondsSince(tStep));
@@ -266,7 +296,8 @@ int runPlan(const RunPlanOptions& o) {
   po.dtype = o.dtype;
   if (!o.tolerance.empty()) po.tolerance = parseTolerance(o.tolerance);
   results.push_back(checks::checkParityCollective(*world, pin, po));
-  results.push_back(checkDispatchVolume(*world, cfg, applied, mesh, t, dispatched));
+  results.push_back(checkStepCommunication(*world, cfg, applied, mesh, t, dispatched, step1Comm,
+                                           step1Expected));
 
   bool passed = true;
   for (const auto& r : results) passed &= r.passed;
@@ -276,6 +307,7 @@ int runPlan(const RunPlanOptions& o) {
     j["mesh"] = mesh.shape().describe();
     j["plan"] = o.planPath;
     j["dtype"] = o.dtype;
+    j["load"] = o.load;
     j["seed"] = o.seed;
     j["world_size"] = env.worldSize;
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -321,6 +353,7 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--seq-len", o->seqLen, "sequence length")->capture_default_str();
   sub->add_option("--checkpoint", o->checkpoint, "model.safetensors to start from (fused or hub layout); default: init of --seed");
   sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
+  sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
   sub->add_option("--backend", o->backend, "communication backend")->check(CLI::IsMember({"gloo", "nccl"}))->capture_default_str();
   sub->add_option("--result-json", o->resultJson, "also write rank 0's JSON document to FILE");

@@ -204,7 +204,7 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
     b.model["experts_implementation"] = doc["experts_implementation"].get<std::string>();
   b.labels = doc.value("labels", std::vector<std::string>{});
   b.timeoutSeconds = doc.value("timeout", 300.0);
-  b.checks = {"placement", "expert_uniqueness", "parity", "communication"};
+  b.checks.clear();  // empty: every check run-plan reports decides
   if (doc.contains("expect")) {
     const auto& ex = doc["expect"];
     if (ex.contains("checks")) b.checks = ex["checks"].get<std::vector<std::string>>();
@@ -277,7 +277,7 @@ nlohmann::json RunSpec::toJson() const {
                       {"batch_size", batchSize},
                       {"seq_len", seqLen},
                       {"tolerance", tolerance.toJson()},
-                      {"checks", checks},
+                      {"checks", checks.empty() ? nlohmann::json("all") : nlohmann::json(checks)},
                       {"labels", labels},
                       {"timeout", timeoutSeconds}};
   if (!fsdpExperts.empty()) j["fsdp_experts"] = fsdpExperts;

@@ -64,7 +64,7 @@ struct RunSpec {
   int64_t seqLen = 16;
   std::string checkpoint;  // absolute path or ""
   Tolerance tolerance;
-  std::vector<std::string> checks;  // which checks decide the verdict
+  std::vector<std::string> checks;  // which checks decide the verdict; empty = every check run-plan reports
   std::vector<PlacementExpectation> expectedPlacements;
   std::vector<std::string> labels;
   double timeoutSeconds = 300;

@@ -211,7 +211,7 @@ void describeRun(const RunSpec& r, std::ostream& os) {
      << ", wrapper " << r.wrapper << (r.fsdpExperts.empty() ? "" : " (experts: " + r.fsdpExperts + ")") << ", loading "
      << r.loading << ", experts " << r.model.value("experts_implementation", "grouped") << "\n";
   os << "  " << r.dtype << ", " << r.steps << " steps, seed " << r.seed << ", batch " << r.batchSize << " x " << r.seqLen
-     << ", tolerance " << r.tolerance.toJson().dump() << ", checks " << join(r.checks, ",") << ", labels ["
+     << ", tolerance " << r.tolerance.toJson().dump() << ", checks " << (r.checks.empty() ? std::string("all") : join(r.checks, ",")) << ", labels ["
      << join(r.labels, ",") << "]\n";
   std::vector<mesh::MeshDim> dims;
   for (const auto& [k, v] : r.mesh.items()) dims.push_back({k, v.get<int>()});

@@ -166,7 +166,7 @@ void readRunPlanResult(const RunSpec& spec, const nlohmann::json& j, const std::
     o.passed = c.at("passed").get<bool>();
     o.explanation = c.value("explanation", "");
     o.measured = c.value("measured", nlohmann::json::object());
-    o.requested = std::find(spec.checks.begin(), spec.checks.end(), o.check) != spec.checks.end();
+    o.requested = spec.checks.empty() || std::find(spec.checks.begin(), spec.checks.end(), o.check) != spec.checks.end();
     r.checks.push_back(o);
   }
   for (const auto& want : spec.checks) {
@@ -185,6 +185,12 @@ void readRunPlanResult(const RunSpec& spec, const nlohmann::json& j, const std::
       r.reason = c.check + ": " + c.explanation;
       break;
     }
+  // Without a check selection run-plan's own verdict counts too, so a check
+  // added to run-plan later can never fail unnoticed.
+  if (r.status == Status::kPass && spec.checks.empty() && !j.value("passed", true)) {
+    r.status = Status::kFail;
+    r.reason = "run-plan reported a failed check";
+  }
 }
 
 struct Progress {

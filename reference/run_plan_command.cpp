@@ -1,5 +1,6 @@
 #include "reference/run_plan_command.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
@@ -8,6 +9,7 @@
 #include "harness/checks/expert_check.h"
 #include "harness/checks/parity_check.h"
 #include "harness/checks/placement_check.h"
+#include "harness/checks/wrapper_checks.h"
 #include "harness/cli/commands.h"
 #include "harness/comm/flight_recorder.h"
 #include "harness/launch/rank_env.h"
@@ -36,6 +38,12 @@ struct RunPlanOptions {
   std::string checkpoint;
   std::string dumpShards;
   double commTimeout = 120;
+  // Data-parallel wrapper (issue 5): a ParamStore name, where fsdp puts
+  // ep-sharded experts, and the memory factor vs the replicated layout the
+  // run must reach (0 = reported only).
+  std::string wrapper = "none";
+  std::string fsdpExperts = "edp";
+  double expectMemoryFactor = 0;
 };
 
 std::vector<checks::StepRecord> toCheckSteps(const std::vector<StepRecord>& in) {
@@ -98,11 +106,67 @@ void dumpShards(const std::string& dir, int rank, const std::vector<checks::Para
   io::writeSafetensors(dir + "/rank" + std::to_string(rank) + ".safetensors", tensors, wo);
 }
 
+// ---- data-parallel wrapper: validation and inputs of its checks ------------
+void validateWrapper(const RunPlanOptions& o) {
+  const auto names = parallel::paramStoreNames();
+  if (std::find(names.begin(), names.end(), o.wrapper) == names.end()) {
+    std::string known;
+    for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+    fail("--wrapper: unknown data-parallel wrapper '", o.wrapper, "' (known: ", known, ")");
+  }
+}
+
+// The mesh dims the expert tensors' placements split their expert dim over
+// (ep, plus the expert-data-parallel dims under fsdp): the group whose ranks
+// must hold disjoint experts covering all of them.
+std::vector<std::string> expertCoverDims(const std::vector<checks::ParamShard>& shards, const mesh::DeviceMesh& mesh) {
+  std::vector<std::string> dims;
+  for (int d = 0; d < mesh.ndim(); ++d)
+    for (const auto& s : shards) {
+      if (!s.isExpert || mesh.dims()[d].size <= 1 || !s.placements[d].isSharded()) continue;
+      if (s.placements[d].normalized(static_cast<int64_t>(s.globalShape.size())).dim != 0) continue;
+      dims.push_back(mesh.dims()[d].name);
+      break;
+    }
+  if (dims.empty()) dims.push_back("ep");
+  return dims;
+}
+
+std::vector<checks::ParamShard> cloned(std::vector<checks::ParamShard> shards) {
+  for (auto& s : shards) s.local = s.local.clone();
+  return shards;
+}
+
+checks::MemoryInputs memoryInputs(const parallel::DistTrainer& trainer, const mesh::DeviceMesh& mesh,
+                                  const std::vector<checks::ParamShard>& shards) {
+  const auto sizes = meshSizes(mesh);
+  const auto coords = mesh.coords();
+  const auto m = trainer.store().memory();
+  checks::MemoryInputs in;
+  in.paramBytes = m.paramBytes;
+  in.gradBytes = m.gradBytes;
+  in.optimizerBytes = trainer.optimizerStateBytes();
+  // The replicated layout: every plan-local tensor whole in fp32, with its
+  // gradient and two AdamW moments.
+  for (const auto& pp : trainer.plan().params)
+    in.replicatedBytes += 16 * computeLayout(pp.globalShape, pp.placements, sizes, coords).numel();
+  for (const auto& s : shards) in.placementParamBytes += 4 * computeLayout(s.globalShape, s.placements, sizes, coords).numel();
+  return in;
+}
+
+nlohmann::json memoryJson(const checks::MemoryInputs& m) {
+  const int64_t total = m.paramBytes + m.gradBytes + m.optimizerBytes;
+  return {{"param_bytes", m.paramBytes}, {"grad_bytes", m.gradBytes}, {"optimizer_bytes", m.optimizerBytes},
+          {"replicated_total_bytes", m.replicatedBytes},
+          {"ratio", m.replicatedBytes ? static_cast<double>(total) / static_cast<double>(m.replicatedBytes) : 0.0}};
+}
+
 int runPlan(const RunPlanOptions& o) {
   at::set_num_threads(1);  // ranks share the machine's cores
   auto env = launch::rankEnvFromEnvironment();
   comm::CommOptions co;
   co.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.commTimeout * 1000));
+  validateWrapper(o);
   auto world = launch::initWorld(env, co);
   const ModelConfig cfg = ModelConfig::fromFile(o.configPath);
   mesh::DeviceMesh mesh(world, mesh::DeviceMesh::parse(o.mesh));
@@ -137,16 +201,23 @@ int runPlan(const RunPlanOptions& o) {
   const TrainResult reference = train(cfg, initial, t);
 
   const ParamMap local = parallel::loadLocalParams(applied, mesh, *source);
-  parallel::DistTrainer trainer(cfg, mesh, applied, local, t);
+  parallel::DistOptions dopt;
+  dopt.wrapper = o.wrapper;
+  dopt.expertSharding = o.fsdpExperts;
+  parallel::DistTrainer trainer(cfg, mesh, applied, local, t, dopt);
   std::vector<checks::CheckResult> results;
-  const auto loaded = trainer.paramShards();
+  const auto loaded = cloned(trainer.paramShards());
   results.push_back(checks::checkPlacement(mesh, loaded, source.get()));
-  results.push_back(checks::checkExpertUniqueness(mesh, loaded, source.get()));
+  checks::ExpertCheckOptions eo;
+  eo.coverDims = expertCoverDims(loaded, mesh);
+  results.push_back(checks::checkExpertUniqueness(mesh, loaded, source.get(), eo));
   if (!o.dumpShards.empty()) dumpShards(o.dumpShards, env.rank, loaded);
 
   std::vector<StepRecord> steps;
   std::vector<checks::ParamShard> grads1;
   checks::CommCounters step1Comm;
+  std::vector<checks::CommExpectation> wrapperStep1;
+  std::vector<checks::ParamShard> afterStep1;
   int64_t dispatched = 0;
   for (int64_t s = 1; s <= o.steps; ++s) {
     checks::CommWindow window;
@@ -155,6 +226,8 @@ int runPlan(const RunPlanOptions& o) {
       grads1 = trainer.gradShards();
       step1Comm = window.delta();
       dispatched = trainer.lastDispatch().tokensSent;
+      wrapperStep1 = trainer.store().expectedStepComm();
+      afterStep1 = cloned(trainer.paramShards());
     }
     if (env.rank == 0)
       std::cerr << "run-plan: step " << s << "/" << o.steps << " loss " << steps.back().loss << " (reference "
@@ -182,6 +255,21 @@ int runPlan(const RunPlanOptions& o) {
   po.dtype = o.dtype;
   results.push_back(checks::checkParityCollective(*world, pin, po));
   results.push_back(checkDispatchVolume(*world, cfg, applied, mesh, t, dispatched));
+  // Data-parallel wrapper checks (wrapper_checks.h).
+  if (o.steps >= 1) {
+    results.push_back(checks::checkParamsChanged(*world, loaded, afterStep1));
+    results.push_back(checks::checkWrapperCommCollective(*world, o.wrapper, step1Comm, wrapperStep1));
+    checks::GradScaleOptions gso;
+    // fp32: reductions in another order move a norm by ~1e-7 relative; 1e-5
+    // keeps 100x margin and is far below any ep/2x scale bug. bf16: the
+    // parity bound ||g - r|| <= 2e-2 ||r|| implies |ratio - 1| <= 2e-2.
+    gso.tol = o.dtype == "bf16" ? 2e-2 : 1e-5;
+    results.push_back(checks::checkGradScale(mesh, grads1, refGrads, gso));
+  }
+  const checks::MemoryInputs memory = memoryInputs(trainer, mesh, finalShards);
+  checks::MemoryCheckOptions mo;
+  mo.expectedFactor = o.expectMemoryFactor;
+  results.push_back(checks::checkMemory(*world, memory, mo));
 
   bool passed = true;
   for (const auto& r : results) passed &= r.passed;
@@ -193,6 +281,9 @@ int runPlan(const RunPlanOptions& o) {
     j["dtype"] = o.dtype;
     j["seed"] = o.seed;
     j["world_size"] = env.worldSize;
+    j["wrapper"] = o.wrapper;
+    j["fsdp_experts"] = o.fsdpExperts;
+    j["memory"] = memoryJson(memory);
     for (size_t i = 0; i < steps.size(); ++i) {
       const auto& a = steps[i];
       const auto& b = reference.steps[i];
@@ -226,6 +317,12 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--checkpoint", o->checkpoint, "model.safetensors to start from (fused or hub layout); default: init of --seed");
   sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
+  sub->add_option("--wrapper", o->wrapper, "data-parallel wrapper (a ParamStore: none, fsdp, ...)")->capture_default_str();
+  sub->add_option("--fsdp-experts", o->fsdpExperts, "fsdp: shard ep-sharded experts over their expert-data-parallel dims (edp) or leave them (none)")
+      ->check(CLI::IsMember({"edp", "none"}))->capture_default_str();
+  sub->add_option("--expect-memory-factor", o->expectMemoryFactor,
+                  "assert (wrapper bytes / replicated bytes over the world) equals this factor; 0 = report only")
+      ->capture_default_str();
   sub->callback([o] {
     if (int code = runPlan(*o)) throw cli::CommandExit{code};
   });

@@ -412,6 +412,12 @@ ref::StepRecord DistTrainer::step() { return impl_->step(); }
 const AppliedPlan& DistTrainer::plan() const { return impl_->plan; }
 const DispatchStats& DistTrainer::lastDispatch() const { return impl_->dispatch; }
 const ParamStore& DistTrainer::store() const { return *impl_->store; }
+int64_t DistTrainer::optimizerStateBytes() const {
+  int64_t n = 0;
+  for (const auto* v : {&impl_->optimizer.expAvg(), &impl_->optimizer.expAvgSq()})
+    for (const auto& t : *v) n += t.numel() * static_cast<int64_t>(t.element_size());
+  return n;
+}
 std::vector<checks::ParamShard> DistTrainer::paramShards() const { return impl_->store->paramShards(); }
 std::vector<checks::ParamShard> DistTrainer::gradShards() const { return impl_->lastGradShards; }
 

@@ -99,6 +99,9 @@ class DistTrainer {
   const DispatchStats& lastDispatch() const;
   // The data-parallel wrapper holding the masters (memory(), name()).
   const ParamStore& store() const;
+  // Bytes of the AdamW state (exp_avg + exp_avg_sq) this rank holds now,
+  // measured from the optimizer's tensors (0 before the first step).
+  int64_t optimizerStateBytes() const;
 
   // Shards for harness/checks: current parameters, or the last step's
   // reduced gradients (before clipping), as the store holds them; their

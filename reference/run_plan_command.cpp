@@ -84,6 +84,26 @@ checks::CheckResult checkDispatchVolume(comm::Communicator& world, const ModelCo
   return r;
 }
 
+// The communication verdict: step 1's collectives per (group, op) as the
+// plan implies them, and the dispatch volume (whose bytes follow the
+// routing, so the per-op bytes of all_to_all are not predicted).
+checks::CheckResult checkStepCommunication(comm::Communicator& world, const ModelConfig& cfg,
+                                           const plan::AppliedPlan& plan, const mesh::DeviceMesh& mesh,
+                                           const TrainOptions& t, int64_t sentRows,
+                                           const checks::CommCounters& step1,
+                                           const std::vector<checks::CommExpectation>& expected) {
+  auto volume = checkDispatchVolume(world, cfg, plan, mesh, t, sentRows);
+  auto calls = checks::checkCommunicationCollective(world, step1, expected);
+  checks::CheckResult r;
+  r.check = "communication";
+  r.passed = volume.passed && calls.passed;
+  r.measured = {{"dispatch", volume.measured}, {"collectives", calls.measured}};
+  r.explanation = !calls.passed ? calls.explanation
+                  : !volume.passed ? volume.explanation
+                                   : calls.explanation + "; " + volume.explanation;
+  return r;
+}
+
 nlohmann::json countersJson(const checks::CommCounters& c) {
   nlohmann::json j = nlohmann::json::array();
   for (const auto& [key, v] : c)
@@ -216,7 +236,7 @@ int runPlan(const RunPlanOptions& o) {
   std::vector<StepRecord> steps;
   std::vector<checks::ParamShard> grads1;
   checks::CommCounters step1Comm;
-  std::vector<checks::CommExpectation> wrapperStep1;
+  std::vector<checks::CommExpectation> wrapperStep1, step1Expected;
   std::vector<checks::ParamShard> afterStep1;
   int64_t dispatched = 0;
   for (int64_t s = 1; s <= o.steps; ++s) {
@@ -227,6 +247,8 @@ int runPlan(const RunPlanOptions& o) {
       step1Comm = window.delta();
       dispatched = trainer.lastDispatch().tokensSent;
       wrapperStep1 = trainer.store().expectedStepComm();
+      // Step 1's own expectation (EP row counts follow this step's routing).
+      step1Expected = trainer.expectedStepComm();
       afterStep1 = cloned(trainer.paramShards());
     }
     if (env.rank == 0)
@@ -254,7 +276,7 @@ int runPlan(const RunPlanOptions& o) {
   checks::ParityCheckOptions po;
   po.dtype = o.dtype;
   results.push_back(checks::checkParityCollective(*world, pin, po));
-  results.push_back(checkDispatchVolume(*world, cfg, applied, mesh, t, dispatched));
+  results.push_back(checkStepCommunication(*world, cfg, applied, mesh, t, dispatched, step1Comm, step1Expected));
   // Data-parallel wrapper checks (wrapper_checks.h).
   if (o.steps >= 1) {
     results.push_back(checks::checkParamsChanged(*world, loaded, afterStep1));

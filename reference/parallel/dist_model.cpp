@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "harness/checks/comm_check.h"
 #include "harness/common/error.h"
 #include "kernels/permute.h"
 #include "reference/model/moe_block.h"
@@ -122,6 +123,7 @@ struct DistTrainer::Impl {
         else red.tpPartial = tpPartial(pp.name);
       }
       so.reductions.push_back(red);
+      reductions.push_back(red);
     }
     validatePlan();
     store = makeParamStore(distOptions.wrapper, so);
@@ -253,6 +255,7 @@ struct DistTrainer::Impl {
       if (reduceRows) eo.reduceExpertOutputs = tp.get();
       auto r = epExpertsForward(xe, idx, wts, ex, *ep, eo);
       dispatch.tokensSent += sum(r.numTokensPerRank);
+      dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
       out = r.out;
     } else if (config.expertsImplementation == "loop") {
       out = ref::loopExpertsForward(xe, idx, wts, ex);
@@ -401,6 +404,103 @@ struct DistTrainer::Impl {
   }
 
   std::vector<checks::ParamShard> lastGradShards;
+  std::vector<GradReduction> reductions;
+
+  std::vector<checks::CommExpectation> expectedStepComm() const {
+    std::map<std::pair<std::string, comm::OpType>, checks::CommExpectation> acc;
+    // bytes < 0: depends on the routing, only the call is counted.
+    auto add = [&](const comm::Communicator& g, comm::OpType op, int64_t payloadBytes) {
+      auto& e = acc[{g.name(), op}];
+      if (e.calls == 0) {
+        e.group = g.name();
+        e.op = op;
+        e.bytesSent = 0;
+      }
+      ++e.calls;
+      if (payloadBytes < 0 || !e.bytesSent) e.bytesSent.reset();
+      else *e.bytesSent += checks::ringBytesSent(op, payloadBytes, g.size());
+    };
+    using comm::OpType;
+    const auto dt = ref::computeDtype(options.precision);
+    const int64_t esize = static_cast<int64_t>(c10::elementSize(dt));
+    const auto rows = batchRowsOf(mesh.shape(), mesh.world()->rank(), options.batchSize);
+    const int64_t tokens = rows.length * options.seqLen, hidden = config.hiddenSize;
+    const int64_t act = tokens * hidden * esize;  // [Bl, S, H] in the compute dtype
+    const int64_t k = config.numExpertsPerTok;
+    const int64_t wsize = static_cast<int64_t>(c10::elementSize(kernels::routingDtype(dt)));
+    size_t epLayer = 0;  // index into dispatch.rowsReceivedPerLayer
+    // A tp-sharded linear pair (colwise in, rowwise out) around one module.
+    auto tpModule = [&] {
+      if (sp) {
+        add(*tp, OpType::kAllGather, act);      // sequence gather of the input
+        add(*tp, OpType::kReduceScatter, act);  // its adjoint
+        add(*tp, OpType::kReduceScatter, act);  // output to the sequence shards
+        add(*tp, OpType::kAllGather, act);      // its adjoint
+      } else {
+        add(*tp, OpType::kAllReduce, act);  // rowwise Partial output
+        add(*tp, OpType::kAllReduce, act);  // colwise input gradient
+      }
+    };
+    for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
+      const auto p = ref::layerPrefix(i);
+      if (shardedOn(p + "self_attn.q_proj.weight", "tp")) tpModule();
+      if (!config.isMoeLayer(i)) {
+        if (shardedOn(p + "mlp.gate_proj.weight", "tp")) tpModule();
+        continue;
+      }
+      const bool moeTp = shardedOn(p + "mlp.experts.gate_up_proj", "tp");
+      const bool epOn = shardedOn(p + "mlp.experts.gate_up_proj", "ep");
+      const bool loop = config.expertsImplementation == "loop";
+      if (moeTp && sp) {
+        add(*tp, OpType::kAllGather, act);                   // x
+        add(*tp, OpType::kReduceScatter, act);               // x's adjoint
+        add(*tp, OpType::kAllGather, tokens * k * 8);        // top-k ids (int64)
+        add(*tp, OpType::kAllGather, tokens * k * wsize);    // top-k weights
+        add(*tp, OpType::kReduceScatter, tokens * k * wsize);  // their adjoint
+        add(*tp, OpType::kReduceScatter, act);               // output
+        add(*tp, OpType::kAllGather, act);                   // output's adjoint
+      } else if (moeTp) {
+        add(*tp, OpType::kAllReduce, act);  // expert input gradient
+        if (loop) {
+          add(*tp, OpType::kAllReduce, act);  // combined output
+          add(*tp, OpType::kAllReduce, tokens * k * wsize);  // routing-weight gradient
+        } else {
+          // per expert row: [T*k, H] rows without EP; with EP the rows this
+          // rank's experts received in this step's dispatch
+          int64_t rowsHere = tokens * k;
+          if (epOn)
+            rowsHere = epLayer < dispatch.rowsReceivedPerLayer.size() ? dispatch.rowsReceivedPerLayer[epLayer] : -1;
+          add(*tp, OpType::kAllReduce, rowsHere < 0 ? -1 : rowsHere * hidden * esize);
+        }
+      }
+      if (epOn) {
+        for (int c = 0; c < 5; ++c) add(*ep, OpType::kAllToAll, -1);
+        ++epLayer;
+      }
+    }
+    // Loss statistics in the routing/statistics dtype (fp32 for fp32 and bf16).
+    add(*stats, OpType::kAllReduce, wsize);  // ce sum
+    if (config.numMoeLayers() > 0) {
+      add(*stats, OpType::kAllReduce, k * config.numExperts * wsize);  // selection counts [k, E]
+      add(*stats, OpType::kAllReduce, config.numExperts * wsize);      // probability sums [E]
+      add(*stats, OpType::kAllReduce, 8);                              // token count (double)
+    }
+    // The wrapper's collectives (gathers, gradient reductions) on its own
+    // groups, as the store computes them (param_store.h expectedStepComm).
+    for (const auto& e : store->expectedStepComm()) {
+      auto& a = acc[{e.group, e.op}];
+      if (a.calls == 0) a = e;
+      else {
+        a.calls += e.calls;
+        if (a.bytesSent && e.bytesSent) *a.bytesSent += *e.bytesSent;
+        else a.bytesSent.reset();
+      }
+    }
+    add(*mesh.world(), OpType::kAllReduce, 8);  // grad norm (double)
+    std::vector<checks::CommExpectation> out;
+    for (auto& [key, e] : acc) out.push_back(e);
+    return out;
+  }
 };
 
 DistTrainer::DistTrainer(ref::ModelConfig config, mesh::DeviceMesh& mesh, AppliedPlan plan,
@@ -417,6 +517,9 @@ int64_t DistTrainer::optimizerStateBytes() const {
   for (const auto* v : {&impl_->optimizer.expAvg(), &impl_->optimizer.expAvgSq()})
     for (const auto& t : *v) n += t.numel() * static_cast<int64_t>(t.element_size());
   return n;
+}
+std::vector<checks::CommExpectation> DistTrainer::expectedStepComm() const {
+  return impl_->expectedStepComm();
 }
 std::vector<checks::ParamShard> DistTrainer::paramShards() const { return impl_->store->paramShards(); }
 std::vector<checks::ParamShard> DistTrainer::gradShards() const { return impl_->lastGradShards; }

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "harness/checks/check.h"
+#include "harness/checks/check_context.h"
 #include "harness/mesh/device_mesh.h"
 #include "reference/io/tensor_source.h"
 #include "reference/model/params.h"
@@ -66,6 +67,8 @@ BatchRows batchRowsOf(const mesh::MeshShape& mesh, int rank, int64_t batchSize);
 // Per-step communication the distributed step issued (for the comm check).
 struct DispatchStats {
   int64_t tokensSent = 0;  // dispatched rows (tokens x top-k) summed over MoE layers
+  // Rows this rank's experts computed, per EP MoE layer in layer order.
+  std::vector<int64_t> rowsReceivedPerLayer;
 };
 
 // Options of the distributed run beyond the single-device TrainOptions.
@@ -102,6 +105,27 @@ class DistTrainer {
   // Bytes of the AdamW state (exp_avg + exp_avg_sq) this rank holds now,
   // measured from the optimizer's tensors (0 before the first step).
   int64_t optimizerStateBytes() const;
+
+  // The collectives one step() issues on this rank, per (group, op), as the
+  // plan implies them (calls always; logical bytes where they do not depend
+  // on the routing). Per layer, forward + backward:
+  //  - attention / dense MLP under TP: one all_reduce of [Bl, S, H] in the
+  //    forward (rowwise output) and one in the backward (colwise input
+  //    gradient); under sequence parallelism instead an all_gather and a
+  //    reduce_scatter in each direction;
+  //  - MoE TP (moe_experts_allreduce): the expert outputs' all_reduce in the
+  //    forward and the expert input gradient's all_reduce in the backward
+  //    (per expert row with the grouped implementation, after the combine
+  //    with the loop one, whose routing-weight gradient is all-reduced too);
+  //    under sequence parallelism: all_gather of x, top-k ids and weights,
+  //    reduce_scatter of the output, and their adjoints;
+  //  - EP: all_to_all of the split sizes, dispatch and combine forward, and
+  //    the two reverse all_to_alls backward (bytes follow the routing and are
+  //    checked as the dispatch volume instead).
+  // Plus the loss statistics' all_reduces (ce; counts, probabilities and
+  // token count when there are MoE layers) on the data-parallel group, the
+  // wrapper's gradient reduction, and one all_reduce of the grad norm.
+  std::vector<checks::CommExpectation> expectedStepComm() const;
 
   // Shards for harness/checks: current parameters, or the last step's
   // reduced gradients (before clipping), as the store holds them; their

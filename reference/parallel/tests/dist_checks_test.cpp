@@ -5,6 +5,7 @@
 
 #include <iostream>
 
+#include "harness/checks/comm_check.h"
 #include "harness/checks/expert_check.h"
 #include "harness/checks/placement_check.h"
 #include "harness/mesh/device_mesh.h"
@@ -43,11 +44,32 @@ int body() {
             << "expert_uniqueness: " << experts.passed << " " << experts.explanation << std::endl;
   RANK_CHECK(placement.passed, placement.explanation);
   RANK_CHECK(experts.passed, experts.explanation);
-  trainer.step();
+  // The step's collectives are exactly what the plan implies (calls and
+  // bytes per (group, op)); the second step gets one planted extra tp
+  // all_reduce, which the communication check must name.
+  {
+    checks::CommWindow window;
+    trainer.step();
+    auto ok = checks::checkCommunicationCollective(*world, window.delta(), trainer.expectedStepComm());
+    std::cout << "communication: " << ok.passed << " " << ok.explanation << std::endl;
+    RANK_CHECK(ok.passed, ok.explanation);
+  }
+  {
+    checks::CommWindow window;
+    trainer.step();
+    auto extra = at::ones({3});
+    mesh.comm("tp")->allReduce(extra);
+    auto bad = checks::checkCommunicationCollective(*world, window.delta(), trainer.expectedStepComm());
+    std::cout << "communication with a planted all_reduce: " << bad.passed << " " << bad.explanation << std::endl;
+    RANK_CHECK(!bad.passed, "an extra tp all_reduce passed the communication check");
+    RANK_CHECK(bad.explanation.find("all_reduce") != std::string::npos &&
+                   bad.explanation.find(mesh.comm("tp")->name()) != std::string::npos,
+               "the failure does not name the op and group: ", bad.explanation);
+  }
   return 0;
 }
 
-TEST(DistChecksGloo, Ep2Tp2ShardsPassPlacementAndExpertChecks) {
+TEST(DistChecksGloo, Ep2Tp2ShardsPassPlacementExpertAndCommunicationChecks) {
   auto r = ranktest::runRanks(4, [](const launch::RankContext&) { return body(); });
   std::cout << r.out;
   ASSERT_TRUE(r.result.ok) << r.all();

@@ -1,10 +1,12 @@
 #include "reference/run_plan_command.h"
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "harness/checks/check_common.h"
 #include "harness/checks/comm_check.h"
 #include "harness/checks/expert_check.h"
 #include "harness/checks/parity_check.h"
@@ -181,6 +183,54 @@ nlohmann::json memoryJson(const checks::MemoryInputs& m) {
           {"ratio", m.replicatedBytes ? static_cast<double>(total) / static_cast<double>(m.replicatedBytes) : 0.0}};
 }
 
+// FSDP's all-gather volume from the plan alone, independently of the store's
+// own expectation: with reshard_after_forward=False every FSDP-sharded
+// parameter is gathered once per step in its compute dtype (norm weights in
+// fp32, the design's rule; everything else in the run's dtype), and a rank
+// sends (n-1)/n of the gathered bytes, n = its FSDP group (the mesh dims its
+// storage shards and its plan placement does not). Uneven pieces are padded
+// for an even collective, so the measured/unpadded ratio is exactly 1 when
+// every gathered dim 0 splits evenly and above 1 otherwise.
+checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh::DeviceMesh& mesh,
+                                          const plan::AppliedPlan& plan, const std::vector<checks::ParamShard>& shards,
+                                          Precision precision, const checks::CommCounters& step1) {
+  const auto sizes = meshSizes(mesh);
+  const auto coords = mesh.coords();
+  const int64_t dtBytes = static_cast<int64_t>(c10::elementSize(computeDtype(precision)));
+  double expected = 0;
+  bool even = true;
+  for (const auto& s : shards) {
+    const auto& pp = plan.param(s.name);
+    int64_t n = 1;
+    for (int d = 0; d < mesh.ndim(); ++d)
+      if (s.placements[d].isSharded() && !pp.placements[d].isSharded()) n *= sizes[d];
+    if (n == 1) continue;
+    const auto local = computeLayout(pp.globalShape, pp.placements, sizes, coords);
+    const bool norm = s.name.size() >= 11 && s.name.compare(s.name.size() - 11, 11, "norm.weight") == 0;
+    expected += static_cast<double>(n - 1) / static_cast<double>(n) * static_cast<double>(local.numel()) *
+                static_cast<double>(norm ? 4 : dtBytes);
+    even &= local.localShape[0] % n == 0;
+  }
+  double measured = 0;
+  for (const auto& [key, c] : step1)
+    if (key.first.rfind("fsdp:", 0) == 0 && key.second == comm::OpType::kAllGather)
+      measured += static_cast<double>(c.bytesSent);
+  const double ratio = expected > 0 ? measured / expected : (measured > 0 ? INFINITY : 1.0);
+  const std::string failure = checks::gatherVolumeFailure(world.rank(), measured, expected, even);
+  auto v = checks::agreeVerdict(world, failure);
+  const auto worst = checks::allReduceMax(world, {ratio, -ratio});
+  checks::CheckResult r;
+  r.check = "fsdp_gather_volume";
+  r.passed = !v.failed;
+  r.measured = {{"rank0_bytes_sent", measured}, {"rank0_expected_unpadded", expected}, {"ratio", ratio},
+                {"max_ratio", worst[0]}, {"min_ratio", -worst[1]}, {"even", even},
+                {"failing_ranks", v.failingRanks}};
+  r.explanation = v.failed ? v.explanation
+                           : moe::str("all_gather bytes / ((n-1)/n x gathered parameter bytes) = ", -worst[1], "-",
+                                      worst[0], " over the ranks", even ? "" : " (uneven pieces padded)");
+  return r;
+}
+
 int runPlan(const RunPlanOptions& o) {
   at::set_num_threads(1);  // ranks share the machine's cores
   auto env = launch::rankEnvFromEnvironment();
@@ -287,6 +337,8 @@ int runPlan(const RunPlanOptions& o) {
     // parity bound ||g - r|| <= 2e-2 ||r|| implies |ratio - 1| <= 2e-2.
     gso.tol = o.dtype == "bf16" ? 2e-2 : 1e-5;
     results.push_back(checks::checkGradScale(mesh, grads1, refGrads, gso));
+    if (o.wrapper == "fsdp")
+      results.push_back(checkFsdpGatherVolume(*world, mesh, applied, loaded, t.precision, step1Comm));
   }
   const checks::MemoryInputs memory = memoryInputs(trainer, mesh, finalShards);
   checks::MemoryCheckOptions mo;

@@ -136,6 +136,20 @@ CheckResult checkWrapperCommCollective(comm::Communicator& world, const std::str
   return r;
 }
 
+// ---- gather volume (fsdp) ---------------------------------------------------
+
+std::string gatherVolumeFailure(int rank, double measured, double expectedUnpadded, bool even) {
+  const double ratio = expectedUnpadded > 0 ? measured / expectedUnpadded : (measured > 0 ? INFINITY : 1.0);
+  // Byte counts are integers: "exactly" up to the double rounding of the sums.
+  if (even && std::abs(measured - expectedUnpadded) > 0.5)
+    return moe::str("rank ", rank, ": all_gather sent ", measured, " bytes in the step, expected (n-1)/n x ",
+                    "the gathered parameters = ", expectedUnpadded, " (ratio ", fmt(ratio), ")");
+  if (!even && !(ratio >= 1.0))
+    return moe::str("rank ", rank, ": all_gather sent ", measured,
+                    " bytes in the step, less than (n-1)/n x the gathered parameters = ", expectedUnpadded);
+  return "";
+}
+
 // ---- memory ------------------------------------------------------------------
 
 CheckResult checkMemoryOf(const std::vector<MemoryInputs>& ranks, const MemoryCheckOptions& options) {

@@ -46,6 +46,13 @@ CheckResult checkWrapperComm(int rank, const CommCounters& wrapperDelta,
 CheckResult checkWrapperCommCollective(comm::Communicator& world, const std::string& wrapper,
                                        const CommCounters& stepDelta, const std::vector<CommExpectation>& expected);
 
+// ---- gather volume (fsdp) ---------------------------------------------------
+// Pure: "" when the all_gather bytes a rank sent equal (n-1)/n x the bytes
+// of the parameters it gathered (`expectedUnpadded`) exactly (`even`: every
+// gathered dim 0 splits evenly, so no padding), or are at least that (padded
+// uneven pieces); else a sentence naming the rank and both values.
+std::string gatherVolumeFailure(int rank, double measured, double expectedUnpadded, bool even);
+
 // ---- memory ------------------------------------------------------------------
 struct MemoryInputs {
   int64_t paramBytes = 0;      // the wrapper's fp32 masters on this rank

@@ -62,6 +62,19 @@ TEST(WrapperChecks, CommOnlyTheWrapperGroupsAndExactBytes) {
   EXPECT_TRUE(has(o.explanation, "fsdp:tp, expected none"));
 }
 
+TEST(WrapperChecks, GatherVolumeIsExactWhenEvenAndAtLeastWhenPadded) {
+  EXPECT_EQ(gatherVolumeFailure(0, 300, 300, /*even=*/true), "");
+  // Gathered twice per step (resharded after forward, re-gathered backward).
+  auto twice = gatherVolumeFailure(2, 600, 300, true);
+  EXPECT_TRUE(has(twice, "rank 2: all_gather sent 600 bytes"));
+  EXPECT_TRUE(has(twice, "(ratio 2)"));
+  // A parameter left out of the gather.
+  EXPECT_NE(gatherVolumeFailure(0, 200, 300, true), "");
+  // Padded uneven pieces: more than the unpadded volume is fine, less is not.
+  EXPECT_EQ(gatherVolumeFailure(0, 327, 300, /*even=*/false), "");
+  EXPECT_TRUE(has(gatherVolumeFailure(1, 299, 300, false), "less than (n-1)/n x the gathered parameters = 300"));
+}
+
 TEST(WrapperChecks, MemoryFactorAndConsistency) {
   // fsdp over 4 ranks, 100 fp32 elements per rank plan-local: 25 each.
   MemoryInputs m{100, 100, 200, 1600, 100};

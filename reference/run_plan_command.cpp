@@ -167,6 +167,7 @@ checks::MemoryInputs memoryInputs(const parallel::DistTrainer& trainer, const me
   checks::MemoryInputs in;
   in.paramBytes = m.paramBytes;
   in.gradBytes = m.gradBytes;
+  in.paddingBytes = m.paddingBytes;
   in.optimizerBytes = trainer.optimizerStateBytes();
   // The replicated layout: every plan-local tensor whole in fp32, with its
   // gradient and two AdamW moments.

@@ -169,9 +169,9 @@ CheckResult checkMemoryOf(const std::vector<MemoryInputs>& ranks, const MemoryCh
     perRank.push_back({{"param_bytes", m.paramBytes}, {"grad_bytes", m.gradBytes},
                        {"optimizer_bytes", m.optimizerBytes}, {"replicated_total_bytes", m.replicatedBytes},
                        {"ratio", f}});
-    if (failure.empty() && m.paramBytes != m.placementParamBytes)
+    if (failure.empty() && m.paramBytes != m.placementParamBytes + m.paddingBytes)
       failure = moe::str("rank ", i, ": the wrapper holds ", m.paramBytes, " parameter bytes, its placements describe ",
-                         m.placementParamBytes);
+                         m.placementParamBytes, m.paddingBytes ? moe::str(" plus ", m.paddingBytes, " of padding") : "");
     // Gradients and the two AdamW moments are shaped like the masters.
     if (failure.empty() && (m.gradBytes != m.paramBytes || m.optimizerBytes != 2 * m.paramBytes))
       failure = moe::str("rank ", i, ": gradient bytes ", m.gradBytes, " and optimizer bytes ", m.optimizerBytes,
@@ -200,12 +200,13 @@ CheckResult checkMemoryOf(const std::vector<MemoryInputs>& ranks, const MemoryCh
 CheckResult checkMemory(comm::Communicator& world, const MemoryInputs& mine, const MemoryCheckOptions& options) {
   std::ostringstream os;
   os << mine.paramBytes << ' ' << mine.gradBytes << ' ' << mine.optimizerBytes << ' ' << mine.replicatedBytes << ' '
-     << mine.placementParamBytes;
+     << mine.placementParamBytes << ' ' << mine.paddingBytes;
   std::vector<MemoryInputs> all;
   for (const auto& s : allGatherStrings(world, os.str())) {
     std::istringstream in(s);
     MemoryInputs m;
-    in >> m.paramBytes >> m.gradBytes >> m.optimizerBytes >> m.replicatedBytes >> m.placementParamBytes;
+    in >> m.paramBytes >> m.gradBytes >> m.optimizerBytes >> m.replicatedBytes >> m.placementParamBytes >>
+        m.paddingBytes;
     all.push_back(m);
   }
   return checkMemoryOf(all, options);

@@ -64,6 +64,10 @@ struct MemoryInputs {
   // Bytes (fp32) of the elements this rank's parameters hold according to
   // their reported placements (sum of computeLayout(...).numel() * 4).
   int64_t placementParamBytes = 0;
+  // Of paramBytes: padding the wrapper keeps beyond those elements (flat
+  // buffers padded to even partitions); the memory check requires
+  // paramBytes == placementParamBytes + paddingBytes.
+  int64_t paddingBytes = 0;
 };
 struct MemoryCheckOptions {
   double expectedFactor = 0;  // world total / replicated world total; 0 = not asserted

@@ -76,6 +76,9 @@ struct StoreMemory {
   int64_t paramBytes = 0;      // fp32 masters
   int64_t gradBytes = 0;       // fp32 gradients
   int64_t optimizerBytes = 0;  // AdamW exp_avg + exp_avg_sq (fp32): 2 x paramBytes
+  // Of paramBytes: padding the masters hold beyond the elements their
+  // placements describe (e.g. a flat buffer padded to an even partition).
+  int64_t paddingBytes = 0;
 };
 
 struct ParamStoreOptions {

@@ -98,6 +98,10 @@ TEST(WrapperChecks, MemoryFactorAndConsistency) {
   EXPECT_FALSE(h.passed);
   EXPECT_TRUE(has(h.explanation, "rank 1: the wrapper holds 100 parameter bytes, its placements describe 50"));
 
+  // Declared padding (a flat partition) accounts for the difference.
+  hidden[1].paddingBytes = 50;
+  EXPECT_TRUE(checkMemoryOf(hidden).passed);
+
   // Optimizer state not sharded like the parameters.
   std::vector<MemoryInputs> opt(4, m);
   opt[3].optimizerBytes = 800;

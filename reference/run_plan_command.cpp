@@ -20,6 +20,7 @@
 #include "reference/io/safetensors.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_model.h"
+#include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
 #include "reference/reference_command.h"
@@ -39,6 +40,7 @@ struct RunPlanOptions {
   int64_t seqLen = 16;
   std::string checkpoint;
   std::string dumpShards;
+  std::string load = "shard_on_read";  // parallel::loadPathNames()
   double commTimeout = 120;
   // Data-parallel wrapper (issue 5): a ParamStore name, where fsdp puts
   // ep-sharded experts, and the memory factor vs the replicated layout the
@@ -250,6 +252,7 @@ int runPlan(const RunPlanOptions& o) {
   t.seqLen = o.seqLen;
   if (o.dtype != "fp32" && o.dtype != "bf16") fail("--dtype must be fp32 or bf16, got '", o.dtype, "'");
   t.precision = o.dtype == "bf16" ? Precision::kBf16 : Precision::kFp32;
+  const parallel::LoadPath loadPath = parallel::parseLoadPath(o.load);  // before the costly reference run
 
   // The checkpoint: a file in either expert layout, or the seed's init.
   std::unique_ptr<io::SafetensorsReader> reader;
@@ -271,7 +274,12 @@ int runPlan(const RunPlanOptions& o) {
   // Single-device reference: the independent code path every rank compares to.
   const TrainResult reference = train(cfg, initial, t);
 
-  const ParamMap local = parallel::loadLocalParams(applied, mesh, *source);
+  parallel::LoadOptions lo;
+  lo.path = loadPath;
+  lo.source = source.get();
+  lo.mesh = &mesh;
+  lo.plan = &applied;
+  const ParamMap local = parallel::loadParams(lo);
   parallel::DistOptions dopt;
   dopt.wrapper = o.wrapper;
   dopt.expertSharding = o.fsdpExperts;
@@ -296,10 +304,9 @@ int runPlan(const RunPlanOptions& o) {
     if (s == 1) {
       grads1 = trainer.gradShards();
       step1Comm = window.delta();
+      step1Expected = trainer.expectedStepComm();  // uses step 1's routing
       dispatched = trainer.lastDispatch().tokensSent;
       wrapperStep1 = trainer.store().expectedStepComm();
-      // Step 1's own expectation (EP row counts follow this step's routing).
-      step1Expected = trainer.expectedStepComm();
       afterStep1 = cloned(trainer.paramShards());
     }
     if (env.rank == 0)
@@ -354,6 +361,7 @@ int runPlan(const RunPlanOptions& o) {
     j["mesh"] = mesh.shape().describe();
     j["plan"] = o.planPath;
     j["dtype"] = o.dtype;
+    j["load"] = o.load;
     j["seed"] = o.seed;
     j["world_size"] = env.worldSize;
     j["wrapper"] = o.wrapper;
@@ -391,6 +399,7 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--seq-len", o->seqLen, "sequence length")->capture_default_str();
   sub->add_option("--checkpoint", o->checkpoint, "model.safetensors to start from (fused or hub layout); default: init of --seed");
   sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
+  sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
   sub->add_option("--wrapper", o->wrapper, "data-parallel wrapper (a ParamStore: none, fsdp, ...)")->capture_default_str();
   sub->add_option("--fsdp-experts", o->fsdpExperts, "fsdp: shard ep-sharded experts over their expert-data-parallel dims (edp) or leave them (none)")

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness/tests/rank_test_util.h"
+#include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
 
 using namespace moe;
@@ -201,6 +202,41 @@ TEST(RunPlan, UnknownStyleIsAClearErrorListingTheKnownOnes) {
   EXPECT_NE(r.err.find("unknown plan style \"grouped_gem\" (known styles: "), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("grouped_gemm"), std::string::npos) << r.err;
   fs::remove_all(dir);
+}
+
+TEST(RunPlan, Rank0BroadcastFromAHubCheckpointPassesAndIsNamedInTheJson) {
+  // A hub-layout (per-expert) checkpoint: the reference command's fused
+  // model.safetensors rewritten with toHubLayout.
+  auto dir = tempDir("load");
+  const std::string config = kSource + "/cases/configs/tiny_moe.json";
+  auto ref = execJob(1, {"reference", "--config", config, "--steps", "1", "--dtype", "fp32", "--seed", "4", "--out",
+                         (dir / "ref").string()},
+                     120);
+  ASSERT_TRUE(ref.result.ok) << ref.all();
+  io::SafetensorsReader fused((dir / "ref" / "model.safetensors").string());
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (auto& [name, t] : io::readAll(fused)) tensors.push_back({name, t});
+  fs::create_directories(dir / "hub");
+  io::writeSafetensors((dir / "hub" / "model.safetensors").string(), io::toHubLayout(tensors));
+  auto r = execJob(2, {"run-plan", "--config", config, "--mesh", "{\"ep\":2}", "--plan",
+                       kSource + "/cases/plans/ep.json", "--steps", "1", "--checkpoint", (dir / "hub").string(),
+                       "--load", "rank0_broadcast"},
+                   120);
+  ASSERT_TRUE(r.result.ok) << r.all();
+  EXPECT_NE(r.out.find("\"load\": \"rank0_broadcast\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"passed\": true"), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
+TEST(RunPlan, UnknownLoadingPathIsAClearErrorListingTheKnownOnes) {
+  auto r = execJob(2, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":2}",
+                       "--plan", kSource + "/cases/plans/ep.json", "--steps", "1", "--load", "rank0"},
+                   60);
+  ASSERT_FALSE(r.result.ok);
+  EXPECT_EQ(r.result.exitCode(), 2) << r.all();
+  EXPECT_NE(r.err.find("unknown loading path 'rank0' (known: shard_on_read, rank0_broadcast, init_then_load)"),
+            std::string::npos)
+      << r.err;
 }
 
 }  // namespace

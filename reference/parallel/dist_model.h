@@ -125,6 +125,8 @@ class DistTrainer {
   // Plus the loss statistics' all_reduces (ce; counts, probabilities and
   // token count when there are MoE layers) on the data-parallel group, the
   // wrapper's gradient reduction, and one all_reduce of the grad norm.
+  // Call it after the step it describes (EP byte counts use that step's
+  // routing).
   std::vector<checks::CommExpectation> expectedStepComm() const;
 
   // Shards for harness/checks: current parameters, or the last step's

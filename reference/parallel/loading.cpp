@@ -1,0 +1,227 @@
+#include "reference/parallel/loading.h"
+
+#include <cstdint>
+
+#include "harness/common/error.h"
+#include "reference/parallel/dist_model.h"
+#include "reference/placement/dist_tensor.h"
+
+namespace moe::parallel {
+
+using plan::ParamPlacement;
+using ref::ParamMap;
+
+namespace {
+
+ParamMap loadShardOnRead(const LoadOptions& o);
+ParamMap loadRank0Broadcast(const LoadOptions& o);
+ParamMap loadInitThenLoad(const LoadOptions& o);
+
+struct LoadPathEntry {
+  LoadPath path;
+  const char* name;
+  ParamMap (*load)(const LoadOptions&);
+};
+
+// The registry: one line per loading path.
+const LoadPathEntry kLoadPaths[] = {
+    {LoadPath::kShardOnRead, "shard_on_read", loadShardOnRead},
+    {LoadPath::kRank0Broadcast, "rank0_broadcast", loadRank0Broadcast},
+    {LoadPath::kInitThenLoad, "init_then_load", loadInitThenLoad},
+};
+
+const LoadPathEntry& entryOf(LoadPath path) {
+  for (const auto& e : kLoadPaths)
+    if (e.path == path) return e;
+  MOE_ASSERT(false, "loading path ", static_cast<int>(path), " is not registered");
+  return kLoadPaths[0];
+}
+
+int worldRank(const LoadOptions& o) { return o.mesh->world()->rank(); }
+
+// Every rank checks the checkpoint's metadata against the plan before any
+// data moves, so a wrong file is the same clear error on every rank rather
+// than rank 0 failing while the others wait in a broadcast.
+void checkGlobalShape(const LoadOptions& o, const ParamPlacement& p) {
+  const auto shape = o.source->shape(p.name);
+  if (shape != p.globalShape)
+    fail("rank ", worldRank(o), ": checkpoint tensor ", p.name, " (", o.source->where(), ") has shape ",
+         torch::IntArrayRef(shape), ", config expects ", torch::IntArrayRef(p.globalShape));
+}
+
+void finish(const LoadOptions& o, comm::Communicator& world, const ParamPlacement& p, at::Tensor local,
+            ParamMap& out) {
+  if (o.hooks.afterParam) o.hooks.afterParam(world, p, local);
+  out.insert(p.name, std::move(local));
+}
+
+ParamMap loadShardOnRead(const LoadOptions& o) {
+  // loadLocalParams is the shard-on-read implementation; the hook runs on
+  // its result so every path offers the same seam.
+  ParamMap read = loadLocalParams(*o.plan, *o.mesh, *o.source);
+  if (!o.hooks.afterParam) return read;
+  ParamMap out;
+  for (const auto& p : o.plan->params) finish(o, *o.world, p, read[p.name], out);
+  return out;
+}
+
+// 64-bit FNV-1a over the names, in order: two ranks that broadcast
+// different tensors in the same number of calls disagree on it.
+int64_t nameHash(const std::vector<std::string>& names) {
+  uint64_t h = 1469598103934665603ull;
+  for (const auto& n : names) {
+    for (unsigned char c : n) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xffu) * 1099511628211ull;  // separator: ["ab","c"] != ["a","bc"]
+  }
+  return static_cast<int64_t>(h);
+}
+
+// One all_gather of (number of broadcasts, hash of their names): the last
+// collective of rank0_broadcast. A rank that skipped or added a broadcast is
+// out of step with the others here at the latest, and the communicator's
+// fingerprint check reports it (CollectiveMismatch) instead of letting the
+// next phase hang or start from wrong tensors.
+void checkManifest(const LoadOptions& o, comm::Communicator& world, const std::vector<std::string>& names) {
+  at::Tensor mine = at::tensor({static_cast<int64_t>(names.size()), nameHash(names)}, at::kLong).view({1, 2});
+  at::Tensor all = at::empty({world.size(), 2}, at::kLong);
+  world.allGather(all, mine);
+  for (int r = 1; r < world.size(); ++r)
+    if (!at::equal(all[r], all[0]))
+      fail("rank ", worldRank(o), ": rank0_broadcast manifests differ: group rank 0 broadcast ",
+           all[0][0].item<int64_t>(), " tensors (name hash ", all[0][1].item<int64_t>(), "), group rank ", r, " ",
+           all[r][0].item<int64_t>(), " (name hash ", all[r][1].item<int64_t>(), ")");
+}
+
+ParamMap loadRank0Broadcast(const LoadOptions& o) {
+  comm::Communicator& world = *o.world;
+  ParamMap out;
+  std::vector<std::string> broadcastNames;
+  for (const auto& p : o.plan->params) {
+    checkGlobalShape(o, p);
+    if (isEpSharded(p, o.mesh->shape())) {
+      // Each ep rank owns different experts: read them per rank (the
+      // shard-on-read path for this one parameter), never from rank 0.
+      plan::AppliedPlan one;
+      one.params = {p};
+      finish(o, world, p, loadLocalParams(one, *o.mesh, *o.source)[p.name], out);
+      continue;
+    }
+    // fp32 on the wire: the masters are fp32 and bf16 -> fp32 is exact, so
+    // non-root ranks need neither the checkpoint's dtype nor its data.
+    at::Tensor full = world.rank() == 0 ? o.source->read(p.name).to(at::kFloat).contiguous()
+                                        : at::empty(p.globalShape, at::kFloat);
+    if (o.hooks.broadcast)
+      o.hooks.broadcast(world, p, full);
+    else
+      world.broadcast(full, /*root=*/0);
+    broadcastNames.push_back(p.name);
+    auto local = ref::DistTensor::distribute(full, *o.mesh, p.placements).local().contiguous();
+    finish(o, world, p, local, out);
+  }
+  checkManifest(o, world, broadcastNames);
+  return out;
+}
+
+// Calls fn(box, localStart) for every box of `layout`: one global range per
+// dim (a combination of the dim's ranges) and where it starts in the local
+// tensor. Ranges are in local order, so a range's local start is the sum of
+// the lengths before it.
+void forEachBox(const ref::LocalLayout& layout,
+                const std::function<void(const std::vector<ref::IndexRange>&, const std::vector<int64_t>&)>& fn) {
+  const size_t ndim = layout.globalShape.size();
+  for (size_t d = 0; d < ndim; ++d)
+    if (layout.ranges[d].empty()) return;  // empty piece: nothing to read
+  std::vector<size_t> pick(ndim, 0);
+  while (true) {
+    std::vector<ref::IndexRange> box(ndim);
+    std::vector<int64_t> start(ndim, 0);
+    for (size_t d = 0; d < ndim; ++d) {
+      box[d] = layout.ranges[d][pick[d]];
+      for (size_t i = 0; i < pick[d]; ++i) start[d] += layout.ranges[d][i].length;
+    }
+    fn(box, start);
+    size_t d = ndim;
+    while (d > 0 && ++pick[d - 1] == layout.ranges[d - 1].size()) pick[--d] = 0;
+    if (d == 0) return;
+  }
+}
+
+ParamMap loadInitThenLoad(const LoadOptions& o) {
+  const auto sizes = ref::meshSizes(*o.mesh);
+  const auto coords = o.mesh->coords();
+  // 1. Create every parameter empty with its local shape, as a model
+  //    constructed on the meta device and moved with to_empty() is.
+  std::vector<ref::LocalLayout> layouts;
+  ParamMap empty;
+  for (const auto& p : o.plan->params) {
+    for (const auto& pl : p.placements)
+      if (pl.isPartial())
+        fail("rank ", worldRank(o), ": init_then_load cannot load parameter ", p.name, " with placements ",
+             ref::toString(p.placements), " (a Partial parameter has no checkpoint slice)");
+    layouts.push_back(ref::computeLayout(p.globalShape, p.placements, sizes, coords));
+    const auto& shape = layouts.back().localShape;
+    empty.insert(p.name, o.hooks.emptyFill ? at::full(shape, *o.hooks.emptyFill, at::kFloat)
+                                           : at::empty(shape, at::kFloat));
+  }
+  // 2. Fill each in place from the checkpoint, one box (StridedShard block)
+  //    per read, and account for every element.
+  ParamMap out;
+  for (size_t i = 0; i < o.plan->params.size(); ++i) {
+    const auto& p = o.plan->params[i];
+    checkGlobalShape(o, p);
+    at::Tensor local = empty[p.name];
+    int64_t written = 0;
+    forEachBox(layouts[i], [&](const std::vector<ref::IndexRange>& box, const std::vector<int64_t>& start) {
+      if (o.hooks.copyBox && !o.hooks.copyBox(p, box)) return;
+      std::vector<io::SliceRange> ranges;
+      at::Tensor dst = local;
+      for (size_t d = 0; d < box.size(); ++d) {
+        ranges.push_back({box[d].start, box[d].length});
+        dst = dst.narrow(static_cast<int64_t>(d), start[d], box[d].length);
+      }
+      dst.copy_(o.source->readSlice(p.name, ranges));  // copy_ converts the dtype
+      written += dst.numel();
+    });
+    if (written != local.numel())
+      fail("rank ", worldRank(o), ": init_then_load wrote ", written, " of ", local.numel(), " elements of ", p.name,
+           " (", layouts[i].describe(), ")");
+    finish(o, *o.world, p, local, out);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::string> loadPathNames() {
+  std::vector<std::string> names;
+  for (const auto& e : kLoadPaths) names.push_back(e.name);
+  return names;
+}
+
+const char* loadPathName(LoadPath path) { return entryOf(path).name; }
+
+LoadPath parseLoadPath(const std::string& name) {
+  for (const auto& e : kLoadPaths)
+    if (name == e.name) return e.path;
+  std::string known;
+  for (const auto& n : loadPathNames()) known += (known.empty() ? "" : ", ") + n;
+  fail("unknown loading path '", name, "' (known: ", known, ")");
+}
+
+bool isEpSharded(const ParamPlacement& param, const mesh::MeshShape& mesh) {
+  const int ep = mesh.index("ep");
+  return param.isExpert && ep >= 0 && param.placements.at(static_cast<size_t>(ep)).isSharded();
+}
+
+ParamMap loadParams(const LoadOptions& options) {
+  if (!options.source || !options.mesh || !options.plan)
+    fail("loadParams: source, mesh and plan are required (loading path ", loadPathName(options.path), ")");
+  LoadOptions o = options;
+  if (!o.world) o.world = o.mesh->world();
+  if (o.world->size() != o.mesh->shape().worldSize())
+    fail("loadParams: communicator '", o.world->name(), "' has ", o.world->size(), " ranks, the mesh ",
+         o.mesh->shape().describe(), " spans ", o.mesh->shape().worldSize());
+  return entryOf(o.path).load(o);
+}
+
+}  // namespace moe::parallel

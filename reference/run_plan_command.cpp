@@ -1,8 +1,12 @@
 #include "reference/run_plan_command.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -23,8 +27,10 @@
 #include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
+#include "reference/reference_cache.h"
 #include "reference/reference_command.h"
 #include "reference/train/trainer.h"
+#include "torch/version.h"
 
 namespace moe::ref {
 namespace {
@@ -42,6 +48,10 @@ struct RunPlanOptions {
   std::string dumpShards;
   std::string load = "shard_on_read";  // parallel::loadPathNames()
   double commTimeout = 120;
+  std::string backend = "gloo";
+  std::string resultJson;      // also write rank 0's JSON document here
+  std::string tolerance;       // JSON (see parseTolerance); empty: the dtype's defaults
+  std::string referenceCache;  // directory of cached single-device references
   // Data-parallel wrapper (issue 5): a ParamStore name, where fsdp puts
   // ep-sharded experts, and the memory factor vs the replicated layout the
   // run must reach (0 = reported only).
@@ -49,6 +59,46 @@ struct RunPlanOptions {
   std::string fsdpExperts = "edp";
   double expectMemoryFactor = 0;
 };
+
+// {"loss_abs": x, "rtol": r, "atol": a} (allclose) or {"loss_abs": x,
+// "rel_norm": n} (relative norm error): the case's tolerance for this dtype.
+checks::ParityTolerance parseTolerance(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("--tolerance: not JSON: ", e.what());
+  }
+  if (!j.is_object() || !j.contains("loss_abs")) fail("--tolerance: needs an object with loss_abs, got ", text);
+  checks::ParityTolerance t;
+  t.lossAbs = j.at("loss_abs").get<double>();
+  if (j.contains("rel_norm")) {
+    t.metric = checks::TensorMetric::kRelNorm;
+    t.relNorm = j.at("rel_norm").get<double>();
+  } else if (j.contains("rtol") && j.contains("atol")) {
+    t.metric = checks::TensorMetric::kAllClose;
+    t.rtol = j.at("rtol").get<double>();
+    t.atol = j.at("atol").get<double>();
+  } else {
+    fail("--tolerance: needs rel_norm, or rtol and atol, got ", text);
+  }
+  return t;
+}
+
+// What a report records about where a run ran.
+nlohmann::json environmentJson(const std::string& backend) {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  const char* git = std::getenv("MOE_HARNESS_GIT_REVISION");
+  return {{"torch_version", TORCH_VERSION},
+          {"backend", backend},
+          {"git_revision", git ? git : "unknown"},
+          {"host", host}};
+}
+
+double secondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 std::vector<checks::StepRecord> toCheckSteps(const std::vector<StepRecord>& in) {
   std::vector<checks::StepRecord> out;
@@ -188,18 +238,18 @@ nlohmann::json memoryJson(const checks::MemoryInputs& m) {
 
 // FSDP's all-gather volume from the plan alone, independently of the store's
 // own expectation: with reshard_after_forward=False every FSDP-sharded
-// parameter is gathered once per step in its compute dtype (norm weights in
-// fp32, the design's rule; everything else in the run's dtype), and a rank
+// parameter is gathered once per step in fp32 (the trainer fetches every
+// weight in fp32 and rounds it to the compute dtype straight-through, so
+// weight gradients stay fp32: dist_model.cpp w()), and a rank
 // sends (n-1)/n of the gathered bytes, n = its FSDP group (the mesh dims its
 // storage shards and its plan placement does not). Uneven pieces are padded
 // for an even collective, so the measured/unpadded ratio is exactly 1 when
 // every gathered dim 0 splits evenly and above 1 otherwise.
 checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh::DeviceMesh& mesh,
                                           const plan::AppliedPlan& plan, const std::vector<checks::ParamShard>& shards,
-                                          Precision precision, const checks::CommCounters& step1) {
+                                          const checks::CommCounters& step1) {
   const auto sizes = meshSizes(mesh);
   const auto coords = mesh.coords();
-  const int64_t dtBytes = static_cast<int64_t>(c10::elementSize(computeDtype(precision)));
   double expected = 0;
   bool even = true;
   for (const auto& s : shards) {
@@ -209,9 +259,7 @@ checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh:
       if (s.placements[d].isSharded() && !pp.placements[d].isSharded()) n *= sizes[d];
     if (n == 1) continue;
     const auto local = computeLayout(pp.globalShape, pp.placements, sizes, coords);
-    const bool norm = s.name.size() >= 11 && s.name.compare(s.name.size() - 11, 11, "norm.weight") == 0;
-    expected += static_cast<double>(n - 1) / static_cast<double>(n) * static_cast<double>(local.numel()) *
-                static_cast<double>(norm ? 4 : dtBytes);
+    expected += static_cast<double>(n - 1) / static_cast<double>(n) * static_cast<double>(local.numel()) * 4.0;
     even &= local.localShape[0] % n == 0;
   }
   double measured = 0;
@@ -236,8 +284,10 @@ checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh:
 
 int runPlan(const RunPlanOptions& o) {
   at::set_num_threads(1);  // ranks share the machine's cores
+  const auto t0 = std::chrono::steady_clock::now();
   auto env = launch::rankEnvFromEnvironment();
   comm::CommOptions co;
+  co.backend = o.backend;
   co.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.commTimeout * 1000));
   validateWrapper(o);
   auto world = launch::initWorld(env, co);
@@ -271,8 +321,37 @@ int runPlan(const RunPlanOptions& o) {
     source = std::make_unique<io::MapTensorSource>(m, moe::str("init(seed ", o.seed, ")"));
   }
 
-  // Single-device reference: the independent code path every rank compares to.
-  const TrainResult reference = train(cfg, initial, t);
+  // Single-device reference: the independent code path every rank compares
+  // to. With a cache, rank 0 computes and stores it once per key while the
+  // others wait, then everyone reads it.
+  const auto tRef = std::chrono::steady_clock::now();
+  std::optional<TrainResult> cached;
+  bool referenceFromCache = false;
+  if (!o.referenceCache.empty()) {
+    ReferenceCache cache(o.referenceCache);
+    const ReferenceKey key{cfg.toJson(), o.dtype, t, o.checkpoint};
+    const std::string k = ReferenceCache::key(key);
+    if (env.rank == 0) {
+      cached = cache.load(k);
+      referenceFromCache = cached.has_value();
+      if (!cached) {
+        cached = train(cfg, initial, t);
+        cache.store(k, key, *cached);
+      }
+    }
+    world->barrier();
+    if (env.rank != 0) {
+      cached = cache.load(k);
+      if (!cached) cached = train(cfg, initial, t);
+    }
+  } else {
+    cached = train(cfg, initial, t);
+  }
+  const TrainResult reference = std::move(*cached);
+  const double referenceSeconds = secondsSince(tRef);
+  if (env.rank == 0)
+    std::cerr << "run-plan: reference " << (referenceFromCache ? "from cache" : "computed") << " in "
+              << referenceSeconds << " s" << std::endl;
 
   parallel::LoadOptions lo;
   lo.path = loadPath;
@@ -298,7 +377,9 @@ int runPlan(const RunPlanOptions& o) {
   std::vector<checks::CommExpectation> wrapperStep1, step1Expected;
   std::vector<checks::ParamShard> afterStep1;
   int64_t dispatched = 0;
+  std::vector<double> stepSeconds;
   for (int64_t s = 1; s <= o.steps; ++s) {
+    const auto tStep = std::chrono::steady_clock::now();
     checks::CommWindow window;
     steps.push_back(trainer.step());
     if (s == 1) {
@@ -309,6 +390,7 @@ int runPlan(const RunPlanOptions& o) {
       wrapperStep1 = trainer.store().expectedStepComm();
       afterStep1 = cloned(trainer.paramShards());
     }
+    stepSeconds.push_back(secondsSince(tStep));
     if (env.rank == 0)
       std::cerr << "run-plan: step " << s << "/" << o.steps << " loss " << steps.back().loss << " (reference "
                 << reference.steps[s - 1].loss << ")" << std::endl;
@@ -333,6 +415,7 @@ int runPlan(const RunPlanOptions& o) {
   pin.referenceParams = &refParams;
   checks::ParityCheckOptions po;
   po.dtype = o.dtype;
+  if (!o.tolerance.empty()) po.tolerance = parseTolerance(o.tolerance);
   results.push_back(checks::checkParityCollective(*world, pin, po));
   results.push_back(checkStepCommunication(*world, cfg, applied, mesh, t, dispatched, step1Comm, step1Expected));
   // Data-parallel wrapper checks (wrapper_checks.h).
@@ -346,7 +429,7 @@ int runPlan(const RunPlanOptions& o) {
     gso.tol = o.dtype == "bf16" ? 2e-2 : 1e-5;
     results.push_back(checks::checkGradScale(mesh, grads1, refGrads, gso));
     if (o.wrapper == "fsdp")
-      results.push_back(checkFsdpGatherVolume(*world, mesh, applied, loaded, t.precision, step1Comm));
+      results.push_back(checkFsdpGatherVolume(*world, mesh, applied, loaded, step1Comm));
   }
   const checks::MemoryInputs memory = memoryInputs(trainer, mesh, finalShards);
   checks::MemoryCheckOptions mo;
@@ -379,7 +462,18 @@ int runPlan(const RunPlanOptions& o) {
     for (const auto& r : results) j["checks"].push_back(resultJson(r));
     j["step1_collectives_rank0"] = countersJson(step1Comm);
     j["passed"] = passed;
+    j["environment"] = environmentJson(o.backend);
+    j["timings"] = {{"reference_seconds", referenceSeconds},
+                    {"reference_from_cache", referenceFromCache},
+                    {"step_seconds", stepSeconds},
+                    {"total_seconds", secondsSince(t0)}};
     std::cout << j.dump(2) << std::endl;
+    if (!o.resultJson.empty()) {
+      // Written next to the target and renamed: a reader never sees half a file.
+      const std::string tmp = o.resultJson + ".tmp";
+      std::ofstream(tmp) << j.dump(1) << "\n";
+      std::filesystem::rename(tmp, o.resultJson);
+    }
   }
   return passed ? 0 : 1;
 }
@@ -401,6 +495,11 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
   sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
+  sub->add_option("--backend", o->backend, "communication backend")->check(CLI::IsMember({"gloo", "nccl"}))->capture_default_str();
+  sub->add_option("--result-json", o->resultJson, "also write rank 0's JSON document to FILE");
+  sub->add_option("--tolerance", o->tolerance,
+                  "parity tolerance JSON: {\"loss_abs\":x,\"rtol\":r,\"atol\":a} or {\"loss_abs\":x,\"rel_norm\":n}; default: the dtype's");
+  sub->add_option("--reference-cache", o->referenceCache, "directory where single-device references are cached and reused");
   sub->add_option("--wrapper", o->wrapper, "data-parallel wrapper (a ParamStore: none, fsdp, ...)")->capture_default_str();
   sub->add_option("--fsdp-experts", o->fsdpExperts, "fsdp: shard ep-sharded experts over their expert-data-parallel dims (edp) or leave them (none)")
       ->check(CLI::IsMember({"edp", "none"}))->capture_default_str();

@@ -12,6 +12,7 @@ namespace moe::parallel {
 // declare it below and add one line to kStores.
 std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options);
 std::unique_ptr<ParamStore> makeFsdpStore(const ParamStoreOptions& options);
+std::unique_ptr<ParamStore> makeZero3Store(const ParamStoreOptions& options);
 
 namespace {
 
@@ -23,6 +24,7 @@ struct StoreEntry {
 const StoreEntry kStores[] = {
     {"none", makeReplicatedStore},
     {"fsdp", makeFsdpStore},
+    {"zero3", makeZero3Store},
 };
 
 }  // namespace
@@ -68,6 +70,11 @@ std::shared_ptr<comm::Communicator> storeGroup(mesh::DeviceMesh& mesh, const std
   for (const auto& d : mesh.dims())
     if (std::find(dims.begin(), dims.end(), d.name) != dims.end()) ordered.push_back(d.name);
   return mesh.world()->split(store + ":" + mesh.shape().groupName(ordered), mesh.shape().partition(ordered));
+}
+
+std::vector<checks::CommExpectation> ParamStore::expectedStepComm() const {
+  fail("data-parallel wrapper '", name(), "' does not declare its per-step communication ",
+       "(ParamStore::expectedStepComm, param_store.h)");
 }
 
 void addExpectedCall(std::vector<checks::CommExpectation>& out, const comm::Communicator& group,

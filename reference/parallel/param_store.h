@@ -91,6 +91,10 @@ struct ParamStoreOptions {
   // fsdp: where ep-sharded experts go: "edp" (sharded over their
   // expert-data-parallel dims) or "none" (left as the plan placed them).
   std::string expertSharding = "edp";
+  // The dtype the forward reads most parameters in (bf16 under the bf16
+  // policy; norm weights are still read in fp32): zero3 all-gathers its flat
+  // buffers in it before the first get() of a layer says which dtype.
+  torch::ScalarType computeDtype = torch::kFloat;
 };
 
 class ParamStore {
@@ -108,8 +112,10 @@ class ParamStore {
   virtual std::vector<checks::ParamShard> paramShards() const = 0;
   virtual std::vector<checks::ParamShard> gradShards() const = 0;
   virtual StoreMemory memory() const = 0;
-  // See the contract above; valid after reduceGradients() of a step.
-  virtual std::vector<checks::CommExpectation> expectedStepComm() const = 0;
+  // See the contract above; valid after reduceGradients() of a step. The
+  // default throws HarnessError naming the store: a store that does not
+  // declare its traffic cannot pass the step communication check silently.
+  virtual std::vector<checks::CommExpectation> expectedStepComm() const;
 };
 
 // Creates the store named `name` ("none", "fsdp", "zero3", ...). Collective:

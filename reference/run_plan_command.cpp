@@ -2,16 +2,20 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "harness/checks/check_common.h"
 #include "harness/checks/comm_check.h"
 #include "harness/checks/expert_check.h"
 #include "harness/checks/parity_check.h"
 #include "harness/checks/placement_check.h"
+#include "harness/checks/wrapper_checks.h"
 #include "harness/cli/commands.h"
 #include "harness/comm/flight_recorder.h"
 #include "harness/launch/rank_env.h"
@@ -48,6 +52,12 @@ struct RunPlanOptions {
   std::string resultJson;      // also write rank 0's JSON document here
   std::string tolerance;       // JSON (see parseTolerance); empty: the dtype's defaults
   std::string referenceCache;  // directory of cached single-device references
+  // Data-parallel wrapper (issue 5): a ParamStore name, where fsdp puts
+  // ep-sharded experts, and the memory factor vs the replicated layout the
+  // run must reach (0 = reported only).
+  std::string wrapper = "none";
+  std::string fsdpExperts = "edp";
+  double expectMemoryFactor = 0;
 };
 
 // {"loss_abs": x, "rtol": r, "atol": a} (allclose) or {"loss_abs": x,
@@ -170,6 +180,108 @@ void dumpShards(const std::string& dir, int rank, const std::vector<checks::Para
   io::writeSafetensors(dir + "/rank" + std::to_string(rank) + ".safetensors", tensors, wo);
 }
 
+// ---- data-parallel wrapper: validation and inputs of its checks ------------
+void validateWrapper(const RunPlanOptions& o) {
+  const auto names = parallel::paramStoreNames();
+  if (std::find(names.begin(), names.end(), o.wrapper) == names.end()) {
+    std::string known;
+    for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+    fail("--wrapper: unknown data-parallel wrapper '", o.wrapper, "' (known: ", known, ")");
+  }
+}
+
+// The mesh dims the expert tensors' placements split their expert dim over
+// (ep, plus the expert-data-parallel dims under fsdp): the group whose ranks
+// must hold disjoint experts covering all of them.
+std::vector<std::string> expertCoverDims(const std::vector<checks::ParamShard>& shards, const mesh::DeviceMesh& mesh) {
+  std::vector<std::string> dims;
+  for (int d = 0; d < mesh.ndim(); ++d)
+    for (const auto& s : shards) {
+      if (!s.isExpert || mesh.dims()[d].size <= 1 || !s.placements[d].isSharded()) continue;
+      if (s.placements[d].normalized(static_cast<int64_t>(s.globalShape.size())).dim != 0) continue;
+      dims.push_back(mesh.dims()[d].name);
+      break;
+    }
+  if (dims.empty()) dims.push_back("ep");
+  return dims;
+}
+
+std::vector<checks::ParamShard> cloned(std::vector<checks::ParamShard> shards) {
+  for (auto& s : shards) s.local = s.local.clone();
+  return shards;
+}
+
+checks::MemoryInputs memoryInputs(const parallel::DistTrainer& trainer, const mesh::DeviceMesh& mesh,
+                                  const std::vector<checks::ParamShard>& shards) {
+  const auto sizes = meshSizes(mesh);
+  const auto coords = mesh.coords();
+  const auto m = trainer.store().memory();
+  checks::MemoryInputs in;
+  in.paramBytes = m.paramBytes;
+  in.gradBytes = m.gradBytes;
+  in.paddingBytes = m.paddingBytes;
+  in.optimizerBytes = trainer.optimizerStateBytes();
+  // The replicated layout: every plan-local tensor whole in fp32, with its
+  // gradient and two AdamW moments.
+  for (const auto& pp : trainer.plan().params)
+    in.replicatedBytes += 16 * computeLayout(pp.globalShape, pp.placements, sizes, coords).numel();
+  for (const auto& s : shards) in.placementParamBytes += 4 * computeLayout(s.globalShape, s.placements, sizes, coords).numel();
+  return in;
+}
+
+nlohmann::json memoryJson(const checks::MemoryInputs& m) {
+  const int64_t total = m.paramBytes + m.gradBytes + m.optimizerBytes;
+  return {{"param_bytes", m.paramBytes}, {"grad_bytes", m.gradBytes}, {"optimizer_bytes", m.optimizerBytes},
+          {"replicated_total_bytes", m.replicatedBytes},
+          {"ratio", m.replicatedBytes ? static_cast<double>(total) / static_cast<double>(m.replicatedBytes) : 0.0}};
+}
+
+// FSDP's all-gather volume from the plan alone, independently of the store's
+// own expectation: with reshard_after_forward=False every FSDP-sharded
+// parameter is gathered once per step in fp32 (the trainer fetches every
+// weight in fp32 and rounds it to the compute dtype straight-through, so
+// weight gradients stay fp32: dist_model.cpp w()), and a rank
+// sends (n-1)/n of the gathered bytes, n = its FSDP group (the mesh dims its
+// storage shards and its plan placement does not). Uneven pieces are padded
+// for an even collective, so the measured/unpadded ratio is exactly 1 when
+// every gathered dim 0 splits evenly and above 1 otherwise.
+checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh::DeviceMesh& mesh,
+                                          const plan::AppliedPlan& plan, const std::vector<checks::ParamShard>& shards,
+                                          const checks::CommCounters& step1) {
+  const auto sizes = meshSizes(mesh);
+  const auto coords = mesh.coords();
+  double expected = 0;
+  bool even = true;
+  for (const auto& s : shards) {
+    const auto& pp = plan.param(s.name);
+    int64_t n = 1;
+    for (int d = 0; d < mesh.ndim(); ++d)
+      if (s.placements[d].isSharded() && !pp.placements[d].isSharded()) n *= sizes[d];
+    if (n == 1) continue;
+    const auto local = computeLayout(pp.globalShape, pp.placements, sizes, coords);
+    expected += static_cast<double>(n - 1) / static_cast<double>(n) * static_cast<double>(local.numel()) * 4.0;
+    even &= local.localShape[0] % n == 0;
+  }
+  double measured = 0;
+  for (const auto& [key, c] : step1)
+    if (key.first.rfind("fsdp:", 0) == 0 && key.second == comm::OpType::kAllGather)
+      measured += static_cast<double>(c.bytesSent);
+  const double ratio = expected > 0 ? measured / expected : (measured > 0 ? INFINITY : 1.0);
+  const std::string failure = checks::gatherVolumeFailure(world.rank(), measured, expected, even);
+  auto v = checks::agreeVerdict(world, failure);
+  const auto worst = checks::allReduceMax(world, {ratio, -ratio});
+  checks::CheckResult r;
+  r.check = "fsdp_gather_volume";
+  r.passed = !v.failed;
+  r.measured = {{"rank0_bytes_sent", measured}, {"rank0_expected_unpadded", expected}, {"ratio", ratio},
+                {"max_ratio", worst[0]}, {"min_ratio", -worst[1]}, {"even", even},
+                {"failing_ranks", v.failingRanks}};
+  r.explanation = v.failed ? v.explanation
+                           : moe::str("all_gather bytes / ((n-1)/n x gathered parameter bytes) = ", -worst[1], "-",
+                                      worst[0], " over the ranks", even ? "" : " (uneven pieces padded)");
+  return r;
+}
+
 int runPlan(const RunPlanOptions& o) {
   at::set_num_threads(1);  // ranks share the machine's cores
   const auto t0 = std::chrono::steady_clock::now();
@@ -177,6 +289,7 @@ int runPlan(const RunPlanOptions& o) {
   comm::CommOptions co;
   co.backend = o.backend;
   co.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.commTimeout * 1000));
+  validateWrapper(o);
   auto world = launch::initWorld(env, co);
   const ModelConfig cfg = ModelConfig::fromFile(o.configPath);
   mesh::DeviceMesh mesh(world, mesh::DeviceMesh::parse(o.mesh));
@@ -246,17 +359,23 @@ int runPlan(const RunPlanOptions& o) {
   lo.mesh = &mesh;
   lo.plan = &applied;
   const ParamMap local = parallel::loadParams(lo);
-  parallel::DistTrainer trainer(cfg, mesh, applied, local, t);
+  parallel::DistOptions dopt;
+  dopt.wrapper = o.wrapper;
+  dopt.expertSharding = o.fsdpExperts;
+  parallel::DistTrainer trainer(cfg, mesh, applied, local, t, dopt);
   std::vector<checks::CheckResult> results;
-  const auto loaded = trainer.paramShards();
+  const auto loaded = cloned(trainer.paramShards());
   results.push_back(checks::checkPlacement(mesh, loaded, source.get()));
-  results.push_back(checks::checkExpertUniqueness(mesh, loaded, source.get()));
+  checks::ExpertCheckOptions eo;
+  eo.coverDims = expertCoverDims(loaded, mesh);
+  results.push_back(checks::checkExpertUniqueness(mesh, loaded, source.get(), eo));
   if (!o.dumpShards.empty()) dumpShards(o.dumpShards, env.rank, loaded);
 
   std::vector<StepRecord> steps;
   std::vector<checks::ParamShard> grads1;
   checks::CommCounters step1Comm;
-  std::vector<checks::CommExpectation> step1Expected;
+  std::vector<checks::CommExpectation> wrapperStep1, step1Expected;
+  std::vector<checks::ParamShard> afterStep1;
   int64_t dispatched = 0;
   std::vector<double> stepSeconds;
   for (int64_t s = 1; s <= o.steps; ++s) {
@@ -268,6 +387,8 @@ int runPlan(const RunPlanOptions& o) {
       step1Comm = window.delta();
       step1Expected = trainer.expectedStepComm();  // uses step 1's routing
       dispatched = trainer.lastDispatch().tokensSent;
+      wrapperStep1 = trainer.store().expectedStepComm();
+      afterStep1 = cloned(trainer.paramShards());
     }
     stepSeconds.push_back(secondsSince(tStep));
     if (env.rank == 0)
@@ -296,8 +417,24 @@ int runPlan(const RunPlanOptions& o) {
   po.dtype = o.dtype;
   if (!o.tolerance.empty()) po.tolerance = parseTolerance(o.tolerance);
   results.push_back(checks::checkParityCollective(*world, pin, po));
-  results.push_back(checkStepCommunication(*world, cfg, applied, mesh, t, dispatched, step1Comm,
-                                           step1Expected));
+  results.push_back(checkStepCommunication(*world, cfg, applied, mesh, t, dispatched, step1Comm, step1Expected));
+  // Data-parallel wrapper checks (wrapper_checks.h).
+  if (o.steps >= 1) {
+    results.push_back(checks::checkParamsChanged(*world, loaded, afterStep1));
+    results.push_back(checks::checkWrapperCommCollective(*world, o.wrapper, step1Comm, wrapperStep1));
+    checks::GradScaleOptions gso;
+    // fp32: reductions in another order move a norm by ~1e-7 relative; 1e-5
+    // keeps 100x margin and is far below any ep/2x scale bug. bf16: the
+    // parity bound ||g - r|| <= 2e-2 ||r|| implies |ratio - 1| <= 2e-2.
+    gso.tol = o.dtype == "bf16" ? 2e-2 : 1e-5;
+    results.push_back(checks::checkGradScale(mesh, grads1, refGrads, gso));
+    if (o.wrapper == "fsdp")
+      results.push_back(checkFsdpGatherVolume(*world, mesh, applied, loaded, step1Comm));
+  }
+  const checks::MemoryInputs memory = memoryInputs(trainer, mesh, finalShards);
+  checks::MemoryCheckOptions mo;
+  mo.expectedFactor = o.expectMemoryFactor;
+  results.push_back(checks::checkMemory(*world, memory, mo));
 
   bool passed = true;
   for (const auto& r : results) passed &= r.passed;
@@ -310,6 +447,9 @@ int runPlan(const RunPlanOptions& o) {
     j["load"] = o.load;
     j["seed"] = o.seed;
     j["world_size"] = env.worldSize;
+    j["wrapper"] = o.wrapper;
+    j["fsdp_experts"] = o.fsdpExperts;
+    j["memory"] = memoryJson(memory);
     for (size_t i = 0; i < steps.size(); ++i) {
       const auto& a = steps[i];
       const auto& b = reference.steps[i];
@@ -360,6 +500,12 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--tolerance", o->tolerance,
                   "parity tolerance JSON: {\"loss_abs\":x,\"rtol\":r,\"atol\":a} or {\"loss_abs\":x,\"rel_norm\":n}; default: the dtype's");
   sub->add_option("--reference-cache", o->referenceCache, "directory where single-device references are cached and reused");
+  sub->add_option("--wrapper", o->wrapper, "data-parallel wrapper (a ParamStore: none, fsdp, ...)")->capture_default_str();
+  sub->add_option("--fsdp-experts", o->fsdpExperts, "fsdp: shard ep-sharded experts over their expert-data-parallel dims (edp) or leave them (none)")
+      ->check(CLI::IsMember({"edp", "none"}))->capture_default_str();
+  sub->add_option("--expect-memory-factor", o->expectMemoryFactor,
+                  "assert (wrapper bytes / replicated bytes over the world) equals this factor; 0 = report only")
+      ->capture_default_str();
   sub->callback([o] {
     if (int code = runPlan(*o)) throw cli::CommandExit{code};
   });

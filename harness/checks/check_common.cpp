@@ -115,12 +115,23 @@ Verdict agreeVerdict(comm::Communicator& comm, const std::string& localFailure) 
   return v;
 }
 
-std::vector<double> allReduceMax(comm::Communicator& comm, const std::vector<double>& values) {
+namespace {
+std::vector<double> allReduceDoubles(comm::Communicator& comm, const std::vector<double>& values,
+                                     comm::ReduceOp op) {
   if (values.empty()) return {};
   at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::kDouble);
   std::copy(values.begin(), values.end(), t.data_ptr<double>());
-  comm.allReduce(t, comm::ReduceOp::kMax);
+  comm.allReduce(t, op);
   return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + values.size());
+}
+}  // namespace
+
+std::vector<double> allReduceMax(comm::Communicator& comm, const std::vector<double>& values) {
+  return allReduceDoubles(comm, values, comm::ReduceOp::kMax);
+}
+
+std::vector<double> allReduceSum(comm::Communicator& comm, const std::vector<double>& values) {
+  return allReduceDoubles(comm, values, comm::ReduceOp::kSum);
 }
 
 }  // namespace moe::checks

@@ -55,6 +55,8 @@ Verdict agreeVerdict(comm::Communicator& comm, const std::string& localFailure);
 
 // Element-wise max over the group of `values` (collective, float64).
 std::vector<double> allReduceMax(comm::Communicator& comm, const std::vector<double>& values);
+// Element-wise sum over the group of `values` (collective, float64).
+std::vector<double> allReduceSum(comm::Communicator& comm, const std::vector<double>& values);
 
 }  // namespace moe::checks
 

@@ -31,7 +31,9 @@ struct PlacementCheckOptions {
   // style (or none) must be Replicate() on every mesh dim and identical.
   std::vector<std::string> shardingStyles = {
       "colwise", "rowwise", "packed_colwise", "grouped_gemm",
-      "moe_tp_gate_up_colwise", "moe_tp_down_rowwise"};
+      "moe_tp_gate_up_colwise", "moe_tp_down_rowwise",
+      // data-parallel wrappers that shard what the plan left replicated
+      "fsdp"};
   // Over which dims each unnamed parameter must be identical; first match
   // wins; a parameter no rule matches is compared over the whole world.
   std::vector<ReplicatedRule> replicated;

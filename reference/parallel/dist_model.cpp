@@ -524,14 +524,15 @@ struct DistTrainer::Impl {
       add(*stats, OpType::kAllReduce, config.numExperts * wsize);      // probability sums [E]
       add(*stats, OpType::kAllReduce, 8);                              // token count (double)
     }
-    // The "none" wrapper's gradient all-reduce, one per parameter.
-    if (store->name() == "none") {
-      for (size_t i = 0; i < plan.params.size(); ++i) {
-        auto dims = reductions[i].dataParallelDims;
-        if (reductions[i].tpPartial) dims.push_back("tp");
-        const auto& pp = plan.params[i];
-        auto local = ref::computeLayout(pp.globalShape, pp.placements, ref::meshSizes(mesh), mesh.coords());
-        add(*mesh.comm(dims), OpType::kAllReduce, local.numel() * 4);
+    // The wrapper's collectives (gathers, gradient reductions) on its own
+    // groups, as the store computes them (param_store.h expectedStepComm).
+    for (const auto& e : store->expectedStepComm()) {
+      auto& a = acc[{e.group, e.op}];
+      if (a.calls == 0) a = e;
+      else {
+        a.calls += e.calls;
+        if (a.bytesSent && e.bytesSent) *a.bytesSent += *e.bytesSent;
+        else a.bytesSent.reset();
       }
     }
     add(*mesh.world(), OpType::kAllReduce, 8);  // grad norm (double)
@@ -550,6 +551,12 @@ ref::StepRecord DistTrainer::step() { return impl_->step(); }
 const AppliedPlan& DistTrainer::plan() const { return impl_->plan; }
 const DispatchStats& DistTrainer::lastDispatch() const { return impl_->dispatch; }
 const ParamStore& DistTrainer::store() const { return *impl_->store; }
+int64_t DistTrainer::optimizerStateBytes() const {
+  int64_t n = 0;
+  for (const auto* v : {&impl_->optimizer.expAvg(), &impl_->optimizer.expAvgSq()})
+    for (const auto& t : *v) n += t.numel() * static_cast<int64_t>(t.element_size());
+  return n;
+}
 std::vector<checks::CommExpectation> DistTrainer::expectedStepComm() const {
   return impl_->expectedStepComm();
 }

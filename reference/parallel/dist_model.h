@@ -102,6 +102,9 @@ class DistTrainer {
   const DispatchStats& lastDispatch() const;
   // The data-parallel wrapper holding the masters (memory(), name()).
   const ParamStore& store() const;
+  // Bytes of the AdamW state (exp_avg + exp_avg_sq) this rank holds now,
+  // measured from the optimizer's tensors (0 before the first step).
+  int64_t optimizerStateBytes() const;
 
   // The collectives one step() issues on this rank, per (group, op), as the
   // plan implies them (calls always; logical bytes where they do not depend

@@ -1,5 +1,7 @@
 #include "reference/parallel/param_store.h"
 
+#include <algorithm>
+
 #include "harness/common/error.h"
 #include "reference/placement/layout.h"
 
@@ -9,6 +11,7 @@ namespace moe::parallel {
 //   std::unique_ptr<ParamStore> make<Name>Store(const ParamStoreOptions&);
 // declare it below and add one line to kStores.
 std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options);
+std::unique_ptr<ParamStore> makeFsdpStore(const ParamStoreOptions& options);
 std::unique_ptr<ParamStore> makeZero3Store(const ParamStoreOptions& options);
 
 namespace {
@@ -20,6 +23,7 @@ struct StoreEntry {
 };
 const StoreEntry kStores[] = {
     {"none", makeReplicatedStore},
+    {"fsdp", makeFsdpStore},
     {"zero3", makeZero3Store},
 };
 
@@ -58,6 +62,38 @@ bool countsOnce(const mesh::DeviceMesh& mesh, const std::vector<std::string>& re
   return true;
 }
 
+std::shared_ptr<comm::Communicator> storeGroup(mesh::DeviceMesh& mesh, const std::string& store,
+                                               const std::vector<std::string>& dims) {
+  // Mesh order, so the group's rank order is row-major over its dims (the
+  // order the placements compose in) and the name is canonical.
+  std::vector<std::string> ordered;
+  for (const auto& d : mesh.dims())
+    if (std::find(dims.begin(), dims.end(), d.name) != dims.end()) ordered.push_back(d.name);
+  return mesh.world()->split(store + ":" + mesh.shape().groupName(ordered), mesh.shape().partition(ordered));
+}
+
+std::vector<checks::CommExpectation> ParamStore::expectedStepComm() const {
+  fail("data-parallel wrapper '", name(), "' does not declare its per-step communication ",
+       "(ParamStore::expectedStepComm, param_store.h)");
+}
+
+void addExpectedCall(std::vector<checks::CommExpectation>& out, const comm::Communicator& group,
+                     comm::OpType op, int64_t bytesSent) {
+  if (group.size() <= 1) return;
+  for (auto& e : out)
+    if (e.group == group.name() && e.op == op) {
+      ++e.calls;
+      *e.bytesSent += bytesSent;
+      return;
+    }
+  checks::CommExpectation e;
+  e.group = group.name();
+  e.op = op;
+  e.calls = 1;
+  e.bytesSent = bytesSent;
+  out.push_back(e);
+}
+
 namespace {
 
 // "none": the plan-local masters are kept whole on every data-parallel rank
@@ -72,7 +108,7 @@ class ReplicatedStore : public ParamStore {
       masters_.push_back(t.requires_grad_(true));
       auto dims = o.reductions[i].dataParallelDims;
       if (o.reductions[i].tpPartial) dims.push_back("tp");
-      groups_.push_back(mesh.comm(dims));
+      groups_.push_back(storeGroup(mesh, "none", dims));
       std::vector<std::string> replicated;
       for (int d = 0; d < mesh.ndim(); ++d)
         if (!pp.placements[d].isSharded()) replicated.push_back(mesh.dims()[d].name);
@@ -99,7 +135,7 @@ class ReplicatedStore : public ParamStore {
     for (size_t i = 0; i < masters_.size(); ++i) {
       auto g = masters_[i].grad();
       g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(masters_[i]).detach();
-      groups_[i]->allReduce(g, comm::ReduceOp::kSum);
+      if (groups_[i]->size() > 1) groups_[i]->allReduce(g, comm::ReduceOp::kSum);
       if (countsInNorm_[i]) sumSq += g.to(torch::kDouble).pow(2).sum().item<double>();
       grads_[i] = g;
     }
@@ -118,6 +154,16 @@ class ReplicatedStore : public ParamStore {
     m.gradBytes = m.paramBytes;
     m.optimizerBytes = 2 * m.paramBytes;
     return m;
+  }
+
+  // One fp32 all-reduce of each whole plan-local gradient per step.
+  std::vector<checks::CommExpectation> expectedStepComm() const override {
+    std::vector<checks::CommExpectation> out;
+    for (size_t i = 0; i < masters_.size(); ++i) {
+      const int64_t n = groups_[i]->size(), bytes = masters_[i].numel() * 4;
+      addExpectedCall(out, *groups_[i], comm::OpType::kAllReduce, 2 * (n - 1) * bytes / n);
+    }
+    return out;
   }
 
  private:

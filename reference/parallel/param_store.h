@@ -27,6 +27,20 @@
 //  - masters()/grads(): what AdamW steps on, same order, same shapes.
 //  - paramShards()/gradShards(): the parameters as the checks see them, with
 //    placements that describe exactly which global elements `local` holds.
+//  - Own groups: every collective a store issues runs on a communicator it
+//    creates itself, named "<name()>:<group>" (e.g. "fsdp:dp+ep",
+//    "none:dp"; storeGroup() below), never on the mesh's shared groups, so
+//    the flight recorder's counters of those groups are the store's traffic
+//    alone. Groups of size 1 issue no collective.
+//  - expectedStepComm(): after a step (reduceGradients() returned), the
+//    collectives the store issued during that step on its own groups, per
+//    (group, op): calls and logical bytes sent, computed analytically from
+//    the parameter shapes, the dtypes get() was asked for, and the group
+//    sizes (all_gather / reduce_scatter (n-1)/n x the gathered buffer incl.
+//    padding; all_reduce 2(n-1)/n x the buffer; flight_recorder.h). run-plan
+//    compares it with the recorder's counters of every "<name()>:" group.
+//  - memory(): bytes of the tensors the store holds between steps, measured
+//    from those tensors (not derived from the placements).
 #include <torch/torch.h>
 
 #include <functional>
@@ -36,6 +50,7 @@
 #include <vector>
 
 #include "harness/checks/check.h"
+#include "harness/checks/check_context.h"
 #include "harness/mesh/device_mesh.h"
 #include "reference/model/params.h"
 #include "reference/plan/plan.h"
@@ -61,6 +76,9 @@ struct StoreMemory {
   int64_t paramBytes = 0;      // fp32 masters
   int64_t gradBytes = 0;       // fp32 gradients
   int64_t optimizerBytes = 0;  // AdamW exp_avg + exp_avg_sq (fp32): 2 x paramBytes
+  // Of paramBytes: padding the masters hold beyond the elements their
+  // placements describe (e.g. a flat buffer padded to an even partition).
+  int64_t paddingBytes = 0;
 };
 
 struct ParamStoreOptions {
@@ -94,6 +112,10 @@ class ParamStore {
   virtual std::vector<checks::ParamShard> paramShards() const = 0;
   virtual std::vector<checks::ParamShard> gradShards() const = 0;
   virtual StoreMemory memory() const = 0;
+  // See the contract above; valid after reduceGradients() of a step. The
+  // default throws HarnessError naming the store: a store that does not
+  // declare its traffic cannot pass the step communication check silently.
+  virtual std::vector<checks::CommExpectation> expectedStepComm() const;
 };
 
 // Creates the store named `name` ("none", "fsdp", "zero3", ...). Collective:
@@ -109,5 +131,14 @@ checks::ParamShard planShard(const plan::ParamPlacement& pp, const torch::Tensor
 // The ranks that hold the same elements of a parameter replicated over
 // `dims` count it once in the grad norm: the coordinate-0 rank of those dims.
 bool countsOnce(const mesh::DeviceMesh& mesh, const std::vector<std::string>& replicatedDims);
+// The store-owned group along `dims` (mesh dim order, dims the mesh lacks
+// ignored), named "<store>:<mesh group name>". Collective over the world the
+// first time (same order on every rank), cached by name afterwards.
+std::shared_ptr<comm::Communicator> storeGroup(mesh::DeviceMesh& mesh, const std::string& store,
+                                               const std::vector<std::string>& dims);
+// Adds `bytes` sent by one call of `op` on `group` to `out` (merging with an
+// existing (group, op) entry). No entry for groups of size 1.
+void addExpectedCall(std::vector<checks::CommExpectation>& out, const comm::Communicator& group,
+                     comm::OpType op, int64_t bytesSent);
 
 }  // namespace moe::parallel

@@ -1,0 +1,369 @@
+// "fsdp": FSDP2-style fully sharded data parallelism behind the ParamStore
+// seam (param_store.h).
+//
+// Storage. Each parameter's PLAN-LOCAL tensor (what the TP/EP placements give
+// the rank) is Shard(0) over its FSDP group: the mesh dims of size > 1 in
+// GradReduction::dataParallelDims (dense parameters: every data-parallel dim,
+// ep included, since ep ranks see different batch rows; ep-sharded experts:
+// their expert-data-parallel dims, never ep itself). Several FSDP dims
+// compose like DTensor placements in mesh order (torch.chunk of torch.chunk),
+// so uneven sizes give torch.chunk pieces per dim (5 rows over dp=2 x ep=2:
+// 2, 1, 1, 1) and the checks can verify the storage with computeLayout().
+// When a plan dim that shards dim 0 FOLLOWS an FSDP dim in mesh order (mesh
+// {"dp":2,"ep":2}, experts Shard(0)@ep, FSDP over dp), the FSDP dim splits
+// every piece of those later dims: that is DTensor's _StridedShard, written
+// StridedShard(0, S) with S the product of the later dims' sizes (the plan
+// styles guarantee those pieces are equal, as StridedShard requires). The
+// constructor re-derives every group member's rows from the placements and
+// fails if they are not consecutive row blocks of the plan-local tensor in
+// group-rank order, so the collectives and the placements cannot disagree.
+// ParamStoreOptions::expertSharding == "none" leaves ep-sharded experts as the
+// plan placed them (replicated over their expert-data-parallel dims, gradient
+// all-reduced as in the "none" store).
+//
+// Collectives (all on store-owned groups "fsdp:<dims>", see param_store.h):
+//  - get(name, dt): a differentiable all-gather (GatherFn). Forward casts the
+//    fp32 shard to dt (mixed precision: bf16 parameters) and all-gathers it,
+//    every shard padded to the largest piece so the collective is even
+//    (NCCL's contract); the padding is dropped after the gather. The trainer
+//    fetches each (name, dt) once per step and the autograd graph keeps the
+//    gathered tensor until backward: reshard_after_forward=False semantics
+//    (one all-gather per parameter and dtype per step, none in backward).
+//  - Backward of the gather hands the gradient, cast to fp32, to the store
+//    ("bf16 parameters, fp32 reduce"); reduceGradients() then reduce-scatters
+//    it in fp32 (one reduce-scatter per parameter per step), in plan order on
+//    every rank. Doing the reduce-scatter in this post-backward stage (as
+//    FSDP2's final backward callback does for parameters whose hook did not
+//    fire) instead of inside the autograd backward keeps the collective order
+//    independent of autograd scheduling and never hangs when a rank's
+//    gathered tensor receives no gradient (e.g. loop experts with no tokens).
+//  - tpPartial parameters: the reduced shard is all-reduced over tp (fp32).
+//
+// Optimizer and norm: AdamW steps on the fp32 shards (masters()/grads()).
+// Each element's square is counted once over the world: shards are disjoint
+// over the FSDP group, replicas over the remaining dims are counted by their
+// coordinate-0 rank (countsOnce on the dims the final placements leave
+// unsharded).
+#include <algorithm>
+#include <map>
+#include <memory>
+
+#include "harness/common/error.h"
+#include "reference/parallel/param_store.h"
+#include "reference/placement/dist_tensor.h"
+#include "reference/placement/layout.h"
+
+namespace moe::parallel {
+namespace {
+
+using ref::Placement;
+using torch::autograd::AutogradContext;
+using torch::autograd::tensor_list;
+
+const char* kStoreName = "fsdp";
+
+// One parameter as the store holds it.
+struct Entry {
+  const plan::ParamPlacement* pp = nullptr;
+  std::vector<int64_t> planLocalShape;  // the plan-local tensor's shape
+  std::vector<Placement> placements;    // plan placements + the FSDP split
+  std::string style;                    // what the checks see
+  bool sharded = false;                 // FSDP group of size > 1
+  bool tpPartial = false;
+  std::shared_ptr<comm::Communicator> shardGroup;   // sharded: the FSDP group
+  std::shared_ptr<comm::Communicator> reduceGroup;  // replicated: the all-reduce group
+  std::shared_ptr<comm::Communicator> tpGroup;      // sharded + tpPartial
+  std::vector<int64_t> pieces;  // plan-local rows held by each FSDP group rank
+  int64_t offset = 0;           // first plan-local row of this rank's piece
+  int64_t maxPiece = 0;         // padded piece rows (the collectives' block)
+  int64_t rowNumel = 1;         // elements per dim-0 row
+  bool countsInNorm = false;
+
+  torch::Tensor master;   // fp32 [pieces[me], ...] (replicated: plan-local), requires grad
+  torch::Tensor grad;     // fp32, master's shape, after reduceGradients()
+  torch::Tensor pending;  // sharded: fp32 plan-local gradient from backward(s)
+  std::vector<torch::ScalarType> fetched;  // dtypes gathered this step, in order
+
+  int me() const { return shardGroup->rank(); }
+  int64_t n() const { return shardGroup->size(); }
+
+  // Padded block shape [rows, rest...].
+  std::vector<int64_t> blockShape(int64_t rows) const {
+    auto s = planLocalShape;
+    s[0] = rows;
+    return s;
+  }
+
+  // shard: [pieces[me], ...] in the compute dtype -> plan-local [rows, ...]
+  torch::Tensor gather(const torch::Tensor& shard) const {
+    auto padded = torch::zeros(blockShape(maxPiece), shard.options());
+    padded.narrow(0, 0, pieces[me()]).copy_(shard);
+    auto out = torch::empty(blockShape(n() * maxPiece), shard.options());
+    shardGroup->allGather(out, padded);
+    std::vector<torch::Tensor> parts;
+    for (int64_t i = 0; i < n(); ++i) parts.push_back(out.narrow(0, i * maxPiece, pieces[i]));
+    return torch::cat(parts, 0);
+  }
+
+  // full: fp32 plan-local gradient -> this rank's padded block [maxPiece, ...]
+  // of the sum over the FSDP group.
+  torch::Tensor reduceScatter(const torch::Tensor& full) const {
+    auto padded = torch::zeros(blockShape(n() * maxPiece), full.options());
+    int64_t off = 0;
+    for (int64_t i = 0; i < n(); ++i) {
+      padded.narrow(0, i * maxPiece, pieces[i]).copy_(full.narrow(0, off, pieces[i]));
+      off += pieces[i];
+    }
+    auto out = torch::empty(blockShape(maxPiece), full.options());
+    shardGroup->reduceScatter(out, padded, comm::ReduceOp::kSum);
+    return out;
+  }
+};
+
+int64_t toHandle(Entry* e) { return reinterpret_cast<intptr_t>(e); }
+Entry& fromHandle(const c10::IValue& v) { return *reinterpret_cast<Entry*>(static_cast<intptr_t>(v.toInt())); }
+
+// Forward: fp32 shard -> plan-local tensor in dt (all-gather). Backward: the
+// fp32 gradient goes to the entry's pending buffer (reduced after backward,
+// see the file comment); the shard itself receives no autograd gradient.
+struct GatherFn : public torch::autograd::Function<GatherFn> {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor shard, int64_t handle, int64_t dtype) {
+    ctx->saved_data["e"] = handle;
+    return fromHandle(handle).gather(shard.to(static_cast<torch::ScalarType>(dtype)));
+  }
+  static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
+    Entry& e = fromHandle(ctx->saved_data["e"]);
+    auto g = grads[0].to(torch::kFloat);
+    if (e.pending.defined()) e.pending.add_(g);
+    else e.pending = g.contiguous().clone();
+    return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+std::vector<int64_t> expandRows(const std::vector<ref::IndexRange>& ranges) {
+  std::vector<int64_t> rows;
+  for (const auto& r : ranges)
+    for (int64_t i = r.start; i < r.start + r.length; ++i) rows.push_back(i);
+  return rows;
+}
+
+class FsdpStore : public ParamStore {
+ public:
+  explicit FsdpStore(const ParamStoreOptions& o) : plan_(*o.plan) {
+    if (o.expertSharding != "edp" && o.expertSharding != "none")
+      fail("fsdp: expert sharding must be 'edp' or 'none', got '", o.expertSharding, "'");
+    auto& mesh = *o.mesh;
+    for (size_t i = 0; i < plan_.params.size(); ++i) {
+      auto e = std::make_unique<Entry>();
+      build(*e, plan_.params[i], o.reductions[i], mesh, o);
+      index_[e->pp->name] = entries_.size();
+      entries_.push_back(std::move(e));
+    }
+  }
+
+  std::string name() const override { return kStoreName; }
+
+  void beginStep() override {
+    for (auto& e : entries_) {
+      e->master.mutable_grad() = torch::Tensor();
+      e->pending = torch::Tensor();
+      e->fetched.clear();
+    }
+  }
+
+  torch::Tensor get(const std::string& name, torch::ScalarType dt) override {
+    auto it = index_.find(name);
+    if (it == index_.end()) fail("fsdp: no parameter ", name, " in the plan");
+    Entry& e = *entries_[it->second];
+    if (!e.sharded) return e.master.to(dt);
+    e.fetched.push_back(dt);
+    return GatherFn::apply(e.master, toHandle(&e), static_cast<int64_t>(dt));
+  }
+
+  double reduceGradients() override {
+    double sumSq = 0;
+    for (auto& ep : entries_) {
+      Entry& e = *ep;
+      if (e.sharded) {
+        torch::Tensor block;
+        if (e.fetched.empty()) {
+          // Not used this step on any rank (the trainer's fetches are the
+          // same everywhere): nothing to reduce.
+          block = torch::zeros(e.blockShape(e.maxPiece), torch::kFloat);
+        } else {
+          auto full = e.pending.defined() ? e.pending : torch::zeros(e.planLocalShape, torch::kFloat);
+          block = e.reduceScatter(full);
+        }
+        // The padded block: the same size on every tp rank (they share the
+        // FSDP coordinates), never empty.
+        if (e.tpPartial && e.tpGroup->size() > 1) e.tpGroup->allReduce(block, comm::ReduceOp::kSum);
+        e.grad = block.narrow(0, 0, e.pieces[e.me()]).contiguous();
+      } else {
+        auto g = e.master.grad();
+        g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(e.master).detach();
+        if (e.reduceGroup->size() > 1) e.reduceGroup->allReduce(g, comm::ReduceOp::kSum);
+        e.grad = g;
+      }
+      if (e.countsInNorm) sumSq += e.grad.to(torch::kDouble).pow(2).sum().item<double>();
+    }
+    return sumSq;
+  }
+
+  std::vector<torch::Tensor> masters() override {
+    std::vector<torch::Tensor> out;
+    for (auto& e : entries_) out.push_back(e->master);
+    return out;
+  }
+  std::vector<torch::Tensor> grads() override {
+    std::vector<torch::Tensor> out;
+    for (auto& e : entries_) out.push_back(e->grad.defined() ? e->grad : torch::zeros_like(e->master).detach());
+    return out;
+  }
+
+  std::vector<checks::ParamShard> paramShards() const override { return shards(false); }
+  std::vector<checks::ParamShard> gradShards() const override { return shards(true); }
+
+  StoreMemory memory() const override {
+    StoreMemory m;
+    for (const auto& e : entries_) {
+      m.paramBytes += e->master.numel() * static_cast<int64_t>(e->master.element_size());
+      if (e->grad.defined()) m.gradBytes += e->grad.numel() * static_cast<int64_t>(e->grad.element_size());
+    }
+    m.optimizerBytes = 2 * m.paramBytes;  // AdamW exp_avg + exp_avg_sq, shaped like the masters
+    return m;
+  }
+
+  std::vector<checks::CommExpectation> expectedStepComm() const override {
+    std::vector<checks::CommExpectation> out;
+    for (const auto& ep : entries_) {
+      const Entry& e = *ep;
+      if (!e.sharded) {
+        const int64_t n = e.reduceGroup->size(), bytes = e.master.numel() * 4;
+        addExpectedCall(out, *e.reduceGroup, comm::OpType::kAllReduce, 2 * (n - 1) * bytes / n);
+        continue;
+      }
+      // Gathered / scattered buffer: n padded blocks.
+      const int64_t n = e.n(), bufferNumel = n * e.maxPiece * e.rowNumel;
+      for (auto dt : e.fetched)
+        addExpectedCall(out, *e.shardGroup, comm::OpType::kAllGather,
+                        (n - 1) * bufferNumel * static_cast<int64_t>(c10::elementSize(dt)) / n);
+      if (!e.fetched.empty())
+        addExpectedCall(out, *e.shardGroup, comm::OpType::kReduceScatter, (n - 1) * bufferNumel * 4 / n);
+      if (e.tpPartial && e.tpGroup->size() > 1) {
+        const int64_t t = e.tpGroup->size();
+        addExpectedCall(out, *e.tpGroup, comm::OpType::kAllReduce, 2 * (t - 1) * e.maxPiece * e.rowNumel * 4 / t);
+      }
+    }
+    return out;
+  }
+
+ private:
+  void build(Entry& e, const plan::ParamPlacement& pp, const GradReduction& red, mesh::DeviceMesh& mesh,
+             const ParamStoreOptions& o) {
+    e.pp = &pp;
+    e.tpPartial = red.tpPartial;
+    e.placements = pp.placements;
+    e.style = pp.primaryStyle();
+    const auto sizes = ref::meshSizes(mesh);
+    const auto myCoords = mesh.coords();
+    const auto& local = ref::getParam(*o.local, pp.name);
+    e.planLocalShape = local.sizes().vec();
+    MOE_ASSERT(!e.planLocalShape.empty(), "fsdp: scalar parameter ", pp.name);
+    for (size_t d = 1; d < e.planLocalShape.size(); ++d) e.rowNumel *= e.planLocalShape[d];
+
+    bool planSharded = false;
+    for (int d = 0; d < mesh.ndim(); ++d) planSharded |= pp.placements[d].isSharded() && sizes[d] > 1;
+    std::vector<std::string> fsdpDims;
+    if (!(pp.isExpert && planSharded && o.expertSharding == "none"))
+      for (const auto& d : red.dataParallelDims)
+        if (mesh.size(d) > 1) fsdpDims.push_back(d);
+    // Every rank creates the same groups in the same order (plan order).
+    e.shardGroup = storeGroup(mesh, kStoreName, fsdpDims);
+    auto reduceDims = red.dataParallelDims;
+    if (red.tpPartial) reduceDims.push_back("tp");
+    e.reduceGroup = storeGroup(mesh, kStoreName, reduceDims);
+    e.tpGroup = storeGroup(mesh, kStoreName, {"tp"});
+    e.sharded = e.shardGroup->size() > 1;
+
+    if (e.sharded) {
+      const int64_t ndim = static_cast<int64_t>(pp.globalShape.size());
+      for (int i = 0; i < mesh.ndim(); ++i) {
+        const auto& dim = mesh.dims()[i].name;
+        if (std::find(fsdpDims.begin(), fsdpDims.end(), dim) == fsdpDims.end()) continue;
+        MOE_ASSERT(pp.placements[i].isReplicate(), "fsdp: ", pp.name, " is not replicated on ", dim);
+        // Plan dims after this one that split dim 0: this dim splits each of
+        // their pieces (StridedShard), see the file comment.
+        int64_t split = 1;
+        for (int j = i + 1; j < mesh.ndim(); ++j) {
+          const auto& p = pp.placements[j];
+          if (!p.isSharded() || p.normalized(ndim).dim != 0) continue;
+          if (p.kind != ref::PlacementKind::kShard)
+            fail("fsdp: ", pp.name, ": cannot shard dim 0 over ", dim, " before ", mesh.dims()[j].name,
+                 "'s ", p.toString(), " (placements ", ref::toString(pp.placements), ")");
+          split *= sizes[j];
+        }
+        e.placements[i] = split > 1 ? Placement::stridedShard(0, split) : Placement::shard(0);
+      }
+      // The rows each group member holds, derived from the placements.
+      const auto planLayout = ref::computeLayout(pp.globalShape, pp.placements, sizes, myCoords);
+      const auto planRows = expandRows(planLayout.ranges[0]);
+      int64_t off = 0;
+      for (int m = 0; m < e.shardGroup->size(); ++m) {
+        const auto coords = mesh.shape().coordsOf(e.shardGroup->globalRanks()[m]);
+        ref::LocalLayout l;
+        try {
+          l = ref::computeLayout(pp.globalShape, e.placements, sizes, coords);
+        } catch (const HarnessError& err) {
+          fail("fsdp: ", pp.name, ": placements ", ref::toString(e.placements), " on mesh ",
+               mesh.shape().describe(), ": ", err.what());
+        }
+        const auto rows = expandRows(l.ranges[0]);
+        bool ok = off + static_cast<int64_t>(rows.size()) <= static_cast<int64_t>(planRows.size());
+        for (size_t r = 0; ok && r < rows.size(); ++r) ok = rows[r] == planRows[off + r];
+        for (size_t d = 1; ok && d < l.ranges.size(); ++d) ok = l.ranges[d] == planLayout.ranges[d];
+        if (!ok)
+          fail("fsdp: ", pp.name, ": placements ", ref::toString(e.placements), " give rank ",
+               e.shardGroup->globalRanks()[m], " ", l.describe(),
+               ", not the next row block of the plan-local tensor (", planLayout.describe(), ")");
+        if (m == e.shardGroup->rank()) e.offset = off;
+        e.pieces.push_back(static_cast<int64_t>(rows.size()));
+        off += static_cast<int64_t>(rows.size());
+      }
+      MOE_ASSERT_EQ(off, e.planLocalShape[0], "fsdp: ", pp.name, " pieces vs plan-local rows");
+      e.maxPiece = std::max<int64_t>(1, *std::max_element(e.pieces.begin(), e.pieces.end()));
+      if (e.style.empty() || !planSharded) e.style = "fsdp";
+      e.master = local.detach().narrow(0, e.offset, e.pieces[e.me()]).to(torch::kFloat).clone();
+    } else {
+      e.master = local.detach().to(torch::kFloat).clone();
+    }
+    e.master.requires_grad_(true);
+    std::vector<std::string> replicated;
+    for (int d = 0; d < mesh.ndim(); ++d)
+      if (!e.placements[d].isSharded()) replicated.push_back(mesh.dims()[d].name);
+    e.countsInNorm = countsOnce(mesh, replicated);
+  }
+
+  std::vector<checks::ParamShard> shards(bool grads) const {
+    std::vector<checks::ParamShard> out;
+    for (const auto& e : entries_) {
+      auto t = grads ? e->grad : e->master;
+      auto s = planShard(*e->pp, t.defined() ? t : torch::Tensor());
+      s.placements = e->placements;
+      s.style = e->style;
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  const plan::AppliedPlan& plan_;
+  std::vector<std::unique_ptr<Entry>> entries_;  // stable addresses: GatherFn holds them
+  std::map<std::string, size_t> index_;
+};
+
+}  // namespace
+
+std::unique_ptr<ParamStore> makeFsdpStore(const ParamStoreOptions& options) {
+  return std::make_unique<FsdpStore>(options);
+}
+
+}  // namespace moe::parallel

@@ -15,6 +15,7 @@
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
 #include "reference/model/init.h"
+#include "reference/mutants/mutant_registry.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
@@ -38,6 +39,7 @@ struct RunPlanOptions {
   std::string dumpShards;
   std::string load = "shard_on_read";  // parallel::loadPathNames()
   double commTimeout = 120;
+  std::string mutant;  // "" = none (mutants::mutantNames())
 };
 
 std::vector<checks::StepRecord> toCheckSteps(const std::vector<StepRecord>& in) {
@@ -121,6 +123,8 @@ void dumpShards(const std::string& dir, int rank, const std::vector<checks::Para
 }
 
 int runPlan(const RunPlanOptions& o) {
+  // First: an unknown name fails before any rank connects.
+  if (!o.mutant.empty()) mutants::activateMutant(o.mutant);
   at::set_num_threads(1);  // ranks share the machine's cores
   auto env = launch::rankEnvFromEnvironment();
   comm::CommOptions co;
@@ -223,6 +227,7 @@ int runPlan(const RunPlanOptions& o) {
     j["plan"] = o.planPath;
     j["dtype"] = o.dtype;
     j["load"] = o.load;
+    j["mutant"] = o.mutant.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.mutant);
     j["seed"] = o.seed;
     j["world_size"] = env.worldSize;
     for (size_t i = 0; i < steps.size(); ++i) {
@@ -259,6 +264,7 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
   sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
+  sub->add_option("--mutant", o->mutant, "plant a known bug (issue 7; `moe-harness mutate --list`); default: none");
   sub->callback([o] {
     if (int code = runPlan(*o)) throw cli::CommandExit{code};
   });

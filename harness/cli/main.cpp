@@ -4,6 +4,7 @@
 
 #include "harness/cli/commands.h"
 #include "harness/common/error.h"
+#include "reference/mutants/mutate_command.h"
 #include "reference/reference_command.h"
 #include "reference/run_plan_command.h"
 
@@ -15,6 +16,7 @@ const Register kCommands[] = {
     moe::cli::addTracesCommand,
     moe::ref::addReferenceCommand,
     moe::ref::addRunPlanCommand,
+    moe::mutants::addMutateCommand,
 };
 }  // namespace
 

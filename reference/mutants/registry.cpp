@@ -8,8 +8,9 @@
 //     existing mutation point fits, add a null function pointer to
 //     mutation_points.h and one `if (auto f = mutants::points().x) ...` at
 //     the site in the correct code.
-//  2. Add one X(make<Name>Mutant) line to MOE_MUTANTS below and the file to
-//     reference/mutants/CMakeLists.txt (the ctest entry follows from the list).
+//  2. Add one X(make<Name>Mutant) line to MOE_MUTANTS below and <name> to
+//     MOE_MUTANTS in reference/mutants/CMakeLists.txt (which compiles
+//     <name>.cpp and registers the ctest `mutation.<name>`).
 //  3. Run `moe-harness mutate --mutants <name>`: it must report "killed" by
 //     the intended check, and the unmutated configuration must stay green.
 #include "harness/common/error.h"

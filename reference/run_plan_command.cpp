@@ -76,7 +76,10 @@ checks::CheckResult checkDispatchVolume(comm::Communicator& world, const ModelCo
   r.measured = {{"dispatched_rows", measured}, {"expected_rows", expected}};
   r.explanation = r.passed ? moe::str("dispatch volume ", measured, " rows = tokens x top-k x MoE layers")
                            : moe::str("dispatch volume ", measured, " rows, expected ", expected,
-                                      " (tokens x top-k x MoE layers", dup > 1 ? " x tp" : "", ")");
+                                      " (tokens x top-k x MoE layers", dup > 1 ? " x tp" : "", "): ",
+                                      measured < expected
+                                          ? moe::str(expected - measured, " routed rows were never dispatched")
+                                          : moe::str(measured - expected, " rows more than were routed"));
   return r;
 }
 

@@ -1,9 +1,11 @@
 #include "harness/checks/parity_check.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <map>
 
 #include "harness/checks/check_common.h"
 #include "harness/common/error.h"
@@ -117,11 +119,20 @@ nlohmann::json worstJson(const Worst& w, int rank) {
           {"norm_ratio", w.diff.normRatio}};
 }
 
+// Whole-tensor sums for the relative-norm metric: per "what\x1fname", this
+// rank's share of ||run - ref||^2, ||ref||^2 and ||run||^2. Each local piece
+// is weighted by 1 / (number of ranks holding the same elements), the
+// product of the mesh dims it is not sharded on, so the world sum counts
+// every element of the global tensor once.
+using NormSums = std::map<std::string, std::array<double, 3>>;
+
 // Compares every shard with the matching slice of its reference tensor.
-// Returns the per-quantity maxima and the worst parameter.
+// Returns the per-quantity maxima and the worst parameter. With `sums`, the
+// relative-norm metric is left to the whole tensor (the caller sums the
+// shares over the world): a local piece does not fail on it here.
 nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShard>& shards,
                              const io::TensorSource& reference, const std::string& what,
-                             const ParityTolerance& tol, std::string& failure) {
+                             const ParityTolerance& tol, std::string& failure, NormSums* sums) {
   Worst worst;
   double maxAbs = 0, maxRel = 0;
   auto fail = [&](const std::string& m) {
@@ -154,7 +165,21 @@ nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShar
     maxAbs = std::max(maxAbs, d.maxAbsDiff);
     maxRel = std::max(maxRel, d.relNormError);
     if (!worst.any || d.score > worst.diff.score) worst = {p.name, d, true};
-    if (!d.ok) fail(describeTensorFailure(in.rank, what, p.name, d, tol));
+    const bool wholeTensor = sums && tol.metric == TensorMetric::kRelNorm;
+    if (wholeTensor) {
+      double replicas = 1;
+      for (size_t i = 0; i < p.placements.size() && i < in.meshSizes.size(); ++i)
+        if (!p.placements[i].isSharded()) replicas *= in.meshSizes[i];
+      auto a = p.local.detach().to(at::kDouble), b = expected.to(at::kDouble);
+      auto& s = (*sums)[what + '\x1f' + p.name];
+      s[0] += (a - b).pow(2).sum().item<double>() / replicas;
+      s[1] += b.pow(2).sum().item<double>() / replicas;
+      s[2] += a.pow(2).sum().item<double>() / replicas;
+      // NaN must still fail even if the sums were to hide it.
+      if (std::isnan(d.maxAbsDiff)) fail(describeTensorFailure(in.rank, what, p.name, d, tol));
+    } else if (!d.ok) {
+      fail(describeTensorFailure(in.rank, what, p.name, d, tol));
+    }
   }
   return {{"tensors", shards.size()},
           {"max_abs_diff", maxAbs},
@@ -164,7 +189,8 @@ nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShar
 
 }  // namespace
 
-CheckResult checkParity(const ParityInputs& in, const ParityCheckOptions& options) {
+namespace {
+CheckResult checkParityImpl(const ParityInputs& in, const ParityCheckOptions& options, NormSums* sums) {
   const ParityTolerance tol = options.resolved();
   const auto& run = require(in.runSteps, "parity", "run step records");
   const auto& ref = require(in.referenceSteps, "parity", "reference step records");
@@ -222,11 +248,11 @@ CheckResult checkParity(const ParityInputs& in, const ParityCheckOptions& option
                   {"tensors", tol.describe()}}}};
   if (in.step1Grads)
     r.measured["grads"] = compareShards(in, *in.step1Grads, require(in.referenceGrads, "parity", "reference gradients"),
-                                        "step-1 gradient", tol, gradFailure);
+                                        "step-1 gradient", tol, gradFailure, sums);
   if (in.finalParams)
     r.measured["params"] = compareShards(in, *in.finalParams,
                                          require(in.referenceParams, "parity", "reference parameters"),
-                                         moe::str("parameter after step ", run.size()), tol, paramFailure);
+                                         moe::str("parameter after step ", run.size()), tol, paramFailure, sums);
   std::string failure;
   std::vector<std::string> others;
   const std::pair<const char*, const std::string*> kinds[] = {{"step count", &stepsFailure},
@@ -250,6 +276,11 @@ CheckResult checkParity(const ParityInputs& in, const ParityCheckOptions& option
                                       tol.describe())
                            : failure;
   return r;
+}
+}  // namespace
+
+CheckResult checkParity(const ParityInputs& in, const ParityCheckOptions& options) {
+  return checkParityImpl(in, options, nullptr);
 }
 
 namespace {
@@ -275,13 +306,44 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
                                   const ParityCheckOptions& options) {
   CheckResult local;
   std::string error;
+  NormSums sums;
   try {
-    local = checkParity(in, options);
+    local = checkParityImpl(in, options, &sums);
   } catch (const HarnessError& e) {
     // Still take part in the agreement, so the other ranks do not hang.
     error = moe::str("rank ", in.rank, ": ", e.what());
   }
-  Verdict v = agreeVerdict(world, error.empty() ? (local.passed ? "" : local.explanation) : error);
+  // The relative-norm metric over whole tensors: sum every rank's shares.
+  std::string wholeFailure;
+  double maxWhole = 0;
+  {
+    nlohmann::json mine = nlohmann::json::object();
+    for (const auto& [key, s] : sums) mine[key] = {s[0], s[1], s[2]};
+    NormSums total;
+    for (const std::string& part : allGatherStrings(world, mine.dump())) {
+      const auto j = nlohmann::json::parse(part);
+      for (auto it = j.begin(); it != j.end(); ++it)
+        for (size_t i = 0; i < 3; ++i) total[it.key()][i] += it.value().at(i).get<double>();
+    }
+    const ParityTolerance tol = options.resolved();
+    double worstScore = -1;
+    for (const auto& [key, s] : total) {
+      const double rel = std::sqrt(s[0]) / std::max(std::sqrt(s[1]), kTiny);
+      const double ratio = s[1] > 0 ? std::sqrt(s[2] / s[1]) : (s[2] > 0 ? std::numeric_limits<double>::infinity() : 1.0);
+      maxWhole = std::max(maxWhole, std::isnan(rel) ? std::numeric_limits<double>::infinity() : rel);
+      if ((rel > tol.relNorm || std::isnan(rel)) && rel > worstScore) {
+        worstScore = rel;
+        const auto sep = key.find('\x1f');
+        wholeFailure = moe::str(key.substr(0, sep), " of ", key.substr(sep + 1), ": relative norm error ",
+                                formatNumber(rel), " over the whole tensor (run/reference norm ratio ",
+                                ratioString(ratio), ") exceeds ", formatNumber(tol.relNorm));
+      }
+    }
+  }
+  std::string mineFailure = error.empty() ? (local.passed ? "" : local.explanation) : error;
+  // Every rank computed the same whole-tensor verdict; rank 0 reports it.
+  if (mineFailure.empty() && !wholeFailure.empty() && world.rank() == 0) mineFailure = wholeFailure;
+  Verdict v = agreeVerdict(world, mineFailure);
   nlohmann::json merged = local.measured;
   for (const std::string& s : allGatherStrings(world, local.measured.dump())) {
     if (s == "null" || s.empty()) continue;
@@ -292,6 +354,7 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
   r.passed = !v.failed;
   r.measured = merged;
   r.measured["failing_ranks"] = v.failingRanks;
+  if (options.resolved().metric == TensorMetric::kRelNorm) r.measured["max_whole_tensor_rel_norm_error"] = maxWhole;
   r.explanation = v.failed ? v.explanation : local.explanation;
   if (!v.failed) {
     r.explanation = moe::str(

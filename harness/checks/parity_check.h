@@ -60,7 +60,11 @@ ParityInputs parityInputsOf(const CheckContext& ctx);
 // Local: compares this rank's data only (no communication).
 CheckResult checkParity(const ParityInputs& in, const ParityCheckOptions& options = {});
 // Collective over `world`: every rank runs checkParity, then the verdict, the
-// maxima and the worst parameters are agreed over all ranks.
+// maxima and the worst parameters are agreed over all ranks. The relative-
+// norm metric (bf16) applies to each WHOLE tensor here, as the tolerance is
+// stated: every rank contributes its pieces' squared norms, weighted by
+// 1 / (ranks replicating them), so no element counts twice; a local piece
+// above the tolerance alone does not fail (its numbers stay in `measured`).
 CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs& in,
                                   const ParityCheckOptions& options = {});
 

@@ -16,18 +16,25 @@ RouterOutput routeTokens(const torch::Tensor& x, const torch::Tensor& routerWeig
 }
 
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& up,
-                     const torch::Tensor& down) {
-  auto h = torch::silu(torch::matmul(x, gate.t())) * torch::matmul(x, up.t());
-  return torch::matmul(h, down.t());
+                     const torch::Tensor& down, const PartialSums& partialSums) {
+  auto h = torch::silu(projectIn(x, gate, partialSums)) * projectIn(x, up, partialSums);
+  return projectOut(h, down, partialSums);
 }
 
 torch::Tensor groupedExpertsForward(const torch::Tensor& xPerm,
                                     const std::vector<int64_t>& numTokensPerLocalExpert,
-                                    const LocalExperts& experts) {
+                                    const LocalExperts& experts, const PartialSums& partialSums) {
   const int64_t inter = experts.down.size(2);
   MOE_ASSERT_EQ(experts.gateUp.size(1), 2 * inter, "gate_up_proj rows vs 2 * down_proj cols");
-  auto gateUp = kernels::groupedMatmul(xPerm, experts.gateUp, numTokensPerLocalExpert);
+  const auto wdt = experts.gateUp.scalar_type();
+  torch::Tensor gateUp;
+  if (partialSums.wideInput && xPerm.scalar_type() != wdt)  // see projectIn
+    gateUp = kernels::groupedMatmul(xPerm, experts.gateUp.to(xPerm.scalar_type()), numTokensPerLocalExpert).to(wdt);
+  else
+    gateUp = kernels::groupedMatmul(xPerm, experts.gateUp, numTokensPerLocalExpert);
   auto h = torch::silu(gateUp.narrow(1, 0, inter)) * gateUp.narrow(1, inter, inter);
+  if (partialSums.wideOutput && wdt != torch::kFloat && wdt != torch::kDouble)  // see projectOut
+    return kernels::groupedMatmul(h.to(torch::kFloat), experts.down.to(torch::kFloat), numTokensPerLocalExpert);
   return kernels::groupedMatmul(h, experts.down, numTokensPerLocalExpert);
 }
 

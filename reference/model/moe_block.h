@@ -14,6 +14,7 @@
 
 #include "kernels/routing.h"
 #include "reference/config.h"
+#include "reference/model/partial_sums.h"
 
 namespace moe::ref {
 
@@ -34,14 +35,17 @@ RouterOutput routeTokens(const torch::Tensor& x, const torch::Tensor& routerWeig
 
 // SwiGLU MLP: down(silu(x gate^T) * (x up^T)).
 // x: [N, H], gate/up: [I, H], down: [H, I] -> [N, H]
+// (partialSums: see partial_sums.h; x fp32 when wideInput, fp32 result when
+// wideOutput)
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& up,
-                     const torch::Tensor& down);
+                     const torch::Tensor& down, const PartialSums& partialSums = {});
 
 // Unweighted expert outputs for rows already grouped by local expert.
 // xPerm: [N, H], numTokensPerLocalExpert: L counts summing to N -> [N, H]
+// (partialSums as for swiglu: MoE tensor parallelism splits I over tp)
 torch::Tensor groupedExpertsForward(const torch::Tensor& xPerm,
                                     const std::vector<int64_t>& numTokensPerLocalExpert,
-                                    const LocalExperts& experts);
+                                    const LocalExperts& experts, const PartialSums& partialSums = {});
 
 // Reference loop: for each local expert, gather its tokens, run the SwiGLU,
 // scale by the routing weight and accumulate. Tokens routed to non-local

@@ -51,18 +51,18 @@ std::pair<torch::Tensor, torch::Tensor> ropeTables(int64_t seqLen, int64_t headD
 
 torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
                                const std::string& prefix, const ModelConfig& config,
-                               torch::ScalarType dtype) {
+                               torch::ScalarType dtype, const PartialSums& partialSums) {
   auto w = [&](const char* n) { return getParam(params, prefix + n).to(dtype); };
   const int64_t b = x.size(0), s = x.size(1), d = config.headDim;
   auto wq = w("self_attn.q_proj.weight"), wk = w("self_attn.k_proj.weight");
   const int64_t numHeads = wq.size(0) / d, numKv = wk.size(0) / d;
   MOE_ASSERT(numKv > 0 && numHeads % numKv == 0, "heads ", numHeads, " kv heads ", numKv);
   // [B, S, heads, d] -> per-head norm -> [B, heads, S, d]
-  auto q = rmsNorm(torch::matmul(x, wq.t()).view({b, s, numHeads, d}), getParam(params, prefix + "self_attn.q_norm.weight"),
+  auto q = rmsNorm(projectIn(x, wq, partialSums).view({b, s, numHeads, d}), getParam(params, prefix + "self_attn.q_norm.weight"),
                    config.rmsNormEps).transpose(1, 2);
-  auto k = rmsNorm(torch::matmul(x, wk.t()).view({b, s, numKv, d}), getParam(params, prefix + "self_attn.k_norm.weight"),
+  auto k = rmsNorm(projectIn(x, wk, partialSums).view({b, s, numKv, d}), getParam(params, prefix + "self_attn.k_norm.weight"),
                    config.rmsNormEps).transpose(1, 2);
-  auto v = torch::matmul(x, w("self_attn.v_proj.weight").t()).view({b, s, numKv, d}).transpose(1, 2);
+  auto v = projectIn(x, w("self_attn.v_proj.weight"), partialSums).view({b, s, numKv, d}).transpose(1, 2);
   auto [cos, sin] = ropeTables(s, d, config.ropeTheta, dtype);
   q = q * cos + rotateHalf(q) * sin;
   k = k * cos + rotateHalf(k) * sin;
@@ -75,7 +75,7 @@ torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
   auto probs = torch::softmax(scores.to(statDtype(dtype)).masked_fill(future, -INFINITY), /*dim=*/-1)
                    .to(dtype);
   auto ctx = torch::matmul(probs, v).transpose(1, 2).reshape({b, s, numHeads * d});
-  return torch::matmul(ctx, w("self_attn.o_proj.weight").t());
+  return projectOut(ctx, w("self_attn.o_proj.weight"), partialSums);
 }
 
 ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,

@@ -13,6 +13,7 @@
 
 #include "reference/config.h"
 #include "reference/model/params.h"
+#include "reference/model/partial_sums.h"
 
 namespace moe::ref {
 
@@ -39,10 +40,12 @@ std::pair<torch::Tensor, torch::Tensor> ropeTables(int64_t seqLen, int64_t headD
 
 // Causal GQA self-attention of one layer (q_norm/k_norm per head, RoPE,
 // scale 1/sqrt(head_dim)). Head counts are read from the weight shapes.
-// x: [B, S, H] -> [B, S, H]
+// x: [B, S, H] -> [B, S, H]. partialSums (tensor parallelism, see
+// partial_sums.h): x may be fp32 (wideInput) and the result the fp32
+// partial output of o_proj (wideOutput).
 torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
                                const std::string& prefix, const ModelConfig& config,
-                               torch::ScalarType dtype);
+                               torch::ScalarType dtype, const PartialSums& partialSums = {});
 
 // inputIds: [B, S] int64
 ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,

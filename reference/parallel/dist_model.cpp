@@ -229,6 +229,28 @@ struct DistTrainer::Impl {
     return reduceFromGroup(partial, *tp);
   }
 
+  // Tensor-parallel modules in a compute dtype narrower than fp32 keep their
+  // partial sums in fp32 (see reference/model/partial_sums.h).
+  static ref::PartialSums tpPartialSums(torch::ScalarType dt) {
+    const bool narrow = dt != torch::kFloat && dt != torch::kDouble;
+    return {/*wideInput=*/narrow, /*wideOutput=*/narrow};
+  }
+  // Entry of a tp module: the replicated (or, under sp, sequence-sharded)
+  // input becomes the full input on every tp rank; its gradient is summed
+  // (reduce-scattered under sp) over tp, in fp32 when ps.wideInput.
+  // x: [B, Sl, H] -> [B, S, H] (sp) or [B, S, H]
+  torch::Tensor tpEnter(const torch::Tensor& x, const ref::PartialSums& ps,
+                        const std::vector<int64_t>& pieces) {
+    auto xi = ps.wideInput ? x.to(torch::kFloat) : x;
+    return sp ? gatherAlongDim(xi, *tp, 1, pieces) : copyToGroup(xi, *tp);
+  }
+  // Exit: the Partial output is summed (reduce-scattered to the sequence
+  // shards under sp), then rounded to the compute dtype.
+  // y: [B, S, H] -> [B, Sl, H]
+  torch::Tensor tpExit(const torch::Tensor& y, const std::vector<int64_t>& pieces, torch::ScalarType dt) {
+    return (sp ? reduceScatterAlongDim(y, *tp, 1, pieces) : reduceFromGroup(y, *tp)).to(dt);
+  }
+
   // x: [B, Sl, H] (sequence shard under sp) -> [B, Sl, H]
   torch::Tensor moeLayer(const torch::Tensor& x, int64_t layer, torch::ScalarType dt,
                          std::vector<torch::Tensor>& routerLogits) {
@@ -241,8 +263,11 @@ struct DistTrainer::Impl {
     const bool epOn = shardedOn(p + "mlp.experts.gate_up_proj", "ep");
     auto idx = router.routing.topkIdx, wts = router.routing.topkWeights, xe = xt;
     const auto pieces = chunkSizes(options.seqLen, tpSize);
+    // Grouped experts keep their tp partial sums in fp32 (partial_sums.h).
+    const bool loop = config.expertsImplementation == "loop";
+    const ref::PartialSums ps = moeTp && !loop ? tpPartialSums(dt) : ref::PartialSums{};
     if (moeTp && sp) {
-      xe = gatherAlongDim(x, *tp, 1, pieces).reshape({-1, h});
+      xe = gatherAlongDim(ps.wideInput ? x.to(torch::kFloat) : x, *tp, 1, pieces).reshape({-1, h});
       idx = gatherAlongDimNoGrad(idx.view({b, sl, k}), *tp, 1, pieces).reshape({-1, k});
       wts = gatherAlongDim(wts.view({b, sl, k}), *tp, 1, pieces).reshape({-1, k});
     } else if (moeTp) {
@@ -250,7 +275,7 @@ struct DistTrainer::Impl {
       // below), so the combine and the routing-weight gradient are computed
       // from full expert outputs, as on one device; only the expert input's
       // gradient is partial.
-      xe = copyToGroup(xt, *tp);
+      xe = copyToGroup(ps.wideInput ? xt.to(torch::kFloat) : xt, *tp);
     }
     // Where the experts' Partial outputs are reduced: per expert row (before
     // the combine) unless sequence parallel, where the combined output is
@@ -264,6 +289,7 @@ struct DistTrainer::Impl {
       ex.firstExpert = mesh.coord("ep") * ex.gateUp.size(0);
       EpDispatchOptions eo{/*numExperts=*/config.numExperts, config.expertsImplementation};
       if (reduceRows) eo.reduceExpertOutputs = tp.get();
+      eo.partialSums = ps;
       auto r = epExpertsForward(xe, idx, wts, ex, *ep, eo);
       dispatch.tokensSent += sum(r.numTokensPerRank);
       dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
@@ -272,14 +298,14 @@ struct DistTrainer::Impl {
       out = ref::loopExpertsForward(xe, idx, wts, ex);
     } else {
       auto pl = kernels::makePermutePlan(idx, config.numExperts);
-      auto y = ref::groupedExpertsForward(kernels::permuteTokens(xe, pl), pl.numTokensPerExpertHost, ex);
-      if (reduceRows) y = reducePartialExperts(y);
+      auto y = ref::groupedExpertsForward(kernels::permuteTokens(xe, pl), pl.numTokensPerExpertHost, ex, ps);
+      if (reduceRows) y = reducePartialExperts(y).to(dt);
       out = kernels::unpermuteCombine(y, pl, wts);
     }
     if (moeTp && sp) {
-      out = reduceScatterAlongDim(out.view({b, -1, h}), *tp, 1, pieces);
+      out = reduceScatterAlongDim(out.view({b, -1, h}), *tp, 1, pieces).to(dt);
     } else if (moeTp && !reduceRows) {
-      out = reducePartialExperts(out).view({b, sl, h});
+      out = reducePartialExperts(out).view({b, sl, h}).to(dt);
     } else {
       out = out.view({b, sl, h});
     }
@@ -318,9 +344,9 @@ struct DistTrainer::Impl {
       const auto p = ref::layerPrefix(i);
       auto x = ref::rmsNorm(h, w(p + "input_layernorm.weight", torch::kFloat), config.rmsNormEps);
       const bool aTp = shardedOn(p + "self_attn.q_proj.weight", "tp");
-      torch::Tensor xa = sp ? gatherAlongDim(x, *tp, 1, pieces) : aTp ? copyToGroup(x, *tp) : x;
-      auto a = ref::attentionForward(xa, attentionParams(p, dt), p, config, dt);
-      if (aTp) a = sp ? reduceScatterAlongDim(a, *tp, 1, pieces) : reduceFromGroup(a, *tp);
+      const auto aPs = aTp ? tpPartialSums(dt) : ref::PartialSums{};
+      auto a = ref::attentionForward(aTp ? tpEnter(x, aPs, pieces) : x, attentionParams(p, dt), p, config, dt, aPs);
+      if (aTp) a = tpExit(a, pieces, dt);
       h = h + a;
       x = ref::rmsNorm(h, w(p + "post_attention_layernorm.weight", torch::kFloat), config.rmsNormEps);
       torch::Tensor m;
@@ -328,10 +354,10 @@ struct DistTrainer::Impl {
         m = moeLayer(x, i, dt, routerLogits);
       } else {
         const bool mTp = shardedOn(p + "mlp.gate_proj.weight", "tp");
-        torch::Tensor xm = sp ? gatherAlongDim(x, *tp, 1, pieces) : mTp ? copyToGroup(x, *tp) : x;
-        m = ref::swiglu(xm, w(p + "mlp.gate_proj.weight", dt), w(p + "mlp.up_proj.weight", dt),
-                        w(p + "mlp.down_proj.weight", dt));
-        if (mTp) m = sp ? reduceScatterAlongDim(m, *tp, 1, pieces) : reduceFromGroup(m, *tp);
+        const auto mPs = mTp ? tpPartialSums(dt) : ref::PartialSums{};
+        m = ref::swiglu(mTp ? tpEnter(x, mPs, pieces) : x, w(p + "mlp.gate_proj.weight", dt),
+                        w(p + "mlp.up_proj.weight", dt), w(p + "mlp.down_proj.weight", dt), mPs);
+        if (mTp) m = tpExit(m, pieces, dt);
       }
       h = h + m;
     }
@@ -439,20 +465,22 @@ struct DistTrainer::Impl {
     const int64_t esize = static_cast<int64_t>(c10::elementSize(dt));
     const auto rows = batchRowsOf(mesh.shape(), mesh.world()->rank(), options.batchSize);
     const int64_t tokens = rows.length * options.seqLen, hidden = config.hiddenSize;
-    const int64_t act = tokens * hidden * esize;  // [Bl, S, H] in the compute dtype
+    // tp modules move [Bl, S, H] activations and their gradients in fp32
+    // when the compute dtype is narrower (their partial sums, see tpEnter).
+    const int64_t tpAct = tokens * hidden * (tpPartialSums(dt).wideInput ? 4 : esize);
     const int64_t k = config.numExpertsPerTok;
     const int64_t wsize = static_cast<int64_t>(c10::elementSize(kernels::routingDtype(dt)));
     size_t epLayer = 0;  // index into dispatch.rowsReceivedPerLayer
     // A tp-sharded linear pair (colwise in, rowwise out) around one module.
     auto tpModule = [&] {
       if (sp) {
-        add(*tp, OpType::kAllGather, act);      // sequence gather of the input
-        add(*tp, OpType::kReduceScatter, act);  // its adjoint
-        add(*tp, OpType::kReduceScatter, act);  // output to the sequence shards
-        add(*tp, OpType::kAllGather, act);      // its adjoint
+        add(*tp, OpType::kAllGather, tpAct);      // sequence gather of the input
+        add(*tp, OpType::kReduceScatter, tpAct);  // its adjoint
+        add(*tp, OpType::kReduceScatter, tpAct);  // output to the sequence shards
+        add(*tp, OpType::kAllGather, tpAct);      // its adjoint
       } else {
-        add(*tp, OpType::kAllReduce, act);  // rowwise Partial output
-        add(*tp, OpType::kAllReduce, act);  // colwise input gradient
+        add(*tp, OpType::kAllReduce, tpAct);  // rowwise Partial output
+        add(*tp, OpType::kAllReduce, tpAct);  // colwise input gradient
       }
     };
     for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
@@ -465,18 +493,20 @@ struct DistTrainer::Impl {
       const bool moeTp = shardedOn(p + "mlp.experts.gate_up_proj", "tp");
       const bool epOn = shardedOn(p + "mlp.experts.gate_up_proj", "ep");
       const bool loop = config.expertsImplementation == "loop";
+      // Grouped experts keep fp32 partial sums; the loop computes in dt.
+      const int64_t moeAct = loop ? tokens * hidden * esize : tpAct;
       if (moeTp && sp) {
-        add(*tp, OpType::kAllGather, act);                   // x
-        add(*tp, OpType::kReduceScatter, act);               // x's adjoint
+        add(*tp, OpType::kAllGather, moeAct);                // x
+        add(*tp, OpType::kReduceScatter, moeAct);            // x's adjoint
         add(*tp, OpType::kAllGather, tokens * k * 8);        // top-k ids (int64)
         add(*tp, OpType::kAllGather, tokens * k * wsize);    // top-k weights
         add(*tp, OpType::kReduceScatter, tokens * k * wsize);  // their adjoint
-        add(*tp, OpType::kReduceScatter, act);               // output
-        add(*tp, OpType::kAllGather, act);                   // output's adjoint
+        add(*tp, OpType::kReduceScatter, moeAct);            // output
+        add(*tp, OpType::kAllGather, moeAct);                // output's adjoint
       } else if (moeTp) {
-        add(*tp, OpType::kAllReduce, act);  // expert input gradient
+        add(*tp, OpType::kAllReduce, moeAct);  // expert input gradient
         if (loop) {
-          add(*tp, OpType::kAllReduce, act);  // combined output
+          add(*tp, OpType::kAllReduce, moeAct);  // combined output
           add(*tp, OpType::kAllReduce, tokens * k * wsize);  // routing-weight gradient
         } else {
           // per expert row: [T*k, H] rows without EP; with EP the rows this
@@ -484,7 +514,7 @@ struct DistTrainer::Impl {
           int64_t rowsHere = tokens * k;
           if (epOn)
             rowsHere = epLayer < dispatch.rowsReceivedPerLayer.size() ? dispatch.rowsReceivedPerLayer[epLayer] : -1;
-          add(*tp, OpType::kAllReduce, rowsHere < 0 ? -1 : rowsHere * hidden * esize);
+          add(*tp, OpType::kAllReduce, rowsHere < 0 ? -1 : rowsHere * moeAct / tokens);
         }
       }
       if (epOn) {

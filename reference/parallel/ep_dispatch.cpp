@@ -71,14 +71,15 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
     // the graph connected with an exact +0.
     y = ref::loopExpertsForward(xLocal, idx, w, experts) + xLocal.sum() * 0;
   } else if (options.expertsImplementation == "grouped") {
-    y = ref::groupedExpertsForward(xLocal, perExpert, experts);
+    y = ref::groupedExpertsForward(xLocal, perExpert, experts, options.partialSums);
   } else {
     fail("ep dispatch: unknown experts implementation \"", options.expertsImplementation, "\"");
   }
   if (options.reduceExpertOutputs) {
     if (auto f = mutants::points().reduceExpertOutputs) y = f(y, *options.reduceExpertOutputs);
     else y = reduceFromGroup(y, *options.reduceExpertOutputs);
-  }
+    y = y.to(experts.gateUp.scalar_type());  // fp32 partial sums are rounded once, after the reduction
+  }  // else a wide partial output stays fp32 for the caller's reduction
   // Back to source-major: row order[j] of yRecv is y[j].
   auto inverse = torch::empty({n}, longOpts);
   if (n > 0) inverse.index_put_({orderT}, torch::arange(n, longOpts));

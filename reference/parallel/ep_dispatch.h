@@ -35,6 +35,10 @@ struct EpDispatchOptions {
   // this group; they are all-reduced right after the experts (identity
   // backward), before the return all_to_all. nullptr: no reduction.
   comm::Communicator* reduceExpertOutputs = nullptr;
+  // Grouped experts under MoE TP in a narrow dtype (ref/model/partial_sums.h):
+  // x arrives in fp32 (its rows are dispatched in fp32) and the experts'
+  // partial outputs are reduced in fp32, then rounded to the experts' dtype.
+  ref::PartialSums partialSums;
 };
 
 struct EpDispatchResult {

@@ -1,6 +1,10 @@
 #include "reference/run_plan_command.h"
 
+#include <unistd.h>
+
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -20,8 +24,10 @@
 #include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
+#include "reference/reference_cache.h"
 #include "reference/reference_command.h"
 #include "reference/train/trainer.h"
+#include "torch/version.h"
 
 namespace moe::ref {
 namespace {
@@ -39,8 +45,52 @@ struct RunPlanOptions {
   std::string dumpShards;
   std::string load = "shard_on_read";  // parallel::loadPathNames()
   double commTimeout = 120;
+  std::string backend = "gloo";
+  std::string resultJson;      // also write rank 0's JSON document here
+  std::string tolerance;       // JSON (see parseTolerance); empty: the dtype's defaults
+  std::string referenceCache;  // directory of cached single-device references
   std::string mutant;  // "" = none (mutants::mutantNames())
 };
+
+// {"loss_abs": x, "rtol": r, "atol": a} (allclose) or {"loss_abs": x,
+// "rel_norm": n} (relative norm error): the case's tolerance for this dtype.
+checks::ParityTolerance parseTolerance(const std::string& text) {
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("--tolerance: not JSON: ", e.what());
+  }
+  if (!j.is_object() || !j.contains("loss_abs")) fail("--tolerance: needs an object with loss_abs, got ", text);
+  checks::ParityTolerance t;
+  t.lossAbs = j.at("loss_abs").get<double>();
+  if (j.contains("rel_norm")) {
+    t.metric = checks::TensorMetric::kRelNorm;
+    t.relNorm = j.at("rel_norm").get<double>();
+  } else if (j.contains("rtol") && j.contains("atol")) {
+    t.metric = checks::TensorMetric::kAllClose;
+    t.rtol = j.at("rtol").get<double>();
+    t.atol = j.at("atol").get<double>();
+  } else {
+    fail("--tolerance: needs rel_norm, or rtol and atol, got ", text);
+  }
+  return t;
+}
+
+// What a report records about where a run ran.
+nlohmann::json environmentJson(const std::string& backend) {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  const char* git = std::getenv("MOE_HARNESS_GIT_REVISION");
+  return {{"torch_version", TORCH_VERSION},
+          {"backend", backend},
+          {"git_revision", git ? git : "unknown"},
+          {"host", host}};
+}
+
+double secondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
 
 std::vector<checks::StepRecord> toCheckSteps(const std::vector<StepRecord>& in) {
   std::vector<checks::StepRecord> out;
@@ -129,8 +179,10 @@ int runPlan(const RunPlanOptions& o) {
   // First: an unknown name fails before any rank connects.
   if (!o.mutant.empty()) mutants::activateMutant(o.mutant);
   at::set_num_threads(1);  // ranks share the machine's cores
+  const auto t0 = std::chrono::steady_clock::now();
   auto env = launch::rankEnvFromEnvironment();
   comm::CommOptions co;
+  co.backend = o.backend;
   co.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.commTimeout * 1000));
   auto world = launch::initWorld(env, co);
   const ModelConfig cfg = ModelConfig::fromFile(o.configPath);
@@ -163,8 +215,37 @@ int runPlan(const RunPlanOptions& o) {
     source = std::make_unique<io::MapTensorSource>(m, moe::str("init(seed ", o.seed, ")"));
   }
 
-  // Single-device reference: the independent code path every rank compares to.
-  const TrainResult reference = train(cfg, initial, t);
+  // Single-device reference: the independent code path every rank compares
+  // to. With a cache, rank 0 computes and stores it once per key while the
+  // others wait, then everyone reads it.
+  const auto tRef = std::chrono::steady_clock::now();
+  std::optional<TrainResult> cached;
+  bool referenceFromCache = false;
+  if (!o.referenceCache.empty()) {
+    ReferenceCache cache(o.referenceCache);
+    const ReferenceKey key{cfg.toJson(), o.dtype, t, o.checkpoint};
+    const std::string k = ReferenceCache::key(key);
+    if (env.rank == 0) {
+      cached = cache.load(k);
+      referenceFromCache = cached.has_value();
+      if (!cached) {
+        cached = train(cfg, initial, t);
+        cache.store(k, key, *cached);
+      }
+    }
+    world->barrier();
+    if (env.rank != 0) {
+      cached = cache.load(k);
+      if (!cached) cached = train(cfg, initial, t);
+    }
+  } else {
+    cached = train(cfg, initial, t);
+  }
+  const TrainResult reference = std::move(*cached);
+  const double referenceSeconds = secondsSince(tRef);
+  if (env.rank == 0)
+    std::cerr << "run-plan: reference " << (referenceFromCache ? "from cache" : "computed") << " in "
+              << referenceSeconds << " s" << std::endl;
 
   parallel::LoadOptions lo;
   lo.path = loadPath;
@@ -184,7 +265,9 @@ int runPlan(const RunPlanOptions& o) {
   checks::CommCounters step1Comm;
   std::vector<checks::CommExpectation> step1Expected;
   int64_t dispatched = 0;
+  std::vector<double> stepSeconds;
   for (int64_t s = 1; s <= o.steps; ++s) {
+    const auto tStep = std::chrono::steady_clock::now();
     checks::CommWindow window;
     steps.push_back(trainer.step());
     if (s == 1) {
@@ -193,6 +276,7 @@ int runPlan(const RunPlanOptions& o) {
       step1Expected = trainer.expectedStepComm();  // uses step 1's routing
       dispatched = trainer.lastDispatch().tokensSent;
     }
+    stepSeconds.push_back(secondsSince(tStep));
     if (env.rank == 0)
       std::cerr << "run-plan: step " << s << "/" << o.steps << " loss " << steps.back().loss << " (reference "
                 << reference.steps[s - 1].loss << ")" << std::endl;
@@ -217,6 +301,7 @@ int runPlan(const RunPlanOptions& o) {
   pin.referenceParams = &refParams;
   checks::ParityCheckOptions po;
   po.dtype = o.dtype;
+  if (!o.tolerance.empty()) po.tolerance = parseTolerance(o.tolerance);
   results.push_back(checks::checkParityCollective(*world, pin, po));
   results.push_back(checkStepCommunication(*world, cfg, applied, mesh, t, dispatched, step1Comm,
                                            step1Expected));
@@ -245,7 +330,18 @@ int runPlan(const RunPlanOptions& o) {
     for (const auto& r : results) j["checks"].push_back(resultJson(r));
     j["step1_collectives_rank0"] = countersJson(step1Comm);
     j["passed"] = passed;
+    j["environment"] = environmentJson(o.backend);
+    j["timings"] = {{"reference_seconds", referenceSeconds},
+                    {"reference_from_cache", referenceFromCache},
+                    {"step_seconds", stepSeconds},
+                    {"total_seconds", secondsSince(t0)}};
     std::cout << j.dump(2) << std::endl;
+    if (!o.resultJson.empty()) {
+      // Written next to the target and renamed: a reader never sees half a file.
+      const std::string tmp = o.resultJson + ".tmp";
+      std::ofstream(tmp) << j.dump(1) << "\n";
+      std::filesystem::rename(tmp, o.resultJson);
+    }
   }
   return passed ? 0 : 1;
 }
@@ -267,6 +363,11 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
   sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
+  sub->add_option("--backend", o->backend, "communication backend")->check(CLI::IsMember({"gloo", "nccl"}))->capture_default_str();
+  sub->add_option("--result-json", o->resultJson, "also write rank 0's JSON document to FILE");
+  sub->add_option("--tolerance", o->tolerance,
+                  "parity tolerance JSON: {\"loss_abs\":x,\"rtol\":r,\"atol\":a} or {\"loss_abs\":x,\"rel_norm\":n}; default: the dtype's");
+  sub->add_option("--reference-cache", o->referenceCache, "directory where single-device references are cached and reused");
   sub->add_option("--mutant", o->mutant, "plant a known bug (issue 7; `moe-harness mutate --list`); default: none");
   sub->callback([o] {
     if (int code = runPlan(*o)) throw cli::CommandExit{code};

@@ -2,11 +2,13 @@
 // kCommands (see commands.h for how to add one).
 #include <iostream>
 
+#include "harness/cases/cases_commands.h"
 #include "harness/cli/commands.h"
 #include "harness/common/error.h"
 #include "reference/mutants/mutate_command.h"
 #include "reference/reference_command.h"
 #include "reference/run_plan_command.h"
+#include "reports/compare_command.h"
 
 namespace {
 using Register = void (*)(CLI::App&);
@@ -16,6 +18,11 @@ const Register kCommands[] = {
     moe::cli::addTracesCommand,
     moe::ref::addReferenceCommand,
     moe::ref::addRunPlanCommand,
+    moe::cases::addRunCommand,
+    moe::cases::addListCommand,
+    moe::cases::addValidateCommand,
+    moe::cases::addDescribeCommand,
+    moe::reports::addCompareCommand,
     moe::mutants::addMutateCommand,
 };
 }  // namespace

@@ -9,7 +9,7 @@ namespace moe::ref {
 RouterOutput routeTokens(const torch::Tensor& x, const torch::Tensor& routerWeight,
                          const ModelConfig& config) {
   RouterOutput r;
-  r.logits = torch::matmul(x, routerWeight.t());
+  r.logits = project(x, routerWeight);
   r.routing = kernels::topkRoute(r.logits, {/*topK=*/config.numExpertsPerTok,
                                             /*normTopkProb=*/config.normTopkProb});
   return r;
@@ -17,8 +17,11 @@ RouterOutput routeTokens(const torch::Tensor& x, const torch::Tensor& routerWeig
 
 torch::Tensor swiglu(const torch::Tensor& x, const torch::Tensor& gate, const torch::Tensor& up,
                      const torch::Tensor& down, const PartialSums& partialSums) {
-  auto h = torch::silu(projectIn(x, gate, partialSums)) * projectIn(x, up, partialSums);
-  return projectOut(h, down, partialSums);
+  // Inputs may be wide; the intermediate is in the compute dtype; the output
+  // may stay a wide partial sum (partial_sums.h).
+  const PartialSums in{partialSums.wideInput, /*wideOutput=*/false, partialSums.computeDtype};
+  auto h = torch::silu(project(x, gate, in)) * project(x, up, in);
+  return project(h, down, {/*wideInput=*/false, partialSums.wideOutput, partialSums.computeDtype});
 }
 
 torch::Tensor groupedExpertsForward(const torch::Tensor& xPerm,
@@ -26,16 +29,11 @@ torch::Tensor groupedExpertsForward(const torch::Tensor& xPerm,
                                     const LocalExperts& experts, const PartialSums& partialSums) {
   const int64_t inter = experts.down.size(2);
   MOE_ASSERT_EQ(experts.gateUp.size(1), 2 * inter, "gate_up_proj rows vs 2 * down_proj cols");
-  const auto wdt = experts.gateUp.scalar_type();
-  torch::Tensor gateUp;
-  if (partialSums.wideInput && xPerm.scalar_type() != wdt)  // see projectIn
-    gateUp = kernels::groupedMatmul(xPerm, experts.gateUp.to(xPerm.scalar_type()), numTokensPerLocalExpert).to(wdt);
-  else
-    gateUp = kernels::groupedMatmul(xPerm, experts.gateUp, numTokensPerLocalExpert);
+  const PartialSums in{partialSums.wideInput, /*wideOutput=*/false, partialSums.computeDtype};
+  auto gateUp = groupedProject(xPerm, experts.gateUp, numTokensPerLocalExpert, in);
   auto h = torch::silu(gateUp.narrow(1, 0, inter)) * gateUp.narrow(1, inter, inter);
-  if (partialSums.wideOutput && wdt != torch::kFloat && wdt != torch::kDouble)  // see projectOut
-    return kernels::groupedMatmul(h.to(torch::kFloat), experts.down.to(torch::kFloat), numTokensPerLocalExpert);
-  return kernels::groupedMatmul(h, experts.down, numTokensPerLocalExpert);
+  return groupedProject(h, experts.down, numTokensPerLocalExpert,
+                       {/*wideInput=*/false, partialSums.wideOutput, partialSums.computeDtype});
 }
 
 torch::Tensor loopExpertsForward(const torch::Tensor& x, const torch::Tensor& topkIdx,
@@ -74,7 +72,7 @@ MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& we
   }
   if (weights.sharedExpertGate.defined()) {
     auto shared = swiglu(x, weights.sharedGate, weights.sharedUp, weights.sharedDown);
-    out = out + torch::sigmoid(torch::matmul(x, weights.sharedExpertGate.t())) * shared;
+    out = out + torch::sigmoid(project(x, weights.sharedExpertGate)) * shared;
   }
   return {out, router.logits};
 }

@@ -52,17 +52,18 @@ std::pair<torch::Tensor, torch::Tensor> ropeTables(int64_t seqLen, int64_t headD
 torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
                                const std::string& prefix, const ModelConfig& config,
                                torch::ScalarType dtype, const PartialSums& partialSums) {
-  auto w = [&](const char* n) { return getParam(params, prefix + n).to(dtype); };
+  auto w = [&](const char* n) { return computeWeight(getParam(params, prefix + n), dtype); };
+  const PartialSums in{partialSums.wideInput, /*wideOutput=*/false, dtype};
   const int64_t b = x.size(0), s = x.size(1), d = config.headDim;
   auto wq = w("self_attn.q_proj.weight"), wk = w("self_attn.k_proj.weight");
   const int64_t numHeads = wq.size(0) / d, numKv = wk.size(0) / d;
   MOE_ASSERT(numKv > 0 && numHeads % numKv == 0, "heads ", numHeads, " kv heads ", numKv);
   // [B, S, heads, d] -> per-head norm -> [B, heads, S, d]
-  auto q = rmsNorm(projectIn(x, wq, partialSums).view({b, s, numHeads, d}), getParam(params, prefix + "self_attn.q_norm.weight"),
+  auto q = rmsNorm(project(x, wq, in).view({b, s, numHeads, d}), getParam(params, prefix + "self_attn.q_norm.weight"),
                    config.rmsNormEps).transpose(1, 2);
-  auto k = rmsNorm(projectIn(x, wk, partialSums).view({b, s, numKv, d}), getParam(params, prefix + "self_attn.k_norm.weight"),
+  auto k = rmsNorm(project(x, wk, in).view({b, s, numKv, d}), getParam(params, prefix + "self_attn.k_norm.weight"),
                    config.rmsNormEps).transpose(1, 2);
-  auto v = projectIn(x, w("self_attn.v_proj.weight"), partialSums).view({b, s, numKv, d}).transpose(1, 2);
+  auto v = project(x, w("self_attn.v_proj.weight"), in).view({b, s, numKv, d}).transpose(1, 2);
   auto [cos, sin] = ropeTables(s, d, config.ropeTheta, dtype);
   q = q * cos + rotateHalf(q) * sin;
   k = k * cos + rotateHalf(k) * sin;
@@ -75,7 +76,7 @@ torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
   auto probs = torch::softmax(scores.to(statDtype(dtype)).masked_fill(future, -INFINITY), /*dim=*/-1)
                    .to(dtype);
   auto ctx = torch::matmul(probs, v).transpose(1, 2).reshape({b, s, numHeads * d});
-  return projectOut(ctx, w("self_attn.o_proj.weight"), partialSums);
+  return project(ctx, w("self_attn.o_proj.weight"), {/*wideInput=*/false, partialSums.wideOutput, dtype});
 }
 
 ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
@@ -85,10 +86,10 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
          inputIds.scalar_type());
   const auto dtype = options.computeDtype;
   const int64_t b = inputIds.size(0), s = inputIds.size(1), hidden = config.hiddenSize;
-  auto w = [&](const std::string& n) { return getParam(params, n).to(dtype); };
+  auto w = [&](const std::string& n) { return computeWeight(getParam(params, n), dtype); };
   ModelOutput out;
   auto embed = w("model.embed_tokens.weight");
-  auto h = embed.index_select(0, inputIds.reshape({-1})).view({b, s, hidden});
+  auto h = embed.index_select(0, inputIds.reshape({-1})).view({b, s, hidden}).to(dtype);
   for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
     const std::string p = layerPrefix(i);
     h = h + attentionForward(rmsNorm(h, getParam(params, p + "input_layernorm.weight"), config.rmsNormEps), params,
@@ -118,7 +119,7 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
   }
   h = rmsNorm(h, getParam(params, "model.norm.weight"), config.rmsNormEps);
   auto head = config.tieWordEmbeddings ? embed : w("lm_head.weight");
-  out.logits = torch::matmul(h, head.t());
+  out.logits = project(h, head);
   return out;
 }
 

@@ -110,6 +110,7 @@ struct DistTrainer::Impl {
     so.mesh = &mesh;
     so.local = &local;
     so.expertSharding = distOptions.expertSharding;
+    so.computeDtype = ref::computeDtype(options.precision);
     for (const auto& pp : plan.params) {
       if (!local.contains(pp.name)) fail("rank ", mesh.world()->rank(), ": no local parameter ", pp.name);
       const auto& t = local[pp.name];
@@ -203,10 +204,18 @@ struct DistTrainer::Impl {
             need(!pl.isSharded(), std::string(n) + ": the distributed model keeps it replicated");
   }
 
+  // The weight to compute with in dtype dt: fetched from the store in fp32
+  // once per step, rounded straight-through (partial_sums.h: weight
+  // gradients stay fp32 on every rank).
   torch::Tensor w(const std::string& name, torch::ScalarType dt) {
     auto key = std::make_pair(name, static_cast<int>(dt));
     auto it = stepParams.find(key);
-    if (it == stepParams.end()) it = stepParams.emplace(key, store->get(name, dt)).first;
+    if (it == stepParams.end()) {
+      auto fkey = std::make_pair(name, static_cast<int>(torch::kFloat));
+      auto f = stepParams.find(fkey);
+      if (f == stepParams.end()) f = stepParams.emplace(fkey, store->get(name, torch::kFloat)).first;
+      it = dt == torch::kFloat ? f : stepParams.emplace(key, ref::computeWeight(f->second, dt)).first;
+    }
     return it->second;
   }
 
@@ -233,7 +242,7 @@ struct DistTrainer::Impl {
   // partial sums in fp32 (see reference/model/partial_sums.h).
   static ref::PartialSums tpPartialSums(torch::ScalarType dt) {
     const bool narrow = dt != torch::kFloat && dt != torch::kDouble;
-    return {/*wideInput=*/narrow, /*wideOutput=*/narrow};
+    return {/*wideInput=*/narrow, /*wideOutput=*/narrow, /*computeDtype=*/dt};
   }
   // Entry of a tp module: the replicated (or, under sp, sequence-sharded)
   // input becomes the full input on every tp rank; its gradient is summed
@@ -313,7 +322,7 @@ struct DistTrainer::Impl {
       auto shared = ref::swiglu(xt, w(p + "mlp.shared_expert.gate_proj.weight", dt),
                                 w(p + "mlp.shared_expert.up_proj.weight", dt),
                                 w(p + "mlp.shared_expert.down_proj.weight", dt));
-      auto gate = torch::sigmoid(torch::matmul(xt, w(p + "mlp.shared_expert_gate.weight", dt).t()));
+      auto gate = torch::sigmoid(ref::project(xt, w(p + "mlp.shared_expert_gate.weight", dt)));
       out = out + (gate * shared).view({b, sl, h});
     }
     return out;
@@ -338,7 +347,7 @@ struct DistTrainer::Impl {
         fail("sequence parallelism: seq len ", s, " is not divisible by tp = ", tpSize);
     }
     auto embed = w("model.embed_tokens.weight", dt);
-    auto h = embed.index_select(0, ids.narrow(1, s0, sl).reshape({-1})).view({b, sl, hidden});
+    auto h = embed.index_select(0, ids.narrow(1, s0, sl).reshape({-1})).view({b, sl, hidden}).to(dt);
     std::vector<torch::Tensor> routerLogits;
     for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
       const auto p = ref::layerPrefix(i);
@@ -363,7 +372,7 @@ struct DistTrainer::Impl {
     }
     h = ref::rmsNorm(h, w("model.norm.weight", torch::kFloat), config.rmsNormEps);
     auto head = config.tieWordEmbeddings ? embed : w("lm_head.weight", dt);
-    auto logits = torch::matmul(h, head.t());  // [Bl, Sl, V]
+    auto logits = ref::project(h, head);  // [Bl, Sl, V]
 
     // CE over local positions t in [s0, s0 + sl) that have a next token.
     const int64_t valid = std::max<int64_t>(0, std::min(sl, s - 1 - s0));

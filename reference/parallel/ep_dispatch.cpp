@@ -78,7 +78,8 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
   if (options.reduceExpertOutputs) {
     if (auto f = mutants::points().reduceExpertOutputs) y = f(y, *options.reduceExpertOutputs);
     else y = reduceFromGroup(y, *options.reduceExpertOutputs);
-    y = y.to(experts.gateUp.scalar_type());  // fp32 partial sums are rounded once, after the reduction
+    // fp32 partial sums are rounded once, after the reduction
+    if (options.partialSums.wideOutput) y = y.to(options.partialSums.computeDtype);
   }  // else a wide partial output stays fp32 for the caller's reduction
   // Back to source-major: row order[j] of yRecv is y[j].
   auto inverse = torch::empty({n}, longOpts);

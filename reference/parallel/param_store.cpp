@@ -10,6 +10,7 @@ namespace moe::parallel {
 //   std::unique_ptr<ParamStore> make<Name>Store(const ParamStoreOptions&);
 // declare it below and add one line to kStores.
 std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options);
+std::unique_ptr<ParamStore> makeZero3Store(const ParamStoreOptions& options);
 
 namespace {
 
@@ -20,6 +21,7 @@ struct StoreEntry {
 };
 const StoreEntry kStores[] = {
     {"none", makeReplicatedStore},
+    {"zero3", makeZero3Store},
 };
 
 }  // namespace

@@ -73,6 +73,10 @@ struct ParamStoreOptions {
   // fsdp: where ep-sharded experts go: "edp" (sharded over their
   // expert-data-parallel dims) or "none" (left as the plan placed them).
   std::string expertSharding = "edp";
+  // The dtype the forward reads most parameters in (bf16 under the bf16
+  // policy; norm weights are still read in fp32): zero3 all-gathers its flat
+  // buffers in it before the first get() of a layer says which dtype.
+  torch::ScalarType computeDtype = torch::kFloat;
 };
 
 class ParamStore {

@@ -1,0 +1,244 @@
+// `moe-harness run` end to end on real gloo jobs: a suite with broken cases
+// among good ones still runs the good ones, reports every broken one as
+// `error` with its reason in all four formats, and exits non-zero; a hung run
+// becomes `error` with the launcher's explanation; `compare` flags a run whose
+// loss margin doubled.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+namespace {
+namespace fs = std::filesystem;
+const std::string kHarness = MOE_HARNESS_BIN;
+const std::string kCases = MOE_CASES_DIR;
+
+struct Proc {
+  int code = -1;
+  std::string out;
+};
+
+Proc runCommand(const std::string& cmd) {
+  Proc p;
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return p;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) p.out.append(buf, n);
+  const int st = pclose(f);
+  p.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return p;
+}
+
+std::string readFile(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+class RunCases : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("moe_run_cases_" + std::to_string(getpid()) + "_" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "cases");
+  }
+  void TearDown() override {
+    if (!HasFailure()) fs::remove_all(dir_);
+  }
+  void writeCase(const std::string& file, const std::string& text) { std::ofstream(dir_ / "cases" / file) << text; }
+  // A small valid case: ep=2, 2 steps, fp32.
+  std::string goodCase(const std::string& name, const std::string& extra = "") {
+    return R"({"name": ")" + name + R"(", "model": ")" + kCases + R"(/configs/tiny_moe.json",
+      "world_size": 2, "mesh": {"ep": 2}, "plan": "ep", "dtypes": ["fp32"], "steps": 2,)" + extra + R"(
+      "tolerances": {"fp32": {"loss_abs": 1e-5, "rtol": 1e-4, "atol": 1e-6}}})";
+  }
+  fs::path dir_;
+};
+
+TEST_F(RunCases, BrokenCasesAmongGoodOnesAreErrorsInEveryFormat) {
+  writeCase("a_good.json", goodCase("a_good"));
+  writeCase("b_malformed.json", "{\n  \"name\": \"b\"\n  \"world_size\": 2\n}\n");  // missing comma on line 2
+  writeCase("c_schema.json", goodCase("c_schema", R"( "seed": -1,)"));
+  writeCase("d_mesh.json", goodCase("d_mesh", R"( "batch_size": 4,)").replace(goodCase("d_mesh", R"( "batch_size": 4,)").find("\"ep\": 2"), 7, "\"ep\": 4"));
+  writeCase("e_good.json", goodCase("e_good"));
+  const fs::path report = dir_ / "report";
+  const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string() + " --jobs 2");
+  EXPECT_EQ(p.code, 1) << p.out;
+  // Progress: the run count, steps, each result and the totals.
+  EXPECT_NE(p.out.find("run 1/5 a_good.fp32: step 2/2"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("totals: 2 pass, 0 fail, 3 error, 0 skip of 5 runs"), std::string::npos) << p.out;
+
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  std::map<std::string, nlohmann::json> runs;
+  for (const auto& r : j["runs"]) runs[r["id"].get<std::string>()] = r;
+  ASSERT_EQ(runs.size(), 5u) << j.dump(1);
+  EXPECT_EQ(runs["a_good.fp32"]["status"], "pass");
+  EXPECT_EQ(runs["e_good.fp32"]["status"], "pass");
+  EXPECT_EQ(runs["a_good.fp32"]["steps"].size(), 2u);
+  EXPECT_GT(runs["a_good.fp32"]["seconds"].get<double>(), 0);
+  EXPECT_EQ(runs["a_good.fp32"]["environment"]["torch_version"].get<std::string>().substr(0, 2), "1.");
+  const std::string malformed = runs["b_malformed"]["reason"];
+  EXPECT_EQ(runs["b_malformed"]["status"], "error");
+  EXPECT_NE(malformed.find("b_malformed.json:3:"), std::string::npos) << malformed;
+  EXPECT_NE(runs["c_schema"]["reason"].get<std::string>().find("/seed: -1 is below the minimum 0"), std::string::npos)
+      << runs["c_schema"]["reason"];
+  EXPECT_NE(runs["d_mesh"]["reason"].get<std::string>().find("covers 4 ranks but world_size is 2"), std::string::npos)
+      << runs["d_mesh"]["reason"];
+  EXPECT_EQ(j["totals"]["error"], 3);
+
+  // The same reasons in the other three formats.
+  const std::string md = readFile(report / "report.md"), html = readFile(report / "report.html"),
+                    junit = readFile(report / "junit.xml");
+  for (const std::string& needle : {std::string("b_malformed.json:3:"), std::string("covers 4 ranks but world_size is 2")}) {
+    EXPECT_NE(md.find(needle), std::string::npos) << needle;
+    EXPECT_NE(html.find(needle), std::string::npos) << needle;
+    EXPECT_NE(junit.find(needle), std::string::npos) << needle;
+  }
+  size_t svgs = 0;
+  for (size_t p2 = html.find("<svg"); p2 != std::string::npos; p2 = html.find("<svg", p2 + 1)) ++svgs;
+  EXPECT_EQ(svgs, 5u);
+  EXPECT_EQ(html.find("http://"), std::string::npos);
+  EXPECT_EQ(html.find("https://"), std::string::npos);
+  EXPECT_NE(junit.find("errors=\"3\""), std::string::npos);
+}
+
+TEST_F(RunCases, AHungRunIsAnErrorWithTheLaunchersExplanation) {
+  // 0.5 s cannot fit 2 ranks' start-up and training: the launcher stops the
+  // job and the run becomes an error; the other run still passes.
+  writeCase("hang.json", goodCase("hang", R"( "timeout": 0.5,)"));
+  writeCase("ok.json", goodCase("ok"));
+  const fs::path report = dir_ / "report";
+  const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string());
+  EXPECT_EQ(p.code, 1) << p.out;
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  ASSERT_EQ(j["runs"].size(), 2u);
+  EXPECT_EQ(j["runs"][0]["id"], "hang.fp32");
+  EXPECT_EQ(j["runs"][0]["status"], "error");
+  EXPECT_NE(j["runs"][0]["reason"].get<std::string>().find("timed out after 0.5 s"), std::string::npos) << j["runs"][0];
+  EXPECT_EQ(j["runs"][1]["status"], "pass");
+}
+
+TEST_F(RunCases, NcclWithoutGpusIsSkippedNotPassed) {
+  writeCase("ok.json", goodCase("ok"));
+  const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --backend nccl");
+  // Exit 77: ctest's SKIP_RETURN_CODE. (On a machine with 2 GPUs this runs.)
+  if (p.code != 77) GTEST_SKIP() << "nccl usable here: " << p.out;
+  EXPECT_NE(p.out.find("skip ok.fp32: "), std::string::npos) << p.out;
+}
+
+TEST_F(RunCases, ExpectedPlacementsFailOnAWrongShapeOrPlacement) {
+  // ep=2 over 8 experts: rank 1 holds gate_up_proj rows 4..7, local [4, 32, 32], Shard(0).
+  const std::string p = R"("model.layers.1.mlp.experts.gate_up_proj")";
+  writeCase("a_right.json", goodCase("a_right", R"( "expect": {"placements": [{"param": )" + p +
+                                                   R"x(, "ranks": [1], "placements": ["Shard(0)"], "local_shape": [4, 32, 32]}]},)x"));
+  writeCase("b_shape.json", goodCase("b_shape", R"( "expect": {"placements": [{"param": )" + p +
+                                                   R"(, "local_shape": [8, 32, 32]}]},)"));
+  writeCase("c_placement.json", goodCase("c_placement", R"( "expect": {"placements": [{"param": )" + p +
+                                                           R"x(, "ranks": [1], "placements": ["Replicate()"]}]},)x"));
+  const fs::path report = dir_ / "report";
+  const Proc run = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string());
+  EXPECT_EQ(run.code, 1) << run.out;
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  ASSERT_EQ(j["runs"].size(), 3u);
+  EXPECT_EQ(j["runs"][0]["status"], "pass") << j["runs"][0]["reason"];
+  EXPECT_EQ(j["runs"][1]["status"], "fail");
+  EXPECT_EQ(j["runs"][1]["reason"],
+            "expected_placements: rank 0: model.layers.1.mlp.experts.gate_up_proj local shape [4,32,32] vs expected [8,32,32]");
+  EXPECT_EQ(j["runs"][2]["status"], "fail");
+  EXPECT_EQ(j["runs"][2]["reason"],
+            "expected_placements: rank 1: model.layers.1.mlp.experts.gate_up_proj placements [Shard(0)] vs expected [Replicate()]");
+}
+
+TEST_F(RunCases, TheReferenceIsComputedOnceAndReused) {
+  // Two cases of the same (config, dtype, seed, steps, batch, sequence) on
+  // different meshes share one reference; a second suite reuses it too.
+  writeCase("a.json", goodCase("a"));
+  writeCase("b.json", goodCase("b").replace(goodCase("b").find("\"ep\": 2"), 7, "\"dp\": 2"));
+  const std::string cache = (dir_ / "cache").string();
+  auto suite = [&](const std::string& name) {
+    const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + (dir_ / name).string() +
+                              " --reference-cache " + cache);
+    EXPECT_EQ(p.code, 0) << p.out;
+    return nlohmann::json::parse(readFile(dir_ / name / "report.json"));
+  };
+  const auto first = suite("r1"), second = suite("r2");
+  EXPECT_FALSE(first["runs"][0]["timings"]["reference_from_cache"].get<bool>());
+  EXPECT_TRUE(first["runs"][1]["timings"]["reference_from_cache"].get<bool>());
+  EXPECT_TRUE(second["runs"][0]["timings"]["reference_from_cache"].get<bool>());
+  size_t entries = 0;
+  for (const auto& e : fs::directory_iterator(cache)) entries += e.is_directory();
+  EXPECT_EQ(entries, 1u);
+  // The cached reference is the computed one, bit for bit.
+  for (int s = 0; s < 2; ++s)
+    EXPECT_EQ(first["runs"][0]["steps"][s]["reference_loss"].get<double>(),
+              second["runs"][0]["steps"][s]["reference_loss"].get<double>());
+}
+
+TEST_F(RunCases, CompareFlagsADoubledLossMargin) {
+  // Two reports that differ only in the measured loss difference of one run.
+  auto report = [](double lossDiff) {
+    nlohmann::json parity = {{"check", "parity"}, {"passed", true}, {"explanation", ""},
+                             {"measured", {{"loss_max_abs_diff", lossDiff}, {"tolerance", {{"loss_abs", 1e-5}}}}}};
+    return nlohmann::json{{"runs", {{{"id", "x.fp32"}, {"status", "pass"}, {"checks", {parity}}},
+                                    {{"id", "y.fp32"}, {"status", "pass"}, {"checks", {parity}}}}}};
+  };
+  auto b = report(2e-6);
+  b["runs"][0]["checks"][0]["measured"]["loss_max_abs_diff"] = 4e-6;
+  std::ofstream(dir_ / "old.json") << report(2e-6).dump();
+  std::ofstream(dir_ / "new.json") << b.dump();
+  const Proc p = runCommand(kHarness + " compare " + (dir_ / "old.json").string() + " " + (dir_ / "new.json").string());
+  EXPECT_EQ(p.code, 1) << p.out;
+  EXPECT_NE(p.out.find("REGRESSION x.fp32: loss margin 0.2 -> 0.4"), std::string::npos) << p.out;
+  EXPECT_EQ(p.out.find("y.fp32"), std::string::npos) << p.out;
+  const Proc same = runCommand(kHarness + " compare " + (dir_ / "old.json").string() + " " + (dir_ / "old.json").string());
+  EXPECT_EQ(same.code, 0) << same.out;
+}
+
+TEST_F(RunCases, CtestRegistrationHasBothBackendsAndTheCaseLabels) {
+  writeCase("a.json", goodCase("a", R"( "labels": ["nightly"],)"));
+  writeCase("b.json", goodCase("b", R"( "labels": ["needs-dp"],)"));
+  writeCase("c.json", "{ broken");
+  const fs::path out = dir_ / "tests.cmake";
+  const Proc p = runCommand(kHarness + " list " + (dir_ / "cases").string() + " --ctest " + out.string() +
+                            " --harness /bin/H --reference-cache /cache");
+  ASSERT_EQ(p.code, 0) << p.out;
+  const std::string t = readFile(out);
+  const std::string caseA = (dir_ / "cases" / "a.json").string();
+  EXPECT_NE(t.find("add_test([==[a.fp32]==] [==[/bin/H]==] run [==[" + caseA +
+                   "]==] --id [==[a.fp32]==] --backend gloo --reference-cache [==[/cache]==])"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("set_tests_properties([==[a.fp32]==] PROPERTIES LABELS [==[gloo;nightly]==]"), std::string::npos) << t;
+  EXPECT_NE(t.find("set_tests_properties([==[a.fp32.nccl]==] PROPERTIES LABELS [==[multigpu;nightly]==]"), std::string::npos) << t;
+  EXPECT_NE(t.find("SKIP_RETURN_CODE 77"), std::string::npos) << t;
+  // needs-dp runs are registered but disabled; a broken file is a (failing) test.
+  EXPECT_NE(t.find("[==[b.fp32]==] PROPERTIES LABELS [==[gloo;needs-dp]==] TIMEOUT 360 SKIP_RETURN_CODE 77 PROCESSORS 2 DISABLED TRUE"),
+            std::string::npos) << t;
+  EXPECT_NE(t.find("add_test([==[c]==] [==[/bin/H]==] run"), std::string::npos) << t;
+}
+
+TEST_F(RunCases, ValidateAndDescribeWithoutTraining) {
+  const Proc v = runCommand(kHarness + " validate " + kCases);
+  EXPECT_EQ(v.code, 0) << v.out;
+  EXPECT_NE(v.out.find(" 0 invalid"), std::string::npos) << v.out;
+  const Proc d = runCommand(kHarness + " describe " + kCases + "/ep2_tp2_moe_tp.json --filter fp32");
+  EXPECT_EQ(d.code, 0) << d.out;
+  // ep=2 x tp=2: rank 3 is (ep1, tp1) and holds 4 experts' halves: [4, 16, 32].
+  EXPECT_NE(d.out.find("3=(ep1,tp1)"), std::string::npos) << d.out;
+  EXPECT_NE(d.out.find("model.layers.1.mlp.experts.gate_up_proj | grouped_gemm+moe_tp_gate_up_colwise | [Shard(0), StridedShard(-2, 2)] | 0:[4,16,32]"),
+            std::string::npos)
+      << d.out;
+  writeCase("bad.json", goodCase("bad", R"( "world_size": 3,)").replace(0, 0, ""));
+  const Proc bad = runCommand(kHarness + " validate " + (dir_ / "cases").string());
+  EXPECT_EQ(bad.code, 1) << bad.out;
+}
+
+}  // namespace

@@ -1,0 +1,46 @@
+#pragma once
+// A directory of single-device reference runs, so that every case run of the
+// same (config, dtype, seed, steps, batch, sequence length, checkpoint)
+// computes the reference once.
+//
+// Contract:
+//  - key(): a hex digest of everything the reference depends on, including
+//    the identity of the running binary (path, size, mtime), so a rebuilt
+//    harness never reuses a reference computed by different code.
+//  - load(): the cached run, or nullopt when absent or incomplete (an entry
+//    is complete only once its directory was renamed into place).
+//  - store(): writes into a private temporary directory and renames it to
+//    the key, so concurrent jobs never see a half-written entry; when another
+//    job stored the key first, its entry is kept and ours is discarded.
+// Entry layout: <dir>/<key>/{steps.json, grads_step1.safetensors,
+// final.safetensors}; steps.json also holds the inputs of the key in clear.
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "reference/train/trainer.h"
+
+namespace moe::ref {
+
+struct ReferenceKey {
+  nlohmann::json config;   // ModelConfig::toJson()
+  std::string dtype;       // "fp32" | "bf16"
+  TrainOptions train;      // steps, seed, batch, seq len, optimizer
+  std::string checkpoint;  // path; "" = the seed's init
+};
+
+class ReferenceCache {
+ public:
+  explicit ReferenceCache(std::string dir) : dir_(std::move(dir)) {}
+
+  static std::string key(const ReferenceKey& k);
+  // steps, gradsStep1 and finalParams (initialParams is left empty).
+  std::optional<TrainResult> load(const std::string& key) const;
+  void store(const std::string& key, const ReferenceKey& inputs, const TrainResult& result) const;
+
+ private:
+  std::string dir_;
+};
+
+}  // namespace moe::ref

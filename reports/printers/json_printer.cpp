@@ -1,0 +1,20 @@
+// report.json: the Report itself (reportFromJson reads it back).
+#include <ostream>
+
+#include "reports/printer.h"
+
+namespace moe::reports {
+namespace {
+
+class JsonPrinter : public ReportPrinter {
+ public:
+  std::string name() const override { return "json"; }
+  std::string fileName() const override { return "report.json"; }
+  void print(const Report& report, std::ostream& os) const override { os << toJson(report).dump(1) << "\n"; }
+};
+
+}  // namespace
+
+std::unique_ptr<ReportPrinter> makeJsonPrinter() { return std::make_unique<JsonPrinter>(); }
+
+}  // namespace moe::reports

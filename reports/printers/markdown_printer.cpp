@@ -1,0 +1,85 @@
+// report.md: summary, one table row per run, then the details of every run
+// that did not pass (its checks with explanations, its reason, its log).
+#include <ostream>
+
+#include "reports/printer.h"
+
+namespace moe::reports {
+namespace {
+
+// Table cells may not contain '|' or newlines.
+std::string cell(std::string s) {
+  for (auto& c : s)
+    if (c == '\n') c = ' ';
+  std::string out;
+  for (char c : s) out += c == '|' ? std::string("\\|") : std::string(1, c);
+  if (out.size() > 300) out = out.substr(0, 297) + "...";
+  return out;
+}
+
+std::string marginText(const RunResult& r) {
+  const auto m = margins(r);
+  std::string out;
+  for (const auto& [k, v] : m) out += (out.empty() ? "" : ", ") + k + " " + formatDouble(v);
+  return out.empty() ? "-" : out;
+}
+
+class MarkdownPrinter : public ReportPrinter {
+ public:
+  std::string name() const override { return "md"; }
+  std::string fileName() const override { return "report.md"; }
+  void print(const Report& report, std::ostream& os) const override {
+    const Totals t = report.totals();
+    os << "# MoE conformance report\n\n";
+    os << "**" << t.pass << " pass, " << t.fail << " fail, " << t.error << " error, " << t.skip << " skip** of "
+       << t.total() << " runs in " << formatSeconds(report.seconds) << " (created " << report.created << ").\n\n";
+    os << "Environment: libtorch " << report.environment.value("torch_version", "?") << ", backend "
+       << report.environment.value("backend", "?") << ", git " << report.environment.value("git_revision", "?")
+       << ", host " << report.environment.value("host", "?") << ".\n\n";
+    os << "Margins are measured / tolerance (above 1 fails).\n\n";
+    os << "| run | status | world | mesh | dtype | margins | time | result |\n";
+    os << "|---|---|---|---|---|---|---|---|\n";
+    for (const auto& r : report.runs) {
+      std::string result = r.reason;
+      if (r.status == Status::kPass) {
+        result.clear();
+        for (const auto& c : r.checks)
+          if (c.requested) result += (result.empty() ? "" : "; ") + c.check + " ok";
+      }
+      os << "| " << cell(r.id) << " | " << statusName(r.status) << " | "
+         << (r.spec.contains("world_size") ? r.spec["world_size"].dump() : "-") << " | "
+         << cell(r.spec.contains("mesh") ? r.spec["mesh"].dump() : "-") << " | "
+         << cell(r.spec.value("dtype", "-")) << " | " << marginText(r) << " | " << formatSeconds(r.seconds)
+         << " | " << cell(result) << " |\n";
+    }
+    bool header = false;
+    for (const auto& r : report.runs) {
+      if (r.status == Status::kPass) continue;
+      if (!header) os << "\n## Runs that did not pass\n";
+      header = true;
+      os << "\n### " << r.id << " — " << statusName(r.status) << "\n\n";
+      if (!r.caseFile.empty()) os << "Case file: `" << r.caseFile << "`\n\n";
+      os << "Reason: " << r.reason << "\n\n";
+      for (const auto& c : r.checks)
+        os << "- " << (c.passed ? "pass" : "**FAIL**") << " `" << c.check << "`"
+           << (c.requested ? "" : " (not requested)") << ": " << c.explanation << "\n";
+      if (!r.flightRecorder.empty()) os << "\nFlight recorder: `" << r.flightRecorder << "`\n";
+      if (!r.log.empty()) os << "\n```\n" << r.log << (r.log.back() == '\n' ? "" : "\n") << "```\n";
+    }
+    os << "\n## Checks per run\n\n";
+    for (const auto& r : report.runs) {
+      if (r.checks.empty()) continue;
+      os << "- **" << r.id << "**: ";
+      for (size_t i = 0; i < r.checks.size(); ++i)
+        os << (i ? "; " : "") << r.checks[i].check << " " << (r.checks[i].passed ? "ok" : "FAIL") << " ("
+           << cell(r.checks[i].explanation) << ")";
+      os << "\n";
+    }
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<ReportPrinter> makeMarkdownPrinter() { return std::make_unique<MarkdownPrinter>(); }
+
+}  // namespace moe::reports

@@ -1,0 +1,150 @@
+#include "reports/report.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "harness/common/error.h"
+
+namespace moe::reports {
+
+std::string statusName(Status s) {
+  switch (s) {
+    case Status::kPass: return "pass";
+    case Status::kFail: return "fail";
+    case Status::kError: return "error";
+    case Status::kSkip: return "skip";
+  }
+  return "error";
+}
+
+Status parseStatus(const std::string& s) {
+  if (s == "pass") return Status::kPass;
+  if (s == "fail") return Status::kFail;
+  if (s == "error") return Status::kError;
+  if (s == "skip") return Status::kSkip;
+  fail("unknown run status '", s, "' (pass, fail, error, skip)");
+}
+
+Totals Report::totals() const {
+  Totals t;
+  for (const auto& r : runs) {
+    switch (r.status) {
+      case Status::kPass: ++t.pass; break;
+      case Status::kFail: ++t.fail; break;
+      case Status::kError: ++t.error; break;
+      case Status::kSkip: ++t.skip; break;
+    }
+  }
+  return t;
+}
+
+nlohmann::json toJson(const RunResult& r) {
+  nlohmann::json steps = nlohmann::json::array();
+  for (const auto& s : r.steps)
+    steps.push_back({{"step", s.step}, {"loss", s.loss}, {"reference_loss", s.referenceLoss},
+                     {"ce", s.ce}, {"reference_ce", s.referenceCe}, {"aux", s.aux},
+                     {"reference_aux", s.referenceAux}, {"grad_norm", s.gradNorm},
+                     {"reference_grad_norm", s.referenceGradNorm}});
+  nlohmann::json checks = nlohmann::json::array();
+  for (const auto& c : r.checks)
+    checks.push_back({{"check", c.check}, {"passed", c.passed}, {"requested", c.requested},
+                      {"explanation", c.explanation}, {"measured", c.measured}});
+  nlohmann::json m = nlohmann::json::object();
+  for (const auto& [k, v] : margins(r)) m[k] = v;
+  return {{"id", r.id},
+          {"case", r.caseName},
+          {"case_file", r.caseFile},
+          {"status", statusName(r.status)},
+          {"reason", r.reason},
+          {"spec", r.spec},
+          {"steps", steps},
+          {"loss_tolerance", r.lossTolerance},
+          {"checks", checks},
+          {"margins", m},
+          {"collectives_step1_rank0", r.collectives},
+          {"timings", r.timings},
+          {"seconds", r.seconds},
+          {"environment", r.environment},
+          {"log", r.log},
+          {"flight_recorder", r.flightRecorder}};
+}
+
+nlohmann::json toJson(const Report& r) {
+  const Totals t = r.totals();
+  nlohmann::json runs = nlohmann::json::array();
+  for (const auto& x : r.runs) runs.push_back(toJson(x));
+  return {{"format", "moe-harness-report/1"},
+          {"created", r.created},
+          {"environment", r.environment},
+          {"suite", r.suite},
+          {"seconds", r.seconds},
+          {"totals", {{"pass", t.pass}, {"fail", t.fail}, {"error", t.error}, {"skip", t.skip}, {"total", t.total()}}},
+          {"runs", runs}};
+}
+
+RunResult runResultFromJson(const nlohmann::json& j) {
+  RunResult r;
+  r.id = j.at("id").get<std::string>();
+  r.caseName = j.value("case", "");
+  r.caseFile = j.value("case_file", "");
+  r.status = parseStatus(j.at("status").get<std::string>());
+  r.reason = j.value("reason", "");
+  r.spec = j.value("spec", nlohmann::json::object());
+  for (const auto& s : j.value("steps", nlohmann::json::array()))
+    r.steps.push_back({s.at("step").get<int>(), s.value("loss", 0.0), s.value("reference_loss", 0.0),
+                       s.value("ce", 0.0), s.value("reference_ce", 0.0), s.value("aux", 0.0),
+                       s.value("reference_aux", 0.0), s.value("grad_norm", 0.0),
+                       s.value("reference_grad_norm", 0.0)});
+  r.lossTolerance = j.value("loss_tolerance", 0.0);
+  for (const auto& c : j.value("checks", nlohmann::json::array()))
+    r.checks.push_back({c.at("check").get<std::string>(), c.value("passed", false), c.value("requested", true),
+                        c.value("explanation", ""), c.value("measured", nlohmann::json::object())});
+  r.collectives = j.value("collectives_step1_rank0", nlohmann::json::array());
+  r.timings = j.value("timings", nlohmann::json::object());
+  r.seconds = j.value("seconds", 0.0);
+  r.environment = j.value("environment", nlohmann::json::object());
+  r.log = j.value("log", "");
+  r.flightRecorder = j.value("flight_recorder", "");
+  return r;
+}
+
+Report reportFromJson(const nlohmann::json& j) {
+  Report r;
+  r.created = j.value("created", "");
+  r.environment = j.value("environment", nlohmann::json::object());
+  r.suite = j.value("suite", nlohmann::json::object());
+  r.seconds = j.value("seconds", 0.0);
+  for (const auto& x : j.at("runs")) r.runs.push_back(runResultFromJson(x));
+  return r;
+}
+
+Report readReport(const std::string& path) {
+  std::string file = path;
+  if (std::filesystem::is_directory(file)) file += "/report.json";
+  std::ifstream in(file);
+  if (!in) fail("cannot read report ", file);
+  try {
+    nlohmann::json j;
+    in >> j;
+    return reportFromJson(j);
+  } catch (const nlohmann::json::exception& e) {
+    fail("report ", file, ": ", e.what());
+  }
+}
+
+std::map<std::string, double> margins(const RunResult& r) {
+  std::map<std::string, double> out;
+  for (const auto& c : r.checks) {
+    if (c.check != "parity" || !c.measured.is_object()) continue;
+    const auto& m = c.measured;
+    const double lossAbs = m.contains("tolerance") ? m["tolerance"].value("loss_abs", 0.0) : 0.0;
+    if (lossAbs > 0 && m.contains("loss_max_abs_diff"))
+      out["loss"] = m["loss_max_abs_diff"].get<double>() / lossAbs;
+    for (const char* what : {"grads", "params"})
+      if (m.contains(what) && m[what].contains("worst") && m[what]["worst"].contains("score"))
+        out[what] = m[what]["worst"]["score"].get<double>();
+  }
+  return out;
+}
+
+}  // namespace moe::reports

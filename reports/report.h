@@ -1,0 +1,86 @@
+#pragma once
+// The one result structure every report printer reads (report.json is its
+// serialisation; printers never see how results were produced).
+//
+// A run's status:
+//  - pass:  every requested check passed;
+//  - fail:  the run finished and a requested check (or an expected placement)
+//           failed; `reason` is the first failure's explanation;
+//  - error: the run could not produce a verdict: a broken case file, a user
+//           error of run-plan, a crashed or hung job (`reason` says which and
+//           names the rank; `flightRecorder` points at the traces);
+//  - skip:  not run on purpose (e.g. nccl without GPUs); `reason` says why.
+#include <map>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace moe::reports {
+
+enum class Status { kPass, kFail, kError, kSkip };
+std::string statusName(Status s);          // "pass" | "fail" | "error" | "skip"
+Status parseStatus(const std::string& s);  // HarnessError for anything else
+
+struct CheckOutcome {
+  std::string check;
+  bool passed = false;
+  bool requested = true;  // false: measured and shown, but not part of the verdict
+  std::string explanation;
+  nlohmann::json measured;
+};
+
+struct StepValues {
+  int step = 0;
+  double loss = 0, referenceLoss = 0;
+  double ce = 0, referenceCe = 0;
+  double aux = 0, referenceAux = 0;
+  double gradNorm = 0, referenceGradNorm = 0;
+};
+
+struct RunResult {
+  std::string id;
+  std::string caseName;
+  std::string caseFile;
+  Status status = Status::kError;
+  std::string reason;
+  nlohmann::json spec = nlohmann::json::object();
+  std::vector<StepValues> steps;
+  double lossTolerance = 0;  // the |Δloss| band of the charts (0: unknown)
+  std::vector<CheckOutcome> checks;
+  nlohmann::json collectives = nlohmann::json::array();  // step-1 counters of rank 0
+  nlohmann::json timings = nlohmann::json::object();     // run-plan's timings
+  double seconds = 0;                                     // wall time of the job
+  nlohmann::json environment = nlohmann::json::object();
+  std::string log;             // tail of the job's output on fail/error
+  std::string flightRecorder;  // flight_recorder.json of a failed job, if any
+};
+
+struct Totals {
+  int pass = 0, fail = 0, error = 0, skip = 0;
+  int total() const { return pass + fail + error + skip; }
+};
+
+struct Report {
+  std::string created;  // UTC, ISO 8601
+  nlohmann::json environment = nlohmann::json::object();  // torch_version, backend, git_revision, host
+  nlohmann::json suite = nlohmann::json::object();        // command line, jobs, ...
+  double seconds = 0;                                     // wall time of the suite
+  std::vector<RunResult> runs;
+
+  Totals totals() const;
+};
+
+nlohmann::json toJson(const RunResult& r);
+nlohmann::json toJson(const Report& r);
+RunResult runResultFromJson(const nlohmann::json& j);
+Report reportFromJson(const nlohmann::json& j);
+// Reads report.json (or a directory holding it). HarnessError naming the file.
+Report readReport(const std::string& path);
+
+// Margins: how much of each tolerance a run used (measured / tolerance; > 1
+// fails). Keys: "loss" (max |Δloss| / loss_abs), "grads" and "params" (the
+// worst tensor's score). Absent when the run has no parity result.
+std::map<std::string, double> margins(const RunResult& r);
+
+}  // namespace moe::reports

@@ -3,7 +3,7 @@
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
-CTEST_ARGS ?=
+CTEST_ARGS ?= -LE nightly
 HARNESS := $(BUILD_DIR)/bin/moe-harness
 
 .PHONY: all setup configure build test run bench clean

@@ -23,6 +23,7 @@
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
 #include "reference/model/init.h"
+#include "reference/mutants/mutant_registry.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
@@ -58,6 +59,7 @@ struct RunPlanOptions {
   std::string wrapper = "none";
   std::string fsdpExperts = "edp";
   double expectMemoryFactor = 0;
+  std::string mutant;  // "" = none (mutants::mutantNames())
 };
 
 // {"loss_abs": x, "rtol": r, "atol": a} (allclose) or {"loss_abs": x,
@@ -134,7 +136,10 @@ checks::CheckResult checkDispatchVolume(comm::Communicator& world, const ModelCo
   r.measured = {{"dispatched_rows", measured}, {"expected_rows", expected}};
   r.explanation = r.passed ? moe::str("dispatch volume ", measured, " rows = tokens x top-k x MoE layers")
                            : moe::str("dispatch volume ", measured, " rows, expected ", expected,
-                                      " (tokens x top-k x MoE layers", dup > 1 ? " x tp" : "", ")");
+                                      " (tokens x top-k x MoE layers", dup > 1 ? " x tp" : "", "): ",
+                                      measured < expected
+                                          ? moe::str(expected - measured, " routed rows were never dispatched")
+                                          : moe::str(measured - expected, " rows more than were routed"));
   return r;
 }
 
@@ -283,6 +288,8 @@ checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh:
 }
 
 int runPlan(const RunPlanOptions& o) {
+  // First: an unknown name fails before any rank connects.
+  if (!o.mutant.empty()) mutants::activateMutant(o.mutant);
   at::set_num_threads(1);  // ranks share the machine's cores
   const auto t0 = std::chrono::steady_clock::now();
   auto env = launch::rankEnvFromEnvironment();
@@ -445,6 +452,7 @@ int runPlan(const RunPlanOptions& o) {
     j["plan"] = o.planPath;
     j["dtype"] = o.dtype;
     j["load"] = o.load;
+    j["mutant"] = o.mutant.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.mutant);
     j["seed"] = o.seed;
     j["world_size"] = env.worldSize;
     j["wrapper"] = o.wrapper;
@@ -506,6 +514,7 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--expect-memory-factor", o->expectMemoryFactor,
                   "assert (wrapper bytes / replicated bytes over the world) equals this factor; 0 = report only")
       ->capture_default_str();
+  sub->add_option("--mutant", o->mutant, "plant a known bug (issue 7; `moe-harness mutate --list`); default: none");
   sub->callback([o] {
     if (int code = runPlan(*o)) throw cli::CommandExit{code};
   });

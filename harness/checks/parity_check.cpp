@@ -194,13 +194,21 @@ CheckResult checkParityImpl(const ParityInputs& in, const ParityCheckOptions& op
   const ParityTolerance tol = options.resolved();
   const auto& run = require(in.runSteps, "parity", "run step records");
   const auto& ref = require(in.referenceSteps, "parity", "reference step records");
-  std::string failure;
-  auto fail = [&](const std::string& m) {
-    if (failure.empty()) failure = m;
+  // The first failure of each kind. The explanation reports the most specific
+  // one: a loss difference is the forward's own effect (gradients then differ
+  // as a consequence); with the loss right, a gradient names the parameter
+  // and its run/reference norm ratio (a scale bug shows as 0.500 or 2.000),
+  // which the grad norm alone would blur; a grad norm wrong while every
+  // gradient is right points at the norm itself (e.g. counted twice); final
+  // parameters wrong with everything else right point at the update.
+  std::string stepsFailure, lossFailure, gradFailure, normFailure, paramFailure;
+  auto failInto = [](std::string& slot, const std::string& m) {
+    if (slot.empty()) slot = m;
   };
+  auto fail = [&](const std::string& m) { failInto(lossFailure, m); };
   double maxLoss = 0, maxCe = 0, maxAux = 0, maxGradNorm = 0;
   if (run.size() != ref.size())
-    fail(moe::str("rank ", in.rank, ": the run has ", run.size(), " steps vs ", ref.size(), " in the reference"));
+    failInto(stepsFailure, moe::str("rank ", in.rank, ": the run has ", run.size(), " steps vs ", ref.size(), " in the reference"));
   for (size_t i = 0; i < std::min(run.size(), ref.size()); ++i) {
     const StepRecord& a = run[i];
     const StepRecord& b = ref[i];
@@ -223,7 +231,7 @@ CheckResult checkParityImpl(const ParityInputs& in, const ParityCheckOptions& op
     bool gnOk = tol.metric == TensorMetric::kAllClose ? gd <= tol.atol + tol.rtol * std::abs(b.gradNorm)
                                                       : rel <= tol.relNorm;
     if (!gnOk)
-      fail(moe::str("rank ", in.rank, ": step ", a.step, " grad norm ", a.gradNorm, " vs reference ", b.gradNorm,
+      failInto(normFailure, moe::str("rank ", in.rank, ": step ", a.step, " grad norm ", a.gradNorm, " vs reference ", b.gradNorm,
                     " (relative diff ", formatNumber(rel), ", ratio ", ratioString(a.gradNorm / b.gradNorm),
                     ") exceeds ", tol.describe()));
   }
@@ -240,11 +248,28 @@ CheckResult checkParityImpl(const ParityInputs& in, const ParityCheckOptions& op
                   {"tensors", tol.describe()}}}};
   if (in.step1Grads)
     r.measured["grads"] = compareShards(in, *in.step1Grads, require(in.referenceGrads, "parity", "reference gradients"),
-                                        "step-1 gradient", tol, failure, sums);
+                                        "step-1 gradient", tol, gradFailure, sums);
   if (in.finalParams)
     r.measured["params"] = compareShards(in, *in.finalParams,
                                          require(in.referenceParams, "parity", "reference parameters"),
-                                         moe::str("parameter after step ", run.size()), tol, failure, sums);
+                                         moe::str("parameter after step ", run.size()), tol, paramFailure, sums);
+  std::string failure;
+  std::vector<std::string> others;
+  const std::pair<const char*, const std::string*> kinds[] = {{"step count", &stepsFailure},
+                                                              {"loss", &lossFailure},
+                                                              {"step-1 gradients", &gradFailure},
+                                                              {"grad norm", &normFailure},
+                                                              {"final parameters", &paramFailure}};
+  for (const auto& [kind, f] : kinds) {
+    if (f->empty()) continue;
+    if (failure.empty()) failure = *f;
+    else others.push_back(kind);
+  }
+  if (!others.empty()) {
+    failure += " (also off: ";
+    for (size_t i = 0; i < others.size(); ++i) failure += (i ? ", " : "") + others[i];
+    failure += ")";
+  }
   r.passed = failure.empty();
   r.explanation = r.passed ? moe::str("max |diff| loss ", formatNumber(maxLoss), ", grad norm relative ",
                                       formatNumber(maxGradNorm), " over ", run.size(), " steps within ",

@@ -60,6 +60,29 @@ std::vector<std::string> identityDims(const std::string& name, const PlacementCh
   return all;
 }
 
+// A StridedShard(d, s) parameter whose values are wrong: when they equal
+// the plain Shard(d) slice of the checkpoint, the loader ignored the split
+// factor (a fused gate/up tensor split as one block), and the message says
+// so. Returns "" otherwise.
+std::string stridedAsPlainHint(const io::TensorSource& checkpoint, const ParamShard& p,
+                               const std::vector<int>& sizes, const std::vector<int>& coords,
+                               const PlacementCheckOptions& options) {
+  std::vector<ref::Placement> plain = p.placements;
+  bool strided = false;
+  for (auto& q : plain)
+    if (q.kind == ref::PlacementKind::kStridedShard) {
+      q = ref::Placement::shard(q.dim);
+      strided = true;
+    }
+  if (!strided) return "";
+  ref::LocalLayout layout = ref::computeLayout(p.globalShape, plain, sizes, coords);
+  if (layout.localShape != p.local.sizes().vec()) return "";
+  at::Tensor slice = readLocalSlice(checkpoint, p.name, layout).to(p.local.scalar_type());
+  if (!compareValues(p.local, slice, layout, options.rtol, options.atol, "checkpoint").ok) return "";
+  return moe::str("; the local values are the ", ref::toString(plain), " slice instead of the declared ",
+                  ref::toString(p.placements), "'s (the split factor was ignored)");
+}
+
 }  // namespace
 
 CheckResult checkPlacement(mesh::DeviceMesh& mesh, const std::vector<ParamShard>& shards,
@@ -151,7 +174,9 @@ CheckResult checkPlacement(mesh::DeviceMesh& mesh, const std::vector<ParamShard>
     at::Tensor expected = readLocalSlice(*checkpoint, name, layout).to(p.local.scalar_type());
     ValueComparison c = compareValues(p.local, expected, layout, options.rtol, options.atol, "checkpoint");
     maxDiff = std::max(maxDiff, c.maxAbsDiff);
-    if (!c.ok) fails.add(moe::str("rank ", rank, ": ", name, " ", c.message));
+    if (!c.ok)
+      fails.add(moe::str("rank ", rank, ": ", name, " ", c.message,
+                         stridedAsPlainHint(*checkpoint, p, sizes, coords, options)));
   }
 
   // Identity of replicated parameters: all-gather "name hash" lines.

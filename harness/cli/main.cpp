@@ -5,6 +5,7 @@
 #include "harness/cases/cases_commands.h"
 #include "harness/cli/commands.h"
 #include "harness/common/error.h"
+#include "reference/mutants/mutate_command.h"
 #include "reference/reference_command.h"
 #include "reference/run_plan_command.h"
 #include "reports/compare_command.h"
@@ -22,6 +23,7 @@ const Register kCommands[] = {
     moe::cases::addValidateCommand,
     moe::cases::addDescribeCommand,
     moe::reports::addCompareCommand,
+    moe::mutants::addMutateCommand,
 };
 }  // namespace
 

@@ -7,6 +7,7 @@
 #include "kernels/permute.h"
 #include "reference/model/moe_block.h"
 #include "reference/model/qwen3_moe.h"
+#include "reference/mutants/mutation_points.h"
 #include "reference/parallel/comm_ops.h"
 #include "reference/parallel/ep_dispatch.h"
 #include "reference/placement/dist_tensor.h"
@@ -32,7 +33,9 @@ ParamMap loadLocalParams(const AppliedPlan& plan, mesh::DeviceMesh& mesh,
                          const io::TensorSource& source) {
   ParamMap out;
   for (const auto& p : plan.params) {
-    auto dt = ref::DistTensor::distributeFromSource(p.name, source, mesh, p.placements);
+    auto placements = p.placements;
+    if (auto f = mutants::points().loaderPlacements) f(p, placements);
+    auto dt = ref::DistTensor::distributeFromSource(p.name, source, mesh, placements);
     if (dt.globalShape() != p.globalShape)
       fail("rank ", mesh.world()->rank(), ": checkpoint tensor ", p.name, " has shape ",
            torch::IntArrayRef(dt.globalShape()), ", config expects ",
@@ -123,6 +126,7 @@ struct DistTrainer::Impl {
         if (name != "tp") red.dataParallelDims.push_back(name);
         else red.tpPartial = tpPartial(pp.name);
       }
+      if (auto f = mutants::points().gradReduction) f(pp, sp, red);
       so.reductions.push_back(red);
       reductions.push_back(red);
     }
@@ -227,6 +231,13 @@ struct DistTrainer::Impl {
     return m;
   }
 
+  // The experts' Partial(sum) outputs summed over tp.
+  // partial: [rows, H] -> [rows, H]
+  torch::Tensor reducePartialExperts(const torch::Tensor& partial) {
+    if (auto f = mutants::points().reduceExpertOutputs) return f(partial, *tp);
+    return reduceFromGroup(partial, *tp);
+  }
+
   // Tensor-parallel modules in a compute dtype narrower than fp32 keep their
   // partial sums in fp32 (see reference/model/partial_sums.h).
   static ref::PartialSums tpPartialSums(torch::ScalarType dt) {
@@ -297,13 +308,13 @@ struct DistTrainer::Impl {
     } else {
       auto pl = kernels::makePermutePlan(idx, config.numExperts);
       auto y = ref::groupedExpertsForward(kernels::permuteTokens(xe, pl), pl.numTokensPerExpertHost, ex, ps);
-      if (reduceRows) y = reduceFromGroup(y, *tp).to(dt);
+      if (reduceRows) y = reducePartialExperts(y).to(dt);
       out = kernels::unpermuteCombine(y, pl, wts);
     }
     if (moeTp && sp) {
       out = reduceScatterAlongDim(out.view({b, -1, h}), *tp, 1, pieces).to(dt);
     } else if (moeTp && !reduceRows) {
-      out = reduceFromGroup(out, *tp).view({b, sl, h}).to(dt);
+      out = reducePartialExperts(out).view({b, sl, h}).to(dt);
     } else {
       out = out.view({b, sl, h});
     }
@@ -386,9 +397,12 @@ struct DistTrainer::Impl {
       auto counts = st.selectionCounts.detach().clone().contiguous();
       auto probs = st.probSums.detach().clone().contiguous();
       auto n = torch::tensor({static_cast<double>(st.numTokens)}, torch::kDouble);
-      stats->allReduce(counts, comm::ReduceOp::kSum);
-      stats->allReduce(probs, comm::ReduceOp::kSum);
-      stats->allReduce(n, comm::ReduceOp::kSum);
+      const auto auxLocal = mutants::points().auxStatsLocal;
+      if (!auxLocal || !auxLocal()) {
+        stats->allReduce(counts, comm::ReduceOp::kSum);
+        stats->allReduce(probs, comm::ReduceOp::kSum);
+        stats->allReduce(n, comm::ReduceOp::kSum);
+      }
       const double numTokens = n.item<double>();
       const double numExperts = static_cast<double>(st.probSums.size(0));
       auto f = counts / numTokens;  // [k, E]

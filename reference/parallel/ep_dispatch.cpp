@@ -2,6 +2,7 @@
 
 #include "harness/common/error.h"
 #include "kernels/permute.h"
+#include "reference/mutants/mutation_points.h"
 #include "reference/parallel/comm_ops.h"
 
 namespace moe::parallel {
@@ -21,6 +22,7 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
 
   // 2. split sizes first: counts[j][l] = rows for expert l of rank j.
   auto sendCounts = plan.numTokensPerExpert.to(torch::kLong).contiguous().view({numRanks, numLocal});
+  if (auto f = mutants::points().dispatchCounts) f(sendCounts);
   auto recvCounts = torch::empty_like(sendCounts);
   std::vector<int64_t> ones(numRanks, 1);
   ep.allToAllSingle(recvCounts, sendCounts, ones, ones);
@@ -33,8 +35,14 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
       outSplits[j] += recvAcc[j][l];
     }
 
-  // 3. dispatch.
-  auto xRecv = allToAllRows(xPerm, ep, outSplits, inSplits);  // [N, H], source-major
+  // 3. dispatch. The splits cover every permuted row unless a mutation
+  // point lowered the counts; then only the first rows are sent.
+  int64_t sent = 0;
+  for (auto s : inSplits) sent += s;
+  const int64_t numRows = xPerm.size(0);
+  MOE_ASSERT(sent <= numRows, "dispatch splits ", sent, " exceed the ", numRows, " routed rows");
+  auto xRecv = allToAllRows(sent == numRows ? xPerm : xPerm.narrow(0, 0, sent), ep, outSplits,
+                            inSplits);  // [N, H], source-major
 
   // 4. regroup local-expert-major: for each l, the rows of every source in rank order.
   std::vector<int64_t> srcStart(numRanks, 0);
@@ -68,7 +76,8 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
     fail("ep dispatch: unknown experts implementation \"", options.expertsImplementation, "\"");
   }
   if (options.reduceExpertOutputs) {
-    y = reduceFromGroup(y, *options.reduceExpertOutputs);
+    if (auto f = mutants::points().reduceExpertOutputs) y = f(y, *options.reduceExpertOutputs);
+    else y = reduceFromGroup(y, *options.reduceExpertOutputs);
     // fp32 partial sums are rounded once, after the reduction
     if (options.partialSums.wideOutput) y = y.to(options.partialSums.computeDtype);
   }  // else a wide partial output stays fp32 for the caller's reduction
@@ -78,7 +87,9 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
   auto yRecv = y.index_select(0, inverse);
 
   // 5. return and combine on the token's rank.
-  auto yPerm = allToAllRows(yRecv, ep, inSplits, outSplits);  // [T*k, H]
+  auto yPerm = allToAllRows(yRecv, ep, inSplits, outSplits);  // [sent, H]
+  if (sent < numRows)  // rows never sent contribute zero
+    yPerm = torch::cat({yPerm, torch::zeros({numRows - sent, yPerm.size(1)}, yPerm.options())});
   EpDispatchResult r;
   r.out = kernels::unpermuteCombine(yPerm, plan, topkWeights);
   r.numTokensPerRank = inSplits;

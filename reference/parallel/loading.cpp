@@ -3,6 +3,7 @@
 #include <cstdint>
 
 #include "harness/common/error.h"
+#include "reference/mutants/mutation_points.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/placement/dist_tensor.h"
 
@@ -52,6 +53,7 @@ void checkGlobalShape(const LoadOptions& o, const ParamPlacement& p) {
 void finish(const LoadOptions& o, comm::Communicator& world, const ParamPlacement& p, at::Tensor local,
             ParamMap& out) {
   if (o.hooks.afterParam) o.hooks.afterParam(world, p, local);
+  if (auto f = mutants::points().afterLoadParam) f(world, o.mesh->shape(), o.path, p, local);
   out.insert(p.name, std::move(local));
 }
 
@@ -59,7 +61,7 @@ ParamMap loadShardOnRead(const LoadOptions& o) {
   // loadLocalParams is the shard-on-read implementation; the hook runs on
   // its result so every path offers the same seam.
   ParamMap read = loadLocalParams(*o.plan, *o.mesh, *o.source);
-  if (!o.hooks.afterParam) return read;
+  if (!o.hooks.afterParam && !mutants::points().afterLoadParam) return read;
   ParamMap out;
   for (const auto& p : o.plan->params) finish(o, *o.world, p, read[p.name], out);
   return out;
@@ -115,7 +117,9 @@ ParamMap loadRank0Broadcast(const LoadOptions& o) {
     else
       world.broadcast(full, /*root=*/0);
     broadcastNames.push_back(p.name);
-    auto local = ref::DistTensor::distribute(full, *o.mesh, p.placements).local().contiguous();
+    auto placements = p.placements;
+    if (auto f = mutants::points().loaderPlacements) f(p, placements);
+    auto local = ref::DistTensor::distribute(full, *o.mesh, placements).local().contiguous();
     finish(o, world, p, local, out);
   }
   checkManifest(o, world, broadcastNames);

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "harness/common/error.h"
+#include "reference/mutants/mutation_points.h"
 #include "reference/placement/layout.h"
 
 namespace moe::parallel {
@@ -100,7 +101,7 @@ namespace {
 // and gradients are all-reduced (sum) over the reduction group.
 class ReplicatedStore : public ParamStore {
  public:
-  explicit ReplicatedStore(const ParamStoreOptions& o) : plan_(*o.plan) {
+  explicit ReplicatedStore(const ParamStoreOptions& o) : plan_(*o.plan), mesh_(*o.mesh) {
     auto& mesh = *o.mesh;
     for (size_t i = 0; i < plan_.params.size(); ++i) {
       const auto& pp = plan_.params[i];
@@ -136,7 +137,11 @@ class ReplicatedStore : public ParamStore {
       auto g = masters_[i].grad();
       g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(masters_[i]).detach();
       if (groups_[i]->size() > 1) groups_[i]->allReduce(g, comm::ReduceOp::kSum);
-      if (countsInNorm_[i]) sumSq += g.to(torch::kDouble).pow(2).sum().item<double>();
+      const auto& mp = mutants::points();
+      if (mp.reducedGrad) mp.reducedGrad(plan_.params[i], mesh_, groups_[i]->size(), g);
+      bool counts = countsInNorm_[i];
+      if (mp.countsInNorm) mp.countsInNorm(plan_.params[i], counts);
+      if (counts) sumSq += g.to(torch::kDouble).pow(2).sum().item<double>();
       grads_[i] = g;
     }
     return sumSq;
@@ -175,6 +180,7 @@ class ReplicatedStore : public ParamStore {
   }
 
   const plan::AppliedPlan& plan_;
+  const mesh::DeviceMesh& mesh_;
   std::vector<torch::Tensor> masters_, grads_;
   std::vector<std::shared_ptr<comm::Communicator>> groups_;
   std::vector<bool> countsInNorm_;

@@ -5,6 +5,7 @@
 
 #include "harness/common/error.h"
 #include "reference/model/params.h"
+#include "reference/mutants/mutation_points.h"
 #include "reference/plan/style_registry.h"
 
 namespace moe::plan {
@@ -148,6 +149,7 @@ AppliedPlan applyPlan(const Plan& plan, const ref::ModelConfig& config,
         ref::Placement pl;
         try {
           pl = en.style->placeParameter(target, ctx);
+          if (auto f = mutants::points().placeParameter) f(en.style->name(), spec.name, pl);
         } catch (const HarnessError& err) {
           throw err.withContext("plan entry \"" + en.entry->pattern + "\"");
         }

@@ -175,6 +175,13 @@ TEST(ChecksGloo, FourRanksEpTp) {
       EXPECT_VERDICT(*world, "misplaced slice", checkPlacement(mesh, s, &src), false,
                      "rank 1: " + kQ + " local [0, 0] (global [4, 0]) = 0 vs checkpoint 16 (16 of 16 elements differ");
     }
+    {  // fused gate_up loaded as a plain Shard: tp rank 0 holds all gate rows
+      auto s = copyOf(good);
+      find(s, kGateUp).local = pieceOf(src, mesh, kGateUp, {Placement::shard(0), Placement::shard(1)}, ctx.rank);
+      EXPECT_VERDICT(*world, "strided as plain shard", checkPlacement(mesh, s, &src), false,
+                     "; the local values are the [Shard(0), Shard(1)] slice instead of the declared "
+                     "[Shard(0), StridedShard(1, 2)]'s (the split factor was ignored)");
+    }
     {  // a parameter no sharding style names, declared sharded
       auto s = copyOf(good);
       find(s, kGate).placements = {R, Placement::shard(0)};

@@ -9,6 +9,7 @@
 #include "harness/checks/expert_check.h"
 #include "harness/checks/parity_check.h"
 #include "harness/common/error.h"
+#include "reference/io/tensor_source.h"
 
 namespace moe::checks {
 namespace {
@@ -152,6 +153,40 @@ TEST(ChecksParity, PerturbedLossFailsAndMaximaAreReported) {
   ParityCheckOptions o;
   o.dtype = "bf16";
   EXPECT_TRUE(checkParity(in, o).passed);
+}
+
+// The explanation names the most specific failure: with the loss right, a
+// scaled gradient (and its norm ratio) beats the grad norm it also moves.
+TEST(ChecksParity, ScaledGradientIsReportedBeforeTheGradNorm) {
+  std::vector<StepRecord> ref = {{1, 2.5, 2.4, 0.1, 3.0}};
+  std::vector<StepRecord> run = ref;
+  run[0].gradNorm = 2.9;  // moved by the halved expert gradient below
+  at::Tensor g = at::arange(1, 7, at::kFloat).reshape({2, 3});
+  io::MapTensorSource refGrads({{"experts.w", g}}, "reference grads");
+  ParamShard shard;
+  shard.name = "experts.w";
+  shard.local = g * 0.5;
+  shard.placements = {ref::Placement::replicate()};
+  shard.globalShape = {2, 3};
+  std::vector<ParamShard> grads = {shard};
+  ParityInputs in;
+  in.rank = 3;
+  in.meshSizes = {1};
+  in.meshCoords = {0};
+  in.runSteps = &run;
+  in.referenceSteps = &ref;
+  in.step1Grads = &grads;
+  in.referenceGrads = &refGrads;
+  CheckResult r = checkParity(in);
+  EXPECT_FALSE(r.passed);
+  EXPECT_EQ(r.explanation.rfind("rank 3: step-1 gradient of experts.w: ", 0), 0u) << r.explanation;
+  EXPECT_TRUE(contains(r.explanation, "run/reference norm ratio 0.500")) << r.explanation;
+  EXPECT_TRUE(contains(r.explanation, "(also off: grad norm)")) << r.explanation;
+  // A loss difference comes first: it is the forward's own effect.
+  run[0].aux += 1e-3;
+  r = checkParity(in);
+  EXPECT_EQ(r.explanation.rfind("rank 3: step 1 aux ", 0), 0u) << r.explanation;
+  EXPECT_TRUE(contains(r.explanation, "(also off: step-1 gradients, grad norm)")) << r.explanation;
 }
 
 TEST(ChecksComm, DeltaExtraMissingAndBytes) {

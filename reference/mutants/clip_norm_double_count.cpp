@@ -1,0 +1,24 @@
+// clip_norm_double_count: every rank adds its copy of a replicated
+// parameter's gradient to the global norm, so replicated parameters count
+// once per replica (clip_grad_norm_ over a DDP/EP model without dedup). The
+// default max norm (1.0) is below this model's grad norm (~1.47), so the
+// wrong norm also changes the clipping coefficient and every update. Killed
+// by parity: "step 1 grad norm X vs reference Y (ratio ...)".
+#include "reference/mutants/mutant.h"
+
+namespace moe::mutants {
+
+Mutant makeClipNormDoubleCountMutant() {
+  Mutant m;
+  m.spec.name = "clip_norm_double_count";
+  m.spec.description = "replicated parameters counted once per rank in the global grad norm used for clipping";
+  m.spec.injectionPoint = "reference/parallel/param_store.cpp: ReplicatedStore::reduceGradients (countsInNorm)";
+  m.spec.intendedCheck = "parity";
+  m.spec.runs = {runPlanJob("ep2", 2, R"({"ep":2})", "ep")};
+  m.install = [](MutationPoints& p) {
+    p.countsInNorm = [](const plan::ParamPlacement&, bool& counts) { counts = true; };
+  };
+  return m;
+}
+
+}  // namespace moe::mutants

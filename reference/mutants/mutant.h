@@ -1,0 +1,29 @@
+#pragma once
+// A mutant: one named, planted bug of a class that has hit public MoE
+// training stacks, the configuration(s) that exercise it and the check that
+// must catch it. One file per mutant (reference/mutants/<name>.cpp) with a
+// factory `Mutant make<Name>Mutant()`, registered with one line in
+// registry.cpp (which says how to add one).
+//
+// install() writes the mutant's hooks into the mutation-point table
+// (mutation_points.h); it runs once per rank process, before any collective.
+#include <string>
+#include <vector>
+
+#include "harness/mutate/mutation.h"
+#include "reference/mutants/mutation_points.h"
+
+namespace moe::mutants {
+
+struct Mutant {
+  mutate::MutantSpec spec;  // name, description, injection point, intended check, runs
+  void (*install)(MutationPoints& points) = nullptr;
+};
+
+// A run-plan job on tiny_moe.json in fp32: `plan` names cases/plans/<plan>.json,
+// `extra` are further run-plan arguments (e.g. {"--load", "rank0_broadcast"}).
+mutate::MutationRunSpec runPlanJob(const std::string& id, int nranks, const std::string& mesh,
+                                   const std::string& plan, int steps = 1,
+                                   const std::vector<std::string>& extra = {});
+
+}  // namespace moe::mutants

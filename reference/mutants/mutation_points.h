@@ -1,0 +1,111 @@
+#pragma once
+// Mutation points: the places in the reference implementation where a
+// mutant (issue 7, reference/mutants/registry.cpp) plants a bug of a known
+// class, so the harness can prove that its checks catch it.
+//
+// Contract:
+//  - One process-wide table of plain function pointers, all null by
+//    default. A null pointer is the correct code path: each injection site
+//    costs one load and one predictable branch (`if (auto f = ...)`), no
+//    string compare, no allocation. Mutants are always compiled in.
+//  - Only activateMutant() (mutant_registry.h) writes the table, once, at
+//    start-up of a rank process (`run-plan --mutant NAME`), before any
+//    collective; every rank of a job activates the same mutant.
+//  - A hook sees exactly the values the correct code computed at its site
+//    and may change them in place (shapes stay as documented per hook).
+//
+// The sites (file: what the correct code does there):
+//  - plan.cpp applyPlan pass 1: the placement a style gives a parameter.
+//  - dist_model.cpp loadLocalParams / loading.cpp rank0_broadcast: the
+//    placements a loader slices a checkpoint tensor with.
+//  - loading.cpp finish(): each parameter's final local shard, every path.
+//  - dist_model.cpp DistTrainer ctor: how each parameter's grad is reduced.
+//  - dist_model.cpp forwardLoss: the aux statistics' all-reduce.
+//  - dist_model.cpp moeLayer / ep_dispatch.cpp: the all-reduce of the
+//    experts' Partial outputs over tp.
+//  - ep_dispatch.cpp: the per-expert row counts the dispatch splits follow.
+//  - param_store.cpp (every ParamStore): the reduced gradient of a
+//    parameter, and whether this rank counts it in the global grad norm.
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <vector>
+
+#include "reference/placement/placement.h"
+
+namespace moe::comm {
+class Communicator;
+}
+namespace moe::mesh {
+class MeshShape;
+class DeviceMesh;
+}  // namespace moe::mesh
+namespace moe::plan {
+struct ParamPlacement;
+}
+namespace moe::parallel {
+enum class LoadPath;
+struct GradReduction;
+}  // namespace moe::parallel
+
+namespace moe::mutants {
+
+struct MutationPoints {
+  // plan.cpp, pass 1: `placement` is what style `style` gives parameter
+  // `param` on its mesh dim; the hook may replace it.
+  void (*placeParameter)(const std::string& style, const std::string& param, ref::Placement& placement) = nullptr;
+
+  // Loaders: `placements` (one per mesh dim) are the plan's placements of
+  // `param`; the loader slices the checkpoint tensor with what the hook
+  // leaves there (the declared placements stay the plan's).
+  void (*loaderPlacements)(const plan::ParamPlacement& param, std::vector<ref::Placement>& placements) = nullptr;
+
+  // loading.cpp, every path: called on every rank with each parameter's
+  // final local shard, in plan order; may modify it or issue collectives on
+  // `world` (the same ones on every rank).
+  //   local: [local shape of param] float32
+  void (*afterLoadParam)(comm::Communicator& world, const mesh::MeshShape& mesh, parallel::LoadPath path,
+                         const plan::ParamPlacement& param, at::Tensor& local) = nullptr;
+
+  // dist_model.cpp: how `param`'s gradient will be reduced (decided once, in
+  // the trainer's constructor); `sequenceParallel`: the plan runs SP.
+  void (*gradReduction)(const plan::ParamPlacement& param, bool sequenceParallel,
+                        parallel::GradReduction& reduction) = nullptr;
+
+  // dist_model.cpp forwardLoss: true skips the all-reduce of the router
+  // aux statistics (counts, probability sums, token count).
+  bool (*auxStatsLocal)() = nullptr;
+
+  // The experts' Partial(sum) outputs over tp: returns what the caller uses
+  // instead of their all-reduce. Null: the all-reduce.
+  //   partial: [rows, hidden] compute dtype
+  at::Tensor (*reduceExpertOutputs)(const at::Tensor& partial, comm::Communicator& tp) = nullptr;
+
+  // ep_dispatch.cpp: rows per (destination rank, local expert) this rank
+  // dispatches, before the split sizes are exchanged. A hook may only lower
+  // counts, from the end of the expert-major order: the dispatch then sends
+  // the first sum(counts) permuted rows and the rows it did not send
+  // contribute zero.
+  //   counts: [ep, local experts] int64
+  void (*dispatchCounts)(at::Tensor& counts) = nullptr;
+
+  // Every ParamStore, after a parameter's gradient was reduced over its
+  // group (`groupSize` ranks): may rescale it.
+  //   grad: [the store's local shape of param] float32
+  void (*reducedGrad)(const plan::ParamPlacement& param, const mesh::DeviceMesh& mesh, int64_t groupSize,
+                      at::Tensor& grad) = nullptr;
+
+  // Every ParamStore: whether this rank adds `param`'s squared gradient to
+  // the global norm (`counts` holds the correct answer: exactly one rank of
+  // the replicating group).
+  void (*countsInNorm)(const plan::ParamPlacement& param, bool& counts) = nullptr;
+};
+
+namespace detail {
+inline MutationPoints gPoints;  // written by activateMutant() only
+}
+
+// The table the injection sites read.
+inline const MutationPoints& points() { return detail::gPoints; }
+
+}  // namespace moe::mutants

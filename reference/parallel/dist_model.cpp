@@ -128,7 +128,6 @@ struct DistTrainer::Impl {
       }
       if (auto f = mutants::points().gradReduction) f(pp, sp, red);
       so.reductions.push_back(red);
-      reductions.push_back(red);
     }
     validatePlan();
     store = makeParamStore(distOptions.wrapper, so);
@@ -247,7 +246,7 @@ struct DistTrainer::Impl {
   // Entry of a tp module: the replicated (or, under sp, sequence-sharded)
   // input becomes the full input on every tp rank; its gradient is summed
   // (reduce-scattered under sp) over tp, in fp32 when ps.wideInput.
-  // x: [B, Sl, H] -> [B, S, H] (sp) or [B, S, H]
+  // sp: x [B, Sl, H] -> [B, S, H]; otherwise any shape, unchanged
   torch::Tensor tpEnter(const torch::Tensor& x, const ref::PartialSums& ps,
                         const std::vector<int64_t>& pieces) {
     auto xi = ps.wideInput ? x.to(torch::kFloat) : x;
@@ -276,7 +275,7 @@ struct DistTrainer::Impl {
     const bool loop = config.expertsImplementation == "loop";
     const ref::PartialSums ps = moeTp && !loop ? tpPartialSums(dt) : ref::PartialSums{};
     if (moeTp && sp) {
-      xe = gatherAlongDim(ps.wideInput ? x.to(torch::kFloat) : x, *tp, 1, pieces).reshape({-1, h});
+      xe = tpEnter(x, ps, pieces).reshape({-1, h});
       idx = gatherAlongDimNoGrad(idx.view({b, sl, k}), *tp, 1, pieces).reshape({-1, k});
       wts = gatherAlongDim(wts.view({b, sl, k}), *tp, 1, pieces).reshape({-1, k});
     } else if (moeTp) {
@@ -284,7 +283,7 @@ struct DistTrainer::Impl {
       // below), so the combine and the routing-weight gradient are computed
       // from full expert outputs, as on one device; only the expert input's
       // gradient is partial.
-      xe = copyToGroup(ps.wideInput ? xt.to(torch::kFloat) : xt, *tp);
+      xe = tpEnter(xt, ps, pieces);
     }
     // Where the experts' Partial outputs are reduced: per expert row (before
     // the combine) unless sequence parallel, where the combined output is
@@ -453,7 +452,6 @@ struct DistTrainer::Impl {
   }
 
   std::vector<checks::ParamShard> lastGradShards;
-  std::vector<GradReduction> reductions;
 
   std::vector<checks::CommExpectation> expectedStepComm() const {
     std::map<std::pair<std::string, comm::OpType>, checks::CommExpectation> acc;

@@ -15,6 +15,7 @@
 #include "harness/checks/expert_check.h"
 #include "harness/checks/parity_check.h"
 #include "harness/checks/placement_check.h"
+#include "harness/checks/partition_check.h"
 #include "harness/checks/wrapper_checks.h"
 #include "harness/cli/commands.h"
 #include "harness/comm/flight_recorder.h"
@@ -26,6 +27,7 @@
 #include "reference/mutants/mutant_registry.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/parallel/loading.h"
+#include "reference/parallel/stores/zero3_store.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
 #include "reference/reference_cache.h"
@@ -376,6 +378,10 @@ int runPlan(const RunPlanOptions& o) {
   checks::ExpertCheckOptions eo;
   eo.coverDims = expertCoverDims(loaded, mesh);
   results.push_back(checks::checkExpertUniqueness(mesh, loaded, source.get(), eo));
+  // A flat-partitioning wrapper: each rank's flat partitions hold exactly its
+  // slice of the checkpoint (partition_check.h).
+  if (const auto* z = dynamic_cast<const parallel::Zero3Store*>(&trainer.store()))
+    results.push_back(checks::checkFlatPartitionsCollective(mesh, loaded, z->partitions(), *source));
   if (!o.dumpShards.empty()) dumpShards(o.dumpShards, env.rank, loaded);
 
   std::vector<StepRecord> steps;
@@ -390,8 +396,8 @@ int runPlan(const RunPlanOptions& o) {
     checks::CommWindow window;
     steps.push_back(trainer.step());
     if (s == 1) {
-      grads1 = trainer.gradShards();
-      step1Comm = window.delta();
+      step1Comm = window.delta();  // before the checks' own gathers (zero3's gradShards)
+      grads1 = cloned(trainer.gradShards());
       step1Expected = trainer.expectedStepComm();  // uses step 1's routing
       dispatched = trainer.lastDispatch().tokensSent;
       wrapperStep1 = trainer.store().expectedStepComm();

@@ -434,9 +434,9 @@ struct DistTrainer::Impl {
     rec.aux = loss.aux;
 
     const double sumSq = store->reduceGradients();
-    lastGradShards = store->gradShards();  // before clipping scales them in place
-    for (auto& g : lastGradShards) g.local = g.local.clone();
     auto ps = store->masters();
+    // Clipping scales copies: the store's reduced gradients stay as reduced,
+    // so gradShards() can read them after the step (lazily: zero3 gathers).
     auto gs = store->grads();
     auto total = torch::tensor({sumSq}, torch::kDouble);
     mesh.world()->allReduce(total, comm::ReduceOp::kSum);
@@ -445,13 +445,12 @@ struct DistTrainer::Impl {
     if (options.maxGradNorm > 0) {
       torch::NoGradGuard ng;
       auto coef = torch::clamp(options.maxGradNorm / (norm + 1e-6), c10::nullopt, 1.0);
-      for (auto& g : gs) g.mul_(coef);
+      for (auto& g : gs) g = g * coef;
     }
     optimizer.step(ps, gs);
     return rec;
   }
 
-  std::vector<checks::ParamShard> lastGradShards;
 
   std::vector<checks::CommExpectation> expectedStepComm() const {
     std::map<std::pair<std::string, comm::OpType>, checks::CommExpectation> acc;
@@ -573,6 +572,6 @@ std::vector<checks::CommExpectation> DistTrainer::expectedStepComm() const {
   return impl_->expectedStepComm();
 }
 std::vector<checks::ParamShard> DistTrainer::paramShards() const { return impl_->store->paramShards(); }
-std::vector<checks::ParamShard> DistTrainer::gradShards() const { return impl_->lastGradShards; }
+std::vector<checks::ParamShard> DistTrainer::gradShards() const { return impl_->store->gradShards(); }
 
 }  // namespace moe::parallel

@@ -133,7 +133,10 @@ class DistTrainer {
   // reduced gradients (before clipping), as the store holds them; their
   // placements say which global elements each holds. ParamShard::style is
   // ParamPlacement::primaryStyle() (the sharding style; for gate_up under
-  // ep x tp: "grouped_gemm"), the full list is in plan().
+  // ep x tp: "grouped_gemm"), the full list is in plan(). Collective when
+  // the store gathers for its checks (zero3): every rank calls them in the
+  // same order. The returned tensors may be the store's own: clone them to
+  // keep a snapshot across steps.
   std::vector<checks::ParamShard> paramShards() const;
   std::vector<checks::ParamShard> gradShards() const;
 

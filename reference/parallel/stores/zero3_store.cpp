@@ -1,10 +1,12 @@
 #include "reference/parallel/stores/zero3_store.h"
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <tuple>
 
 #include "harness/common/error.h"
+#include "reference/mutants/mutation_points.h"
 #include "reference/placement/layout.h"
 
 namespace moe::parallel {
@@ -13,6 +15,10 @@ namespace {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
+
+const char* kStoreName = "zero3";
+// The checks' gathers (paramShards/gradShards): not part of a step's traffic.
+const char* kCheckGroups = "zero3-check";
 
 // One flat buffer: parameters of one unit that need the same reduction.
 struct FlatGroup {
@@ -106,6 +112,7 @@ struct GatherUnitFn : public torch::autograd::Function<GatherUnitFn> {
 
 struct Zero3Store::Impl {
   const plan::AppliedPlan& plan;
+  const mesh::DeviceMesh& mesh;
   std::vector<std::unique_ptr<FlatGroup>> groups;  // construction order = communication order
   std::vector<std::unique_ptr<Unit>> units;
   // Per plan parameter: its group, its index among the group's members, its unit.
@@ -114,7 +121,7 @@ struct Zero3Store::Impl {
   std::vector<Unit*> unitOf;
   std::map<std::string, size_t> index;
 
-  explicit Impl(const ParamStoreOptions& o) : plan(*o.plan) {
+  explicit Impl(const ParamStoreOptions& o) : plan(*o.plan), mesh(*o.mesh) {
     auto& mesh = *o.mesh;
     const auto& shape = mesh.shape();
     const size_t np = plan.params.size();
@@ -176,11 +183,13 @@ struct Zero3Store::Impl {
       g.padded = (g.numel + g.size - 1) / g.size * g.size;
       g.part = g.padded / g.size;
       if (g.size > 1) {
-        g.comm = mesh.comm(g.dims);
+        // Store-owned groups (param_store.h): the recorder's "zero3:" counters
+        // are this scheme's traffic alone; the checks' gathers run apart.
+        g.comm = storeGroup(mesh, kStoreName, g.dims);
         g.rank = g.comm->rank();
-        g.checkComm = mesh.world()->split("zero3-check:" + shape.groupName(g.dims), shape.partition(g.dims));
+        g.checkComm = storeGroup(mesh, kCheckGroups, g.dims);
       }
-      if (g.tpPartial) g.tp = mesh.comm("tp");
+      if (g.tpPartial) g.tp = storeGroup(mesh, kStoreName, {"tp"});
       std::vector<torch::Tensor> pieces;
       for (size_t m : g.members)
         pieces.push_back(ref::getParam(*o.local, plan.params[m].name).detach().to(torch::kFloat).reshape({-1}));
@@ -275,18 +284,64 @@ double Zero3Store::reduceGradients() {
   // The data-parallel sums happened in the backward (reduce-scatter); here
   // the tp sums of tp-partial groups, in group order on every rank.
   double sumSq = 0;
+  const auto& mp = mutants::points();
   for (auto& gp : impl_->groups) {
     auto& g = *gp;
     auto grad = g.master.grad();
     grad = grad.defined() ? grad.detach().to(torch::kFloat).contiguous() : torch::zeros({g.part});
-    if (g.tpPartial && g.tp->size() > 1) g.tp->allReduce(grad, comm::ReduceOp::kSum);
-    // Partitions are disjoint over the group and padding is 0, so each
-    // element is counted once over the group; replicas outside it (tp) are
-    // counted by their coordinate-0 rank.
-    if (g.countsInNorm) sumSq += grad.to(torch::kDouble).pow(2).sum().item<double>();
+    const bool tpSum = g.tpPartial && g.tp->size() > 1;
+    if (tpSum) g.tp->allReduce(grad, comm::ReduceOp::kSum);
     g.grad = grad;
+    if (!mp.reducedGrad && !mp.countsInNorm) {
+      // Partitions are disjoint over the group and padding is 0, so each
+      // element is counted once over the group; replicas outside it (tp) are
+      // counted by their coordinate-0 rank.
+      if (g.countsInNorm) sumSq += grad.to(torch::kDouble).pow(2).sum().item<double>();
+      continue;
+    }
+    // Mutation points (mutation_points.h) see each member's piece of this
+    // rank's partition: [the member's elements in [rank*part, (rank+1)*part)].
+    const int64_t lo = int64_t{g.rank} * g.part, hi = lo + g.part;
+    const int64_t groupSize = int64_t{g.size} * (tpSum ? g.tp->size() : 1);
+    for (size_t k = 0; k < g.members.size(); ++k) {
+      const auto& pp = impl_->plan.params[g.members[k]];
+      int64_t n = 1;
+      for (auto d : g.shapes[k]) n *= d;
+      const int64_t from = std::max(lo, g.offsets[k]), to = std::min(hi, g.offsets[k] + n);
+      if (from >= to) continue;
+      auto piece = grad.narrow(0, from - lo, to - from);
+      if (mp.reducedGrad) mp.reducedGrad(pp, impl_->mesh, groupSize, piece);
+      bool counts = g.countsInNorm;
+      if (mp.countsInNorm) mp.countsInNorm(pp, counts);
+      if (counts) sumSq += piece.to(torch::kDouble).pow(2).sum().item<double>();
+    }
   }
   return sumSq;
+}
+
+std::vector<checks::CommExpectation> Zero3Store::expectedStepComm() const {
+  // Per flat group of n > 1 ranks and step (see the header): one all-gather
+  // of the padded buffer in the unit's gather dtype and one fp32
+  // reduce-scatter of it; a tp-partial group also all-reduces its fp32
+  // partition over tp. Ring bytes: (n-1)/n x the buffer, 2(t-1)/t for the
+  // all-reduce.
+  std::vector<checks::CommExpectation> out;
+  for (const auto& u : impl_->units)
+    for (const FlatGroup* g : u->groups) {
+      if (g->size > 1) {
+        const int64_t n = g->size;
+        const auto gatherBytes = g->padded * static_cast<int64_t>(c10::elementSize(u->dtype));
+        addExpectedCall(out, *g->comm, comm::OpType::kAllGather, (n - 1) * gatherBytes / n);
+        addExpectedCall(out, *g->comm, comm::OpType::kReduceScatter, (n - 1) * g->padded * 4 / n);
+      }
+      if (g->tpPartial && g->tp->size() > 1) {
+        const int64_t t = g->tp->size();
+        addExpectedCall(out, *g->tp, comm::OpType::kAllReduce, 2 * (t - 1) * g->part * 4 / t);
+      }
+    }
+  // addExpectedCall keeps first-seen order; the recorder's counters are per
+  // (group, op), so order does not matter to the check.
+  return out;
 }
 
 std::vector<torch::Tensor> Zero3Store::masters() {
@@ -316,9 +371,17 @@ StoreMemory fp32Memory(int64_t elements) {
 }  // namespace
 
 StoreMemory Zero3Store::memory() const {
-  int64_t n = 0;
-  for (const auto& g : impl_->groups) n += g->part;  // padding included: it is stored
-  return fp32Memory(n);
+  int64_t n = 0, padding = 0;
+  for (const auto& g : impl_->groups) {
+    n += g->part;  // padding included: it is stored
+    // This rank's partition [rank*part, (rank+1)*part) beyond the N real
+    // elements (only the last ranks of a group hold padding).
+    const int64_t lo = int64_t{g->rank} * g->part, hi = lo + g->part;
+    padding += std::max<int64_t>(0, hi - std::max(lo, g->numel));
+  }
+  auto m = fp32Memory(n);
+  m.paddingBytes = padding * 4;
+  return m;
 }
 
 StoreMemory Zero3Store::replicatedMemory() const {

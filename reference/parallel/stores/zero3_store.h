@@ -39,15 +39,17 @@
 //
 // Communication per step and flat group of n > 1 ranks (ring bytes as the
 // flight recorder counts them): all_gather (n-1)/n * padded * sizeof(compute
-// dtype) and reduce_scatter (n-1)/n * padded * 4, on the communicator of the
-// group's dims (mesh.comm(dims)); groups of one rank communicate nothing.
+// dtype) and reduce_scatter (n-1)/n * padded * 4, on the store's own
+// communicator of the group's dims ("zero3:<dims>", storeGroup()), plus, for
+// a tp-partial group, an fp32 all-reduce of the partition on "zero3:tp";
+// groups of one rank communicate nothing (expectedStepComm()).
 //
 // Checks: flat partitions are not expressible as placements, so
 // paramShards()/gradShards() gather the flat buffers (COLLECTIVE over each
 // flat group, in construction order on every rank) and split them into the
 // plan-local tensors with the plan's placements. Those gathers run on
-// separate communicators named "zero3-check:<dims>" so a step's counters
-// show the scheme's own traffic apart from the checks'. partitions() gives
+// separate communicators named "zero3-check:<dims>" so a step's "zero3:"
+// counters show the scheme's own traffic apart from the checks'. partitions() gives
 // the flat partitions themselves for checks::checkFlatPartitions.
 #include <memory>
 #include <vector>
@@ -72,8 +74,12 @@ class Zero3Store : public ParamStore {
   // Collective (see above): every rank calls them in the same order.
   std::vector<checks::ParamShard> paramShards() const override;
   std::vector<checks::ParamShard> gradShards() const override;
-  // Partition bytes per rank.
+  // Partition bytes per rank (paddingBytes: the part of this rank's
+  // partitions beyond the flat groups' real elements).
   StoreMemory memory() const override;
+  // One all-gather (compute dtype) and one fp32 reduce-scatter per flat group
+  // of more than one rank, plus the tp all-reduce of tp-partial groups.
+  std::vector<checks::CommExpectation> expectedStepComm() const override;
 
   // The same parameters in the replicated layout (every plan-local tensor
   // whole): what "none" holds.

@@ -25,6 +25,7 @@
 #include "harness/checks/parity_check.h"
 #include "harness/checks/partition_check.h"
 #include "harness/checks/placement_check.h"
+#include "harness/checks/wrapper_checks.h"
 #include "harness/common/error.h"
 #include "harness/mesh/device_mesh.h"
 #include "harness/tests/rank_test_util.h"
@@ -93,6 +94,7 @@ struct ExpectedComm {
   std::map<std::string, int64_t> gatherBytes, scatterBytes, calls;  // by group name
   int64_t unpaddedGatherBytes = 0;  // the same without padding
   int64_t partitionBytes = 0, replicatedBytes = 0, paddingElements = 0;
+  double paddingShare = 0;
 };
 
 ExpectedComm expectedComm(const plan::AppliedPlan& applied, const mesh::DeviceMesh& mesh, int64_t elemSize) {
@@ -122,8 +124,11 @@ ExpectedComm expectedComm(const plan::AppliedPlan& applied, const mesh::DeviceMe
     e.partitionBytes += padded / size * 4;
     e.replicatedBytes += n * 4;
     e.paddingElements += padded - n;
+    // This rank's share of its group instance's padding (the instance's
+    // ranks hold padded - n padding elements between them).
+    e.paddingShare += static_cast<double>(padded - n) / size;
     if (size == 1) continue;
-    const auto group = mesh.shape().groupName(dims);
+    const auto group = "zero3:" + mesh.shape().groupName(dims);  // the store's own groups
     e.gatherBytes[group] += checks::ringBytesSent(comm::OpType::kAllGather, padded * elemSize, size);
     e.scatterBytes[group] += checks::ringBytesSent(comm::OpType::kReduceScatter, padded * 4, size);
     e.unpaddedGatherBytes += checks::ringBytesSent(comm::OpType::kAllGather, n * elemSize, size);
@@ -224,6 +229,15 @@ int runZero3(const Zero3Case& c) {
   RANK_CHECK(mem.optimizerBytes == 2 * mem.paramBytes && mem.gradBytes == mem.paramBytes, "rank ", rank,
              ": grads/optimizer bytes ", mem.gradBytes, "/", mem.optimizerBytes, " vs params ", mem.paramBytes);
   if (c.odd) RANK_CHECK(want.paddingElements > 0, "rank ", rank, ": the uneven case has no padding");
+  {
+    // The padding the ranks report sums, over the world, to every group
+    // instance's padded - n.
+    auto pad = torch::tensor({static_cast<double>(mem.paddingBytes) / 4, want.paddingShare}, torch::kDouble);
+    world->allReduce(pad, comm::ReduceOp::kSum);
+    RANK_CHECK(std::abs(pad[0].item<double>() - pad[1].item<double>()) < 1e-6, "rank ", rank,
+               ": world padding ", pad[0].item<double>(), " elements reported vs ", pad[1].item<double>(),
+               " expected");
+  }
 
   std::vector<ref::StepRecord> steps;
   std::vector<checks::ParamShard> grads1;
@@ -236,6 +250,11 @@ int runZero3(const Zero3Case& c) {
     if (s == 1) grads1 = trainer.gradShards();
     const auto bad = compareComm(delta, want, &ratio, &checkBytes);
     RANK_CHECK(bad.empty(), "rank ", rank, " step ", s, ": ", bad);
+    // The store's own declaration (what run-plan's wrapper_communication
+    // check compares with) agrees with the measured traffic.
+    const auto declared = checks::checkWrapperComm(rank, checks::countersWithPrefix(delta, "zero3:"),
+                                                   trainer.store().expectedStepComm());
+    RANK_CHECK(declared.passed, "rank ", rank, " step ", s, ": ", declared.explanation);
     RANK_CHECK(std::abs(ratio - 1.0) < 1e-12, "rank ", rank, ": all_gather bytes / expected ", ratio);
     if (s == 1) {
       // Every trainable parameter moved (AdamW moves every element with a

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "harness/checks/check_common.h"
@@ -232,7 +233,27 @@ checks::MemoryInputs memoryInputs(const parallel::DistTrainer& trainer, const me
   // gradient and two AdamW moments.
   for (const auto& pp : trainer.plan().params)
     in.replicatedBytes += 16 * computeLayout(pp.globalShape, pp.placements, sizes, coords).numel();
-  for (const auto& s : shards) in.placementParamBytes += 4 * computeLayout(s.globalShape, s.placements, sizes, coords).numel();
+  std::map<std::string, int64_t> described;  // elements each parameter's placements give this rank
+  for (const auto& s : shards) described[s.name] = computeLayout(s.globalShape, s.placements, sizes, coords).numel();
+  if (const auto* z = dynamic_cast<const parallel::Zero3Store*>(&trainer.store())) {
+    // Flat partitions: rank r of a group of n holds elements [r*P, (r+1)*P)
+    // of the N plan-local elements of the group's members, P = ceil(N/n);
+    // what lies beyond N is padding. N comes from the placements, not from
+    // the store, so a store that partitions wrongly does not match.
+    for (const auto& p : z->partitions()) {
+      int64_t N = 0, n = 1, r = 0;
+      for (const auto& name : p.params) N += described.at(name);
+      for (const auto& d : mesh.dims())
+        if (std::find(p.dims.begin(), p.dims.end(), d.name) != p.dims.end()) {
+          n *= d.size;
+          r = r * d.size + mesh.coord(d.name);
+        }
+      const int64_t P = (N + n - 1) / n, lo = std::min(N, r * P), hi = std::min(N, (r + 1) * P);
+      in.placementParamBytes += 4 * (hi - lo);
+    }
+  } else {
+    for (const auto& [name, numel] : described) in.placementParamBytes += 4 * numel;
+  }
   return in;
 }
 

@@ -318,7 +318,7 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   r.status = Status::kError;
   const std::string userError = userErrorOf(tail);
   const std::string firstSummaryLine = lr.summary.substr(0, lr.summary.find('\n'));
-  if (lr.timedOut) r.reason = firstSummaryLine.empty() ? "timed out" : firstSummaryLine;
+  if (lr.timedOut || lr.desync) r.reason = firstSummaryLine.empty() ? "timed out" : firstSummaryLine;
   else if (!userError.empty()) r.reason = userError;
   else r.reason = firstSummaryLine.empty() ? moe::str("job failed with exit code ", lr.exitCode()) : firstSummaryLine;
   r.log = lastLines(tail) + (lr.summary.empty() ? "" : "\n" + lr.summary + "\n");

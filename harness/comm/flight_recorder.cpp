@@ -304,4 +304,53 @@ std::string diagnoseDivergence(const std::vector<RankTrace>& traces) {
   return out;
 }
 
+std::string diagnoseDeadlock(const std::vector<RankTrace>& traces, const std::vector<bool>& exited) {
+  MOE_ASSERT_EQ(traces.size(), exited.size());
+  // The call each blocked rank is in, keyed by what makes it one call.
+  std::map<std::string, std::vector<int>> inCall;  // key -> ranks inside it
+  std::map<std::string, std::vector<int>> members;  // key -> the group's global ranks
+  std::map<std::string, std::string> described;
+  std::vector<std::string> order;
+  for (size_t i = 0; i < traces.size(); ++i) {
+    if (exited[i]) continue;
+    const auto& t = traces[i];
+    if (!t.error.empty() || t.records.empty()) return "";
+    const auto& r = t.records.back();
+    const auto st = static_cast<CallState>(r.state);
+    if (st != CallState::kVerifying && st != CallState::kRunning) return "";  // computing, or done
+    // A send and its recv are different records of one transfer: not keyed here.
+    if (r.op == static_cast<int32_t>(OpType::kSend) || r.op == static_cast<int32_t>(OpType::kRecv)) return "";
+    std::vector<int> group;
+    std::stringstream ranks(fixed(r.ranks, sizeof(r.ranks)));
+    for (std::string item; std::getline(ranks, item, ',');) {
+      try {
+        group.push_back(std::stoi(item));
+      } catch (const std::exception&) {
+        return "";
+      }
+    }
+    if (static_cast<int>(group.size()) != r.groupSize) return "";  // member list truncated
+    const std::string key = moe::str(fixed(r.group, sizeof(r.group)), "|", fixed(r.ranks, sizeof(r.ranks)), "|",
+                                     r.op, "|", r.seq);
+    if (!inCall.count(key)) order.push_back(key);
+    inCall[key].push_back(t.rank);
+    members[key] = group;
+    described[key] = describeRecord(r);
+  }
+  if (inCall.empty()) return "";
+  for (const auto& [key, ranks] : inCall)
+    if (ranks.size() == members[key].size()) return "";  // every member is there: it can complete
+  std::string out;
+  for (const auto& key : order) {
+    const auto& ranks = inCall[key];
+    std::vector<int> missing;
+    for (int m : members[key])
+      if (std::find(ranks.begin(), ranks.end(), m) == ranks.end()) missing.push_back(m);
+    if (!out.empty()) out += "; ";
+    out += moe::str(rankList(ranks), ranks.size() == 1 ? " is" : " are", " blocked in ", described[key],
+                    " waiting for ", rankList(missing));
+  }
+  return out;
+}
+
 }  // namespace moe::comm

@@ -137,5 +137,15 @@ std::string formatTraceTable(const std::vector<RankTrace>& traces, int lastN = 4
 // on group ep; ranks 0,1,3 are in all_to_all#7 on group ep", or "" when all
 // ranks' last calls agree.
 std::string diagnoseDivergence(const std::vector<RankTrace>& traces);
+// Proof of a collective deadlock, from a snapshot of the traces: every rank
+// that has not exited (`exited[r]`, indexed like traces) is inside a
+// collective (verifying or running), at least one is, and no such call has
+// every member of its group (the record's global ranks) inside that same
+// call (group name, members, op, sequence number): no call can complete.
+// Synchronous collectives then wait forever, so this is a desync, not
+// slowness. Returns one sentence naming what each set of ranks is blocked
+// in, or "" when it is not proven (a live rank outside a collective, an
+// unreadable trace, a member list truncated in the record, a send or recv).
+std::string diagnoseDeadlock(const std::vector<RankTrace>& traces, const std::vector<bool>& exited);
 
 }  // namespace moe::comm

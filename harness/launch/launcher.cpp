@@ -260,10 +260,34 @@ class Job {
     return true;
   }
 
+  // The desync watchdog (launcher.h): stops the job once the traces prove
+  // a deadlock that has held for the grace period.
+  void watchForDesync() {
+    if (opts_.desyncGrace.count() <= 0) return;
+    const auto now = Clock::now();
+    if (now < nextDesyncPoll_) return;
+    nextDesyncPoll_ = now + opts_.desyncPoll;
+    std::vector<bool> exited;
+    for (const auto& c : children_) exited.push_back(c.done);
+    auto traces = comm::readTraceDir(traceDir_, opts_.nranks);
+    std::string proof = comm::diagnoseDeadlock(traces, exited);
+    if (proof.empty() || proof != deadlock_) {
+      deadlock_ = proof;
+      deadlockSince_ = now;
+      return;
+    }
+    if (now - deadlockSince_ < opts_.desyncGrace) return;
+    desync_ = true;
+    traces_ = std::move(traces);
+    tracesRead_ = true;
+    startTeardown();
+  }
+
   void monitor() {
     while (!allDone()) {
       pollOutput(20);
       reap(false);
+      if (!tearingDown_) watchForDesync();
       if (!tearingDown_ && opts_.timeout.count() > 0 && Clock::now() - start_ > opts_.timeout) {
         timedOut_ = true;
         // Collect every rank's state while the ranks still hang, then kill.
@@ -297,9 +321,10 @@ class Job {
     LaunchResult r;
     r.seconds = since(start_);
     r.timedOut = timedOut_;
+    r.desync = desync_;
     r.firstFailedRank = firstFailed_;
     for (const auto& c : children_) r.ranks.push_back(c.st);
-    r.ok = !timedOut_ && firstFailed_ < 0;
+    r.ok = !timedOut_ && !desync_ && firstFailed_ < 0;
     if (r.ok) {
       r.summary = moe::str("job ok: ", opts_.nranks, " rank(s) in ", r.seconds, " s");
       if (opts_.traceDir.empty()) removeTraceDir(traceDir_);
@@ -310,7 +335,12 @@ class Job {
     r.traces = traces_;
     r.traceDir = traceDir_;
     std::ostringstream os;
-    if (timedOut_) {
+    if (desync_) {
+      os << "collective desync: stopped after " << since(start_) << " s, no rank can make progress: " << deadlock_
+         << "\n";
+      for (const auto& st : r.ranks)
+        os << "  rank " << st.rank << ": " << (st.stoppedByLauncher ? "stopped by the launcher" : st.describe()) << "\n";
+    } else if (timedOut_) {
       os << "job timed out after " << opts_.timeout.count() / 1000.0 << " s; every rank's state at the timeout:\n";
       for (const auto& st : r.ranks) {
         const auto& t = traces_[st.rank];
@@ -338,6 +368,7 @@ class Job {
     os << comm::formatTraceTable(traces_);
     nlohmann::json j;
     j["timed_out"] = timedOut_;
+    j["desync"] = desync_ ? nlohmann::json(deadlock_) : nlohmann::json();
     j["first_failed_rank"] = firstFailed_;
     j["divergence"] = div;
     for (const auto& st : r.ranks) {
@@ -362,6 +393,9 @@ class Job {
   bool tearingDown_ = false;
   Clock::time_point teardownDeadline_;
   bool timedOut_ = false;
+  bool desync_ = false;
+  std::string deadlock_;  // the current deadlock proof ("" none)
+  Clock::time_point deadlockSince_, nextDesyncPoll_;
   int firstFailed_ = -1;
   bool tracesRead_ = false;
   std::vector<comm::RankTrace> traces_;
@@ -378,6 +412,7 @@ std::string RankStatus::describe() const {
 int LaunchResult::exitCode() const {
   if (ok) return 0;
   if (timedOut) return 124;
+  if (desync) return 125;
   const auto& st = ranks.at(firstFailedRank);
   if (st.exited) return st.exitCode ? st.exitCode : 1;
   return 128 + st.signal;

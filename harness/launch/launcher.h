@@ -15,6 +15,12 @@
 //    no process of the job is left behind.
 //  - On timeout every rank's flight-recorder state is read first, then the
 //    job is killed.
+//  - Desync watchdog: while the job runs, the launcher reads the traces
+//    every `desyncPoll`; when they prove a collective deadlock
+//    (comm::diagnoseDeadlock: every live rank blocked in a call that lacks
+//    some of its members) and the same proof holds for `desyncGrace`, the
+//    job is stopped at once and reported as a collective desync, with every
+//    rank's state, instead of waiting for a communication timeout.
 //  - On failure or timeout the summary names the failed rank, its exit
 //    status and its last collective, shows a per-rank table of the last
 //    collectives and where the ranks diverge, and the traces are written as
@@ -50,6 +56,11 @@ struct LaunchOptions {
   std::string traceDir;
   std::map<std::string, std::string> env;  // extra environment for every rank
   bool quiet = false;  // no summary on stderr (the result still has it)
+  // The desync watchdog (see the contract); desyncGrace 0 turns it off. The
+  // grace only rules out a snapshot torn by ranks entering a call between
+  // two reads: a proven deadlock never resolves.
+  std::chrono::milliseconds desyncGrace{2000};
+  std::chrono::milliseconds desyncPoll{250};
 };
 
 struct RankStatus {
@@ -66,13 +77,14 @@ struct RankStatus {
 struct LaunchResult {
   bool ok = false;
   bool timedOut = false;
+  bool desync = false;  // stopped by the desync watchdog (summary starts "collective desync")
   int firstFailedRank = -1;
   std::vector<RankStatus> ranks;
   std::vector<comm::RankTrace> traces;  // read on failure/timeout
   std::string summary;
   std::string traceDir;  // kept on failure
   double seconds = 0;
-  // 0 success, 124 timeout, else the first failed rank's exit code (or
+  // 0 success, 124 timeout, 125 desync, else the first failed rank's exit code (or
   // 128 + signal), never 0 on failure.
   int exitCode() const;
 };

@@ -51,7 +51,13 @@ std::vector<std::string> failedChecks(const RunOutcome& r) {
 // The communicator's fingerprint check failed (launcher summary with the
 // per-rank traces): ranks issued different collectives. A rank that merely
 // died also shows a "divergence" line, so only the mismatch counts.
-bool isDesync(const RunOutcome& r) { return r.error.find("collective mismatch") != std::string::npos; }
+// Both detections of ranks issuing different collectives: the fingerprint
+// exchange (same group, different calls) and the launcher's desync watchdog
+// (ranks blocked in calls on different groups).
+bool isDesync(const RunOutcome& r) {
+  return r.error.find("collective mismatch") != std::string::npos ||
+         r.error.find("collective desync") != std::string::npos;
+}
 
 // run-plan's JSON from rank 0's prefixed stdout: the lines from the first
 // "{" line to the matching last "}" line.

@@ -144,23 +144,43 @@ TEST(Desync, WithVerificationOffTheFingerprintIsNotExchanged) {
   for (const auto& st : run.result.ranks) EXPECT_NE(st.exitCode, 3) << run.all();
 }
 
-TEST(Desync, DifferentGroupsTimeOutWithDivergenceReport) {
-  // Rank 2 enters a collective on a subgroup while the others are in one on
-  // the world: no common fingerprint exchange, so it hangs; the launcher's
-  // timeout reports every rank's last collective and where they diverge.
-  auto run = ranktest::runRanks(4, [](const launch::RankContext& ctx) {
-    auto world = ranktest::rankWorld();
-    auto ep = world->split("ep", {{0, 1}, {2, 3}});
-    at::Tensor t = at::ones({4});
-    if (ctx.rank == 2) {
-      at::Tensor out = at::empty({8});
-      ep->allGather(out, t);
-    } else {
-      world->allReduce(t);
-    }
-    return 0;
-  }, /*timeoutSeconds=*/4);
+// Rank 2 enters a collective on a subgroup while the others are in one on
+// the world: no common fingerprint exchange, so no rank can raise a mismatch.
+int differentGroupsBody(const launch::RankContext& ctx) {
+  auto world = ranktest::rankWorld();
+  auto ep = world->split("ep", {{0, 1}, {2, 3}});
+  at::Tensor t = at::ones({4});
+  if (ctx.rank == 2) {
+    at::Tensor out = at::empty({8});
+    ep->allGather(out, t);
+  } else {
+    world->allReduce(t);
+  }
+  return 0;
+}
+
+TEST(Desync, DifferentGroupsAreStoppedAsADesyncNamingEveryBlockedCall) {
+  // The launcher's watchdog proves the deadlock from the traces and stops
+  // the job long before the communication timeout (30 s) or the job's (60 s).
+  const auto t0 = std::chrono::steady_clock::now();
+  auto run = ranktest::runRanks(4, differentGroupsBody, /*timeoutSeconds=*/60);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(run.result.desync) << run.all() << run.result.summary;
+  EXPECT_FALSE(run.result.timedOut);
+  EXPECT_EQ(run.result.exitCode(), 125);
+  EXPECT_LT(secs, 20.0) << run.result.summary;
+  const auto& s = run.result.summary;
+  EXPECT_EQ(s.rfind("collective desync: ", 0), 0u) << s;
+  EXPECT_NE(s.find("rank 2 is blocked in all_gather#1 on group ep waiting for rank 3"), std::string::npos) << s;
+  EXPECT_NE(s.find("ranks 0,1,3 are blocked in all_reduce#1 on group world waiting for rank 2"), std::string::npos) << s;
+  for (int r = 0; r < 4; ++r) EXPECT_NE(s.find("  rank " + std::to_string(r) + " ("), std::string::npos) << s;  // trace table
+}
+
+TEST(Desync, WithTheWatchdogOffDifferentGroupsTimeOutWithDivergenceReport) {
+  auto run = ranktest::runRanks(4, differentGroupsBody, /*timeoutSeconds=*/4,
+                                [](launch::LaunchOptions& o) { o.desyncGrace = std::chrono::milliseconds(0); });
   ASSERT_TRUE(run.result.timedOut) << run.all();
+  EXPECT_FALSE(run.result.desync);
   EXPECT_EQ(run.result.exitCode(), 124);
   const auto& s = run.result.summary;
   EXPECT_NE(s.find("rank 2 is in all_gather#1 on group ep"), std::string::npos) << s;

@@ -22,7 +22,9 @@ struct RankRun {
   std::string all() const { return result.summary + "\n--- stdout\n" + out + "--- stderr\n" + err; }
 };
 
-inline RankRun runRanks(int n, const std::function<int(const launch::RankContext&)>& body, int timeoutSeconds = 60) {
+// `tweak` may change further launch options (e.g. the desync watchdog).
+inline RankRun runRanks(int n, const std::function<int(const launch::RankContext&)>& body, int timeoutSeconds = 60,
+                        const std::function<void(launch::LaunchOptions&)>& tweak = {}) {
   std::ostringstream out, err;
   launch::LaunchOptions o;
   o.nranks = n;
@@ -30,6 +32,7 @@ inline RankRun runRanks(int n, const std::function<int(const launch::RankContext
   o.out = &out;
   o.err = &err;
   o.quiet = true;
+  if (tweak) tweak(o);
   RankRun r;
   r.result = launch::launchLocal(o, body);
   r.out = out.str();

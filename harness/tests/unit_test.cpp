@@ -1,6 +1,7 @@
 // Rank-free unit tests: mesh geometry and validation, flight recorder,
 // stores, rank environment parsing.
 #include "harness/common/error_of.h"
+#include <algorithm>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -98,6 +99,57 @@ TEST(FlightRecorder, DivergenceSentenceNamesEachSideOfTheSplit) {
   EXPECT_EQ(comm::diagnoseDivergence(t), "");  // all agree
   t[1].records.clear();
   EXPECT_EQ(comm::diagnoseDivergence(t), "ranks 0,2,3 are in all_to_all#7 on group ep; rank 1 has no recorded collective");
+}
+
+// A record of a call on a group with the given global ranks ("0,1,2,3").
+comm::RankTrace blockedIn(int rank, comm::OpType op, uint64_t seq, const char* group, const char* members,
+                          comm::CallState st = comm::CallState::kRunning) {
+  auto t = fakeTrace(rank, op, seq, group, st);
+  strncpy(t.records[0].ranks, members, sizeof(t.records[0].ranks) - 1);
+  t.records[0].groupSize = 1 + static_cast<int32_t>(std::count(members, members + strlen(members), ','));
+  return t;
+}
+
+TEST(FlightRecorder, DeadlockIsProvenOnlyWhenNoCallHasAllItsMembers) {
+  using comm::CallState;
+  using comm::OpType;
+  const std::vector<bool> live(4, false);
+  // Ranks 0,2 in a world broadcast; ranks 1,3 in an all_gather on the
+  // world's ranks under another group: neither call can complete.
+  std::vector<comm::RankTrace> t = {
+      blockedIn(0, OpType::kBroadcast, 1, "world", "0,1,2,3"),
+      blockedIn(1, OpType::kAllGather, 1, "zero3-check:dp+ep", "0,1,2,3"),
+      blockedIn(2, OpType::kBroadcast, 1, "world", "0,1,2,3", CallState::kVerifying),
+      blockedIn(3, OpType::kAllGather, 1, "zero3-check:dp+ep", "0,1,2,3"),
+  };
+  EXPECT_EQ(comm::diagnoseDeadlock(t, live),
+            "ranks 0,2 are blocked in broadcast#1 on group world waiting for ranks 1,3; "
+            "ranks 1,3 are blocked in all_gather#1 on group zero3-check:dp+ep waiting for ranks 0,2");
+  // Disjoint subgroups each complete on their own: not a deadlock, even
+  // though the ranks are in different calls.
+  t = {blockedIn(0, OpType::kAllReduce, 3, "dp", "0,1"), blockedIn(1, OpType::kAllReduce, 3, "dp", "0,1"),
+       blockedIn(2, OpType::kAllGather, 5, "ep", "2,3"), blockedIn(3, OpType::kAllGather, 4, "ep", "2,3")};
+  EXPECT_EQ(comm::diagnoseDeadlock(t, live), "");
+  // ...until the call that could complete lacks a member.
+  t[1] = blockedIn(1, OpType::kAllReduce, 4, "dp", "0,1");
+  EXPECT_NE(comm::diagnoseDeadlock(t, live), "");
+  // A rank outside any collective (computing) may still arrive: not proven.
+  t[1].records[0].state = static_cast<int32_t>(CallState::kCompleted);
+  EXPECT_EQ(comm::diagnoseDeadlock(t, live), "");
+  // ...but a rank that has exited never will.
+  EXPECT_EQ(comm::diagnoseDeadlock(t, {false, true, false, false}),
+            "rank 0 is blocked in all_reduce#3 on group dp waiting for rank 1; "
+            "rank 2 is blocked in all_gather#5 on group ep waiting for rank 3; "
+            "rank 3 is blocked in all_gather#4 on group ep waiting for rank 2");
+  // A member list cut off by the record's fixed width proves nothing.
+  t = {blockedIn(0, OpType::kAllReduce, 1, "world", "0,1"), blockedIn(1, OpType::kAllReduce, 2, "world", "0,1")};
+  EXPECT_NE(comm::diagnoseDeadlock(t, {false, false}), "");
+  t[0].records[0].groupSize = 3;
+  EXPECT_EQ(comm::diagnoseDeadlock(t, {false, false}), "");
+  // Unreadable trace: nothing is proven.
+  t = {blockedIn(0, OpType::kAllReduce, 1, "world", "0,1"), blockedIn(1, OpType::kAllReduce, 2, "world", "0,1")};
+  t[1].error = "trace file missing";
+  EXPECT_EQ(comm::diagnoseDeadlock(t, {false, false}), "");
 }
 
 TEST(FlightRecorder, RingKeepsTheNewestRecordsAndTheTraceFileMatches) {

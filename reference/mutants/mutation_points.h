@@ -24,8 +24,10 @@
 //  - dist_model.cpp moeLayer / ep_dispatch.cpp: the all-reduce of the
 //    experts' Partial outputs over tp.
 //  - ep_dispatch.cpp: the per-expert row counts the dispatch splits follow.
-//  - param_store.cpp (every ParamStore): the reduced gradient of a
-//    parameter, and whether this rank counts it in the global grad norm.
+//  - param_store.cpp and stores/ (every ParamStore): the reduced gradient
+//    of a parameter, and whether this rank counts it in the global grad norm.
+//  - stores/zero3_store.cpp constructor: each flat group's initial master
+//    partition, right after the group's communicators were created.
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -90,8 +92,10 @@ struct MutationPoints {
   void (*dispatchCounts)(at::Tensor& counts) = nullptr;
 
   // Every ParamStore, after a parameter's gradient was reduced over its
-  // group (`groupSize` ranks): may rescale it.
-  //   grad: [the store's local shape of param] float32
+  // group (`groupSize` ranks): may rescale it. The zero3 store calls it once
+  // per parameter with the piece of the parameter its flat partition holds
+  // (possibly empty: the rank owns none of it), in plan order.
+  //   grad: [the store's local shape of param] float32, or (zero3) [piece] 1-D
   void (*reducedGrad)(const plan::ParamPlacement& param, const mesh::DeviceMesh& mesh, int64_t groupSize,
                       at::Tensor& grad) = nullptr;
 
@@ -99,6 +103,15 @@ struct MutationPoints {
   // the global norm (`counts` holds the correct answer: exactly one rank of
   // the replicating group).
   void (*countsInNorm)(const plan::ParamPlacement& param, bool& counts) = nullptr;
+
+  // zero3_store.cpp constructor, once per flat group in construction order
+  // (the same on every rank): `groupDims` are the dims the group is
+  // partitioned over (experts: edp, dense: all data-parallel dims). May
+  // modify this rank's partition or issue collectives on mesh.world(); a
+  // hook that issues them on some ranks only desynchronises the job.
+  //   master: [partition elements] float32 (a leaf that requires grad)
+  void (*zero3GroupInit)(const mesh::DeviceMesh& mesh, const std::vector<std::string>& groupDims,
+                         at::Tensor& master) = nullptr;
 };
 
 namespace detail {

@@ -26,7 +26,8 @@
   X(makeA2aSplitOffByOneMutant)                \
   X(makeSpNormGradNotReducedMutant)            \
   X(makeTpPartialNotReducedMutant)             \
-  X(makeRouterUnsyncedMutant)
+  X(makeRouterUnsyncedMutant)                  \
+  X(makeEpZero3MismatchedInitMutant)
 
 namespace moe::mutants {
 

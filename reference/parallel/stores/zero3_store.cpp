@@ -195,6 +195,7 @@ struct Zero3Store::Impl {
         pieces.push_back(ref::getParam(*o.local, plan.params[m].name).detach().to(torch::kFloat).reshape({-1}));
       auto flat = zerosPadded(torch::cat(pieces), g.padded);
       g.master = flat.narrow(0, int64_t{g.rank} * g.part, g.part).clone().requires_grad_(true);
+      if (auto f = mutants::points().zero3GroupInit) f(mesh, g.dims, g.master);
     }
   }
 

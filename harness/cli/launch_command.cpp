@@ -11,6 +11,7 @@ void addLaunchCommand(CLI::App& app) {
     int n = 1;
     double timeout = 0;
     double grace = 2;
+    double desyncGrace = 2;
     std::string traceDir;
     bool noPrefix = false;
     std::vector<std::string> program;
@@ -21,6 +22,10 @@ void addLaunchCommand(CLI::App& app) {
   cmd->add_option("--timeout", args->timeout, "Seconds before the job is stopped and every rank's state reported (0: none)")
       ->check(CLI::NonNegativeNumber);
   cmd->add_option("--kill-grace", args->grace, "Seconds between SIGTERM and SIGKILL when stopping ranks");
+  cmd->add_option("--desync-grace", args->desyncGrace,
+                  "Seconds a proven collective deadlock must persist before the job is stopped as a desync (0: off)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   cmd->add_option("--trace-dir", args->traceDir, "Keep the flight-recorder traces in this directory");
   cmd->add_flag("--no-prefix", args->noPrefix, "Do not prefix output lines with [rank R]");
   cmd->add_option("program", args->program, "PROGRAM [ARGS...] after --")->required();
@@ -29,6 +34,7 @@ void addLaunchCommand(CLI::App& app) {
     o.nranks = args->n;
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(args->timeout * 1000));
     o.killGrace = std::chrono::milliseconds(static_cast<int64_t>(args->grace * 1000));
+    o.desyncGrace = std::chrono::milliseconds(static_cast<int64_t>(args->desyncGrace * 1000));
     o.traceDir = args->traceDir;
     o.prefixOutput = !args->noPrefix;
     auto r = launch::launchProgram(o, args->program);

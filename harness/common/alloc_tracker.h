@@ -52,7 +52,9 @@ class AllocTracker {
   int64_t peakBytes() const { return peak_.load(std::memory_order_relaxed); }
   // Number of tracked allocations so far (non-empty ones).
   int64_t allocations() const { return allocations_.load(std::memory_order_relaxed); }
-  // Starts a new peak window: peak = live now. Returns live now.
+  // Starts a new peak window: peak = live now. Returns live now. An
+  // allocation on another thread racing with the reset may be missed by the
+  // new peak (run-plan resets between steps, when no other thread allocates).
   int64_t resetPeak();
 
   // Called by the wrapper (public for its free functions; not for callers).

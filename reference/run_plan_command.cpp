@@ -33,6 +33,7 @@
 #include "reference/plan/plan.h"
 #include "reference/reference_cache.h"
 #include "reference/reference_command.h"
+#include "reference/run_plan_memory.h"
 #include "reference/train/trainer.h"
 #include "torch/version.h"
 
@@ -62,6 +63,7 @@ struct RunPlanOptions {
   std::string wrapper = "none";
   std::string fsdpExperts = "edp";
   double expectMemoryFactor = 0;
+  bool assertAccountedMemory = false;  // measured_memory: fail on undeclared bytes
   std::string mutant;  // "" = none (mutants::mutantNames())
 };
 
@@ -282,9 +284,7 @@ checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh:
   bool even = true;
   for (const auto& s : shards) {
     const auto& pp = plan.param(s.name);
-    int64_t n = 1;
-    for (int d = 0; d < mesh.ndim(); ++d)
-      if (s.placements[d].isSharded() && !pp.placements[d].isSharded()) n *= sizes[d];
+    const int64_t n = wrapperSplit(s, pp, sizes);
     if (n == 1) continue;
     const auto local = computeLayout(pp.globalShape, pp.placements, sizes, coords);
     expected += static_cast<double>(n - 1) / static_cast<double>(n) * static_cast<double>(local.numel()) * 4.0;
@@ -311,6 +311,7 @@ checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh:
 }
 
 int runPlan(const RunPlanOptions& o) {
+  RunMemoryProbe memProbe;  // counts tensor storage from here on (run_plan_memory.h)
   // First: an unknown name fails before any rank connects.
   if (!o.mutant.empty()) mutants::activateMutant(o.mutant);
   at::set_num_threads(1);  // ranks share the machine's cores
@@ -388,11 +389,13 @@ int runPlan(const RunPlanOptions& o) {
   lo.source = source.get();
   lo.mesh = &mesh;
   lo.plan = &applied;
-  const ParamMap local = parallel::loadParams(lo);
   parallel::DistOptions dopt;
   dopt.wrapper = o.wrapper;
   dopt.expertSharding = o.fsdpExperts;
-  parallel::DistTrainer trainer(cfg, mesh, applied, local, t, dopt);
+  memProbe.beforeLoad();
+  // The loaded plan-local tensors are a temporary: every store copies what it
+  // keeps, and a copy kept here would be measured as the wrapper's memory.
+  parallel::DistTrainer trainer(cfg, mesh, applied, parallel::loadParams(lo), t, dopt);
   std::vector<checks::CheckResult> results;
   const auto loaded = cloned(trainer.paramShards());
   results.push_back(checks::checkPlacement(mesh, loaded, source.get()));
@@ -415,7 +418,9 @@ int runPlan(const RunPlanOptions& o) {
   for (int64_t s = 1; s <= o.steps; ++s) {
     const auto tStep = std::chrono::steady_clock::now();
     checks::CommWindow window;
+    memProbe.beginStep(snapshotBytes({&loaded, &grads1, &afterStep1}));
     steps.push_back(trainer.step());
+    memProbe.endStep(snapshotBytes({&loaded, &grads1, &afterStep1}));
     if (s == 1) {
       step1Comm = window.delta();  // before the checks' own gathers (zero3's gradShards)
       grads1 = cloned(trainer.gradShards());
@@ -469,6 +474,12 @@ int runPlan(const RunPlanOptions& o) {
   checks::MemoryCheckOptions mo;
   mo.expectedFactor = o.expectMemoryFactor;
   results.push_back(checks::checkMemory(*world, memory, mo));
+  const auto measuredMemory = checks::gatherMeasuredMemory(
+      *world, memProbe.measured(memory.paramBytes + memory.gradBytes + memory.optimizerBytes, memory.replicatedBytes,
+                                memoryAllowance(loaded, applied, mesh)));
+  checks::MeasuredMemoryOptions mmo;
+  mmo.assertAccounted = o.assertAccountedMemory;
+  results.push_back(checks::checkMeasuredMemoryOf(measuredMemory, mmo));
 
   bool passed = true;
   for (const auto& r : results) passed &= r.passed;
@@ -485,6 +496,7 @@ int runPlan(const RunPlanOptions& o) {
     j["wrapper"] = o.wrapper;
     j["fsdp_experts"] = o.fsdpExperts;
     j["memory"] = memoryJson(memory);
+    j["measured_memory"] = checks::measuredMemoryJson(measuredMemory);
     for (size_t i = 0; i < steps.size(); ++i) {
       const auto& a = steps[i];
       const auto& b = reference.steps[i];
@@ -541,6 +553,8 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--expect-memory-factor", o->expectMemoryFactor,
                   "assert (wrapper bytes / replicated bytes over the world) equals this factor; 0 = report only")
       ->capture_default_str();
+  sub->add_flag("--assert-accounted-memory", o->assertAccountedMemory,
+                "measured_memory: fail when a rank holds more than the wrapper declares plus the allowance");
   sub->add_option("--mutant", o->mutant, "plant a known bug (issue 7; `moe-harness mutate --list`); default: none");
   sub->callback([o] {
     if (int code = runPlan(*o)) throw cli::CommandExit{code};

@@ -34,5 +34,8 @@ std::vector<std::string> writeReports(const Report& report, const std::string& d
 // Shared helpers of the text printers.
 std::string formatDouble(double x);  // "4.77e-07", "0.25", "3.1"
 std::string formatSeconds(double s); // "3.1 s"
+std::string formatBytes(double b);   // "812 B", "12.5 KiB", "3.25 MiB"
+// "12.5 / 12.5 / 12.1 / 12.1 KiB": per-rank byte counts in one unit.
+std::string formatBytesPerRank(const std::vector<double>& bytes);
 
 }  // namespace moe::reports

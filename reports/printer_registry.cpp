@@ -1,4 +1,5 @@
 // The report printers. How to add one: see printer.h; one X(...) line here.
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -56,6 +57,37 @@ std::string formatSeconds(double s) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f s", s);
   return buf;
+}
+
+namespace {
+struct ByteUnit {
+  double scale;
+  const char* name;
+};
+ByteUnit unitFor(double b) {
+  if (b >= 1024.0 * 1024.0) return {1024.0 * 1024.0, "MiB"};
+  if (b >= 1024.0) return {1024.0, "KiB"};
+  return {1.0, "B"};
+}
+std::string scaled(double b, const ByteUnit& u) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), u.scale == 1.0 ? "%.0f" : "%.3g", b / u.scale);
+  return buf;
+}
+}  // namespace
+
+std::string formatBytes(double b) {
+  const auto u = unitFor(b);
+  return scaled(b, u) + " " + u.name;
+}
+
+std::string formatBytesPerRank(const std::vector<double>& bytes) {
+  double largest = 0;
+  for (double b : bytes) largest = std::max(largest, b);
+  const auto u = unitFor(largest);
+  std::string out;
+  for (double b : bytes) out += (out.empty() ? "" : " / ") + scaled(b, u);
+  return out.empty() ? "-" : out + " " + u.name;
 }
 
 }  // namespace moe::reports

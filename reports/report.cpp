@@ -63,6 +63,7 @@ nlohmann::json toJson(const RunResult& r) {
           {"margins", m},
           {"collectives_step1_rank0", r.collectives},
           {"timings", r.timings},
+          {"measured_memory", r.measuredMemory},
           {"seconds", r.seconds},
           {"environment", r.environment},
           {"log", r.log},
@@ -101,6 +102,7 @@ RunResult runResultFromJson(const nlohmann::json& j) {
                         c.value("explanation", ""), c.value("measured", nlohmann::json::object())});
   r.collectives = j.value("collectives_step1_rank0", nlohmann::json::array());
   r.timings = j.value("timings", nlohmann::json::object());
+  r.measuredMemory = j.value("measured_memory", nlohmann::json::object());
   r.seconds = j.value("seconds", 0.0);
   r.environment = j.value("environment", nlohmann::json::object());
   r.log = j.value("log", "");
@@ -144,6 +146,20 @@ std::map<std::string, double> margins(const RunResult& r) {
       if (m.contains(what) && m[what].contains("worst") && m[what]["worst"].contains("score"))
         out[what] = m[what]["worst"]["score"].get<double>();
   }
+  return out;
+}
+
+MeasuredMemorySummary measuredMemory(const RunResult& r) {
+  MeasuredMemorySummary out;
+  const auto& m = r.measuredMemory;
+  if (!m.is_object() || !m.contains("per_rank")) return out;
+  for (const auto& p : m["per_rank"]) {
+    out.peakBytes.push_back(p.value("peak_bytes", 0.0));
+    out.afterLastBytes.push_back(p.value("after_last_step_bytes", 0.0));
+  }
+  out.measuredRatio = m.value("measured_ratio", 0.0);
+  out.declaredRatio = m.value("declared_ratio", 0.0);
+  out.peakRatio = m.value("peak_ratio", 0.0);
   return out;
 }
 

@@ -50,6 +50,10 @@ struct RunResult {
   std::vector<CheckOutcome> checks;
   nlohmann::json collectives = nlohmann::json::array();  // step-1 counters of rank 0
   nlohmann::json timings = nlohmann::json::object();     // run-plan's timings
+  // run-plan's "measured_memory": per_rank at_step1/peak/after_last_step/
+  // declared/replicated bytes and the world ratios (README "Measured
+  // memory"); empty when the run did not report it.
+  nlohmann::json measuredMemory = nlohmann::json::object();
   double seconds = 0;                                     // wall time of the job
   nlohmann::json environment = nlohmann::json::object();
   std::string log;             // tail of the job's output on fail/error
@@ -82,5 +86,18 @@ Report readReport(const std::string& path);
 // fails). Keys: "loss" (max |Δloss| / loss_abs), "grads" and "params" (the
 // worst tensor's score). Absent when the run has no parity result.
 std::map<std::string, double> margins(const RunResult& r);
+
+// A run's measured memory per rank (bytes of tensor storage, rank order) and
+// the world ratios against the replicated layout's declaration. ranks() == 0
+// when the run has none.
+struct MeasuredMemorySummary {
+  std::vector<double> peakBytes;       // max over the steps of the peak during a step
+  std::vector<double> afterLastBytes;  // after the last step
+  double measuredRatio = 0;            // sum(after last step) / sum(replicated declaration)
+  double declaredRatio = 0;            // sum(wrapper declaration) / sum(replicated declaration)
+  double peakRatio = 0;                // sum(peak) / sum(replicated declaration)
+  size_t ranks() const { return peakBytes.size(); }
+};
+MeasuredMemorySummary measuredMemory(const RunResult& r);
 
 }  // namespace moe::reports

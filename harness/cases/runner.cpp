@@ -177,6 +177,7 @@ void readRunPlanResult(const RunSpec& spec, const nlohmann::json& j, const std::
   if (!spec.expectedPlacements.empty()) r.checks.push_back(checkExpectedPlacements(spec, shardDir));
   r.collectives = j.value("step1_collectives_rank0", nlohmann::json::array());
   r.timings = j.value("timings", nlohmann::json::object());
+  r.measuredMemory = j.value("measured_memory", nlohmann::json::object());
   r.environment = j.value("environment", nlohmann::json::object());
   r.status = Status::kPass;
   for (const auto& c : r.checks)

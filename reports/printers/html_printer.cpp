@@ -1,8 +1,9 @@
 // report.html: one self-contained page (no network, no scripts, inline CSS):
 // a summary table of pass/fail/skip/error, then per run one inline SVG with
 // two panels: the loss curves of the reference and the run, and |Δloss| per
-// step on a log scale against the tolerance band; then the checks with their
-// explanations and, for runs that did not pass, the failure details.
+// step on a log scale against the tolerance band; a line with the measured
+// memory per rank; then the checks with their explanations and, for runs
+// that did not pass, the failure details.
 #include <algorithm>
 #include <cmath>
 #include <ostream>
@@ -214,6 +215,11 @@ class HtmlPrinter : public ReportPrinter {
            << esc(formatSeconds(r.seconds)) << "</p>\n";
       charts(os, r);
       os << "\n";
+      if (const auto m = measuredMemory(r); m.ranks() > 0)
+        os << "<p>Measured memory per rank (tensor storage): peak during a step "
+           << esc(formatBytesPerRank(m.peakBytes)) << ", after the last step " << esc(formatBytesPerRank(m.afterLastBytes))
+           << "; measured / replicated " << esc(formatDouble(m.measuredRatio)) << " (peak "
+           << esc(formatDouble(m.peakRatio)) << ", declared " << esc(formatDouble(m.declaredRatio)) << ")</p>\n";
       if (r.status != Status::kPass)
         os << "<p><b>" << (r.status == Status::kSkip ? "Skipped" : "Failure") << ":</b> " << esc(r.reason) << "</p>\n";
       if (!r.checks.empty()) {

@@ -1,5 +1,6 @@
 // report.md: summary, one table row per run, then the details of every run
-// that did not pass (its checks with explanations, its reason, its log).
+// that did not pass (its checks with explanations, its reason, its log), the
+// measured memory per rank of the runs that report it, and every run's checks.
 #include <ostream>
 
 #include "reports/printer.h"
@@ -65,6 +66,23 @@ class MarkdownPrinter : public ReportPrinter {
            << (c.requested ? "" : " (not requested)") << ": " << c.explanation << "\n";
       if (!r.flightRecorder.empty()) os << "\nFlight recorder: `" << r.flightRecorder << "`\n";
       if (!r.log.empty()) os << "\n```\n" << r.log << (r.log.back() == '\n' ? "" : "\n") << "```\n";
+    }
+    bool memoryHeader = false;
+    for (const auto& r : report.runs) {
+      const auto m = measuredMemory(r);
+      if (m.ranks() == 0) continue;
+      if (!memoryHeader) {
+        os << "\n## Measured memory per rank\n\n"
+           << "libtorch CPU tensor storage counted by the allocation tracker, beyond what was live before loading; "
+           << "ratios are world sums over the replicated layout's declared bytes.\n\n"
+           << "| run | wrapper | peak during a step (per rank) | after the last step (per rank) | measured ratio | "
+              "peak ratio | declared ratio |\n|---|---|---|---|---|---|---|\n";
+        memoryHeader = true;
+      }
+      os << "| " << cell(r.id) << " | " << cell(r.spec.value("wrapper", "-")) << " | "
+         << formatBytesPerRank(m.peakBytes) << " | " << formatBytesPerRank(m.afterLastBytes) << " | "
+         << formatDouble(m.measuredRatio) << " | " << formatDouble(m.peakRatio) << " | "
+         << formatDouble(m.declaredRatio) << " |\n";
     }
     os << "\n## Checks per run\n\n";
     for (const auto& r : report.runs) {

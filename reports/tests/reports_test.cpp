@@ -125,6 +125,47 @@ TEST(Margins, MeasuredOverTolerance) {
   EXPECT_TRUE(margins(run("broken", Status::kError)).empty());
 }
 
+// run-plan's measured_memory as a 2-rank fsdp run writes it.
+nlohmann::json measuredMemoryDoc() {
+  return {{"per_rank",
+           {{{"rank", 0}, {"peak_bytes", 3 * 1024 * 1024}, {"after_last_step_bytes", 1536 * 1024}},
+            {{"rank", 1}, {"peak_bytes", 2.5 * 1024 * 1024}, {"after_last_step_bytes", 1024 * 1024}}}},
+          {"measured_ratio", 0.625},
+          {"declared_ratio", 0.5},
+          {"peak_ratio", 1.375}};
+}
+
+TEST(MeasuredMemory, ReachesJsonMarkdownAndHtml) {
+  Report rep = sample();
+  rep.runs[0].spec["wrapper"] = "fsdp";
+  rep.runs[0].measuredMemory = measuredMemoryDoc();
+  const Report back = reportFromJson(nlohmann::json::parse(printed("json", rep)));
+  const auto m = measuredMemory(back.runs[0]);
+  ASSERT_EQ(m.ranks(), 2u);
+  EXPECT_DOUBLE_EQ(m.peakBytes[1], 2.5 * 1024 * 1024);
+  EXPECT_DOUBLE_EQ(m.afterLastBytes[0], 1536 * 1024);
+  EXPECT_DOUBLE_EQ(m.measuredRatio, 0.625);
+  EXPECT_DOUBLE_EQ(m.declaredRatio, 0.5);
+  EXPECT_EQ(measuredMemory(back.runs[1]).ranks(), 0u) << "a run without measured memory has none";
+  const std::string md = printed("md", rep);
+  EXPECT_NE(md.find("## Measured memory per rank"), std::string::npos);
+  EXPECT_NE(md.find("| ok.fp32 | fsdp | 3 / 2.5 MiB | 1.5 / 1 MiB | 0.625 | 1.38 | 0.5 |"), std::string::npos) << md;
+  const std::string html = printed("html", rep);
+  EXPECT_NE(html.find("peak during a step 3 / 2.5 MiB, after the last step 1.5 / 1 MiB; measured / replicated 0.625 "
+                      "(peak 1.38, declared 0.5)"),
+            std::string::npos);
+  // No section when no run measured memory.
+  EXPECT_EQ(printed("md", sample()).find("Measured memory"), std::string::npos);
+}
+
+TEST(MeasuredMemory, ByteFormats) {
+  EXPECT_EQ(formatBytes(812), "812 B");
+  EXPECT_EQ(formatBytes(12.5 * 1024), "12.5 KiB");
+  EXPECT_EQ(formatBytes(3.25 * 1024 * 1024), "3.25 MiB");
+  EXPECT_EQ(formatBytesPerRank({2048, 512}), "2 / 0.5 KiB");
+  EXPECT_EQ(formatBytesPerRank({}), "-");
+}
+
 TEST(Compare, FlagsALossMarginThatDoubled) {
   Report a, b;
   a.runs = {run("x.fp32", Status::kPass, 2e-6), run("y.fp32", Status::kPass, 2e-6)};

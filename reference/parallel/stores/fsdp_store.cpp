@@ -39,11 +39,13 @@
 //  - Backward of the gather hands the gradient, cast to fp32, to the store
 //    ("bf16 parameters, fp32 reduce"); reduceGradients() then reduce-scatters
 //    it in fp32 (one reduce-scatter per parameter per step), in plan order on
-//    every rank. Doing the reduce-scatter in this post-backward stage (as
-//    FSDP2's final backward callback does for parameters whose hook did not
-//    fire) instead of inside the autograd backward keeps the collective order
-//    independent of autograd scheduling and never hangs when a rank's
-//    gathered tensor receives no gradient (e.g. loop experts with no tokens).
+//    every rank, and releases the full-size gradient, so between steps the
+//    store holds only sharded state. Doing the reduce-scatter in this
+//    post-backward stage (as FSDP2's final backward callback does for
+//    parameters whose hook did not fire) instead of inside the autograd
+//    backward keeps the collective order independent of autograd scheduling
+//    and never hangs when a rank's gathered tensor receives no gradient (e.g.
+//    loop experts with no tokens).
 //  - tpPartial parameters: the reduced shard is all-reduced over tp (fp32).
 //
 // Optimizer and norm: AdamW steps on the fp32 shards (masters()/grads()).
@@ -88,7 +90,9 @@ struct Entry {
 
   torch::Tensor master;   // fp32 [pieces[me], ...] (replicated: plan-local), requires grad
   torch::Tensor grad;     // fp32, master's shape, after reduceGradients()
-  torch::Tensor pending;  // sharded: fp32 plan-local gradient from backward(s)
+  // sharded: fp32 plan-local gradient from backward(s); released once
+  // reduceGradients() has reduce-scattered it.
+  torch::Tensor pending;
   std::vector<torch::ScalarType> fetched;  // gather dtypes of this step's all-gathers, in order
 
   int me() const { return shardGroup->rank(); }
@@ -209,6 +213,8 @@ class FsdpStore : public ParamStore {
           auto full = e.pending.defined() ? e.pending : torch::zeros(e.planLocalShape, torch::kFloat);
           block = e.reduceScatter(full);
         }
+        // Reduce-scattered: only the shard's gradient lives on (memory()).
+        e.pending = torch::Tensor();
         // The padded block: the same size on every tp rank (they share the
         // FSDP coordinates), never empty.
         if (e.tpPartial && e.tpGroup->size() > 1) e.tpGroup->allReduce(block, comm::ReduceOp::kSum);
@@ -243,6 +249,9 @@ class FsdpStore : public ParamStore {
     for (const auto& e : entries_) {
       m.paramBytes += e->master.numel() * static_cast<int64_t>(e->master.element_size());
       if (e->grad.defined()) m.gradBytes += e->grad.numel() * static_cast<int64_t>(e->grad.element_size());
+      // A full-size gradient still held would be gradient memory too (it is
+      // released after the reduce-scatter; the memory check would see it).
+      if (e->pending.defined()) m.gradBytes += e->pending.numel() * static_cast<int64_t>(e->pending.element_size());
     }
     m.optimizerBytes = 2 * m.paramBytes;  // AdamW exp_avg + exp_avg_sq, shaped like the masters
     return m;

@@ -58,6 +58,7 @@
 #include <memory>
 
 #include "harness/common/error.h"
+#include "reference/mutants/mutation_points.h"
 #include "reference/parallel/param_store.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/placement/layout.h"
@@ -165,6 +166,7 @@ class FsdpStore : public ParamStore {
  public:
   explicit FsdpStore(const ParamStoreOptions& o)
       : plan_(*o.plan),
+        mesh_(*o.mesh),
         gatherDtype_(c10::elementSize(o.computeDtype) < c10::elementSize(torch::kFloat) ? o.computeDtype
                                                                                           : torch::kFloat) {
     if (o.expertSharding != "edp" && o.expertSharding != "none")
@@ -201,8 +203,10 @@ class FsdpStore : public ParamStore {
 
   double reduceGradients() override {
     double sumSq = 0;
+    const auto& mp = mutants::points();
     for (auto& ep : entries_) {
       Entry& e = *ep;
+      int64_t groupSize = 1;  // ranks the gradient was summed over
       if (e.sharded) {
         torch::Tensor block;
         if (e.fetched.empty()) {
@@ -219,13 +223,20 @@ class FsdpStore : public ParamStore {
         // FSDP coordinates), never empty.
         if (e.tpPartial && e.tpGroup->size() > 1) e.tpGroup->allReduce(block, comm::ReduceOp::kSum);
         e.grad = block.narrow(0, 0, e.pieces[e.me()]).contiguous();
+        groupSize = e.n() * (e.tpPartial ? e.tpGroup->size() : 1);
       } else {
         auto g = e.master.grad();
         g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(e.master).detach();
         if (e.reduceGroup->size() > 1) e.reduceGroup->allReduce(g, comm::ReduceOp::kSum);
         e.grad = g;
+        groupSize = e.reduceGroup->size();
       }
-      if (e.countsInNorm) sumSq += e.grad.to(torch::kDouble).pow(2).sum().item<double>();
+      // Mutation points (mutation_points.h), as in every store: grad is this
+      // rank's shard (sharded) or plan-local tensor, fully reduced.
+      if (mp.reducedGrad) mp.reducedGrad(*e.pp, mesh_, groupSize, e.grad);
+      bool counts = e.countsInNorm;
+      if (mp.countsInNorm) mp.countsInNorm(*e.pp, counts);
+      if (counts) sumSq += e.grad.to(torch::kDouble).pow(2).sum().item<double>();
     }
     return sumSq;
   }
@@ -380,6 +391,7 @@ class FsdpStore : public ParamStore {
   }
 
   const plan::AppliedPlan& plan_;
+  const mesh::DeviceMesh& mesh_;
   const torch::ScalarType gatherDtype_;  // see the file comment
   std::vector<std::unique_ptr<Entry>> entries_;  // stable addresses: GatherFn holds them
   std::map<std::string, size_t> index_;

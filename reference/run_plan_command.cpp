@@ -268,45 +268,66 @@ nlohmann::json memoryJson(const checks::MemoryInputs& m) {
 
 // FSDP's all-gather volume from the plan alone, independently of the store's
 // own expectation: with reshard_after_forward=False every FSDP-sharded
-// parameter is gathered once per step in fp32 (the trainer fetches every
-// weight in fp32 and rounds it to the compute dtype straight-through, so
-// weight gradients stay fp32: dist_model.cpp w()), and a rank
-// sends (n-1)/n of the gathered bytes, n = its FSDP group (the mesh dims its
-// storage shards and its plan placement does not). Uneven pieces are padded
-// for an even collective, so the measured/unpadded ratio is exactly 1 when
-// every gathered dim 0 splits evenly and above 1 otherwise.
+// parameter is gathered once per step, in `gatherBytes`-byte elements (the
+// compute dtype when it is narrower than fp32: bf16 parameters; README
+// "Gather dtype"), and a rank sends (n-1)/n of the gathered bytes, n = its
+// FSDP group (the mesh dims its storage shards and its plan placement does
+// not). Uneven pieces are padded to the group's largest piece (its members'
+// pieces by the reported placements) for an even collective, so the
+// measured/unpadded ratio is exactly 1 when every gathered dim 0 splits
+// evenly and above 1 otherwise; the measured bytes must equal the padded
+// volume exactly either way.
 checks::CheckResult checkFsdpGatherVolume(comm::Communicator& world, const mesh::DeviceMesh& mesh,
                                           const plan::AppliedPlan& plan, const std::vector<checks::ParamShard>& shards,
-                                          const checks::CommCounters& step1) {
+                                          const checks::CommCounters& step1, int64_t gatherBytes) {
   const auto sizes = meshSizes(mesh);
   const auto coords = mesh.coords();
-  double expected = 0;
-  bool even = true;
+  std::vector<checks::GatheredParam> gathered;
   for (const auto& s : shards) {
     const auto& pp = plan.param(s.name);
-    const int64_t n = wrapperSplit(s, pp, sizes);
-    if (n == 1) continue;
+    std::vector<int> fsdpDims;
+    for (int d = 0; d < mesh.ndim(); ++d)
+      if (s.placements[d].isSharded() && !pp.placements[d].isSharded() && sizes[d] > 1) fsdpDims.push_back(d);
     const auto local = computeLayout(pp.globalShape, pp.placements, sizes, coords);
-    expected += static_cast<double>(n - 1) / static_cast<double>(n) * static_cast<double>(local.numel()) * 4.0;
-    even &= local.localShape[0] % n == 0;
+    checks::GatheredParam g;
+    g.rows = local.localShape[0];
+    for (size_t i = 1; i < local.localShape.size(); ++i) g.rowNumel *= local.localShape[i];
+    // Every member of this rank's FSDP group: its coordinates on the FSDP
+    // dims vary, the others are this rank's.
+    for (int d : fsdpDims) g.groupSize *= sizes[d];
+    for (int64_t m = 0; m < g.groupSize; ++m) {
+      auto c = coords;
+      int64_t rest = m;
+      for (auto it = fsdpDims.rbegin(); it != fsdpDims.rend(); ++it) {
+        c[*it] = static_cast<int>(rest % sizes[*it]);
+        rest /= sizes[*it];
+      }
+      g.maxPieceRows = std::max(g.maxPieceRows, computeLayout(s.globalShape, s.placements, sizes, c).localShape[0]);
+    }
+    gathered.push_back(g);
   }
+  const auto volume = checks::expectedGatherVolume(gathered, gatherBytes);
+  const double expected = volume.unpaddedBytes;
+  const bool even = volume.even;
   double measured = 0;
   for (const auto& [key, c] : step1)
     if (key.first.rfind("fsdp:", 0) == 0 && key.second == comm::OpType::kAllGather)
       measured += static_cast<double>(c.bytesSent);
   const double ratio = expected > 0 ? measured / expected : (measured > 0 ? INFINITY : 1.0);
-  const std::string failure = checks::gatherVolumeFailure(world.rank(), measured, expected, even);
+  const std::string failure = checks::gatherVolumeFailure(world.rank(), measured, volume);
   auto v = checks::agreeVerdict(world, failure);
   const auto worst = checks::allReduceMax(world, {ratio, -ratio});
   checks::CheckResult r;
   r.check = "fsdp_gather_volume";
   r.passed = !v.failed;
-  r.measured = {{"rank0_bytes_sent", measured}, {"rank0_expected_unpadded", expected}, {"ratio", ratio},
+  r.measured = {{"rank0_bytes_sent", measured}, {"rank0_expected_unpadded", expected},
+                {"rank0_expected_padded", volume.paddedBytes}, {"ratio", ratio},
                 {"max_ratio", worst[0]}, {"min_ratio", -worst[1]}, {"even", even},
-                {"failing_ranks", v.failingRanks}};
+                {"gather_element_bytes", gatherBytes}, {"failing_ranks", v.failingRanks}};
   r.explanation = v.failed ? v.explanation
-                           : moe::str("all_gather bytes / ((n-1)/n x gathered parameter bytes) = ", -worst[1], "-",
-                                      worst[0], " over the ranks", even ? "" : " (uneven pieces padded)");
+                           : moe::str("all_gather bytes / ((n-1)/n x gathered parameter bytes, ", gatherBytes,
+                                      " B per element) = ", -worst[1], "-", worst[0], " over the ranks",
+                                      even ? "" : " (uneven pieces padded)");
   return r;
 }
 
@@ -468,7 +489,8 @@ int runPlan(const RunPlanOptions& o) {
     gso.tol = o.dtype == "bf16" ? 2e-2 : 1e-5;
     results.push_back(checks::checkGradScale(mesh, grads1, refGrads, gso));
     if (o.wrapper == "fsdp")
-      results.push_back(checkFsdpGatherVolume(*world, mesh, applied, loaded, step1Comm));
+      results.push_back(checkFsdpGatherVolume(*world, mesh, applied, loaded, step1Comm,
+                                              std::min<int64_t>(4, c10::elementSize(computeDtype(t.precision)))));
   }
   const checks::MemoryInputs memory = memoryInputs(trainer, mesh, finalShards);
   checks::MemoryCheckOptions mo;

@@ -101,6 +101,45 @@ std::string describeTensorFailure(int rank, const std::string& what, const std::
                   d.worstAt, " exceeds ", tol.describe(), "; ", norms);
 }
 
+std::string mixedExpertsDiagnosis(const at::Tensor& run, const ref::LocalLayout& layout,
+                                  const io::TensorSource& reference, const std::string& name,
+                                  const ParityTolerance& tol) {
+  if (run.dim() < 1 || layout.globalShape.empty() || run.size(0) == 0) return "";
+  const int64_t numExperts = layout.globalShape[0];
+  // The reference's row of expert e, restricted to this rank's other dims.
+  auto expertRow = [&](int64_t e) {
+    ref::LocalLayout l = layout;
+    l.ranges[0] = {ref::IndexRange{e, 1}};
+    l.localShape[0] = 1;
+    l.offsets[0] = e;
+    return readLocalSlice(reference, name, l).squeeze(0).to(at::kDouble);
+  };
+  std::vector<int64_t> globalRows;
+  for (const auto& r : layout.ranges[0])
+    for (int64_t i = r.start; i < r.start + r.length; ++i) globalRows.push_back(i);
+  for (int64_t i = 0; i < run.size(0); ++i) {
+    const int64_t g = globalRows[i];
+    const auto mine = run[i].detach().to(at::kDouble);
+    const auto want = expertRow(g);
+    if (compareTensor(mine, want, tol).ok) continue;
+    // The first failing row decides.
+    for (int64_t h = 0; h < numExperts; ++h) {
+      if (h == g) continue;
+      const auto sum = want + expertRow(h);
+      if (!compareTensor(mine, sum, tol).ok) continue;
+      const int64_t flat = (mine - want).abs().reshape({-1}).argmax().item<int64_t>();
+      return moe::str("; its expert ", g, " holds the reference's experts ", g, " + ", h,
+                      " summed (e.g. run ", formatNumber(mine.reshape({-1})[flat].item<double>()), " vs reference ",
+                      formatNumber(want.reshape({-1})[flat].item<double>()), " + ",
+                      formatNumber((sum - want).reshape({-1})[flat].item<double>()),
+                      "): values of different experts were added, as by a reduction over ranks that hold "
+                      "different experts");
+    }
+    return "";
+  }
+  return "";
+}
+
 namespace {
 
 struct Worst {
@@ -178,7 +217,8 @@ nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShar
       // NaN must still fail even if the sums were to hide it.
       if (std::isnan(d.maxAbsDiff)) fail(describeTensorFailure(in.rank, what, p.name, d, tol));
     } else if (!d.ok) {
-      fail(describeTensorFailure(in.rank, what, p.name, d, tol));
+      fail(describeTensorFailure(in.rank, what, p.name, d, tol) +
+           (p.isExpert && failure.empty() ? mixedExpertsDiagnosis(p.local, layout, reference, p.name, tol) : ""));
     }
   }
   return {{"tensors", shards.size()},

@@ -39,6 +39,16 @@ std::string describeTensorFailure(int rank, const std::string& what, const std::
                                   const TensorDiff& d, const ParityTolerance& tol);
 // "1e-05", "0.0001", "2.5": the short form used in messages.
 std::string formatNumber(double x);
+// An expert tensor ([E, ...], experts on dim 0) that failed: when the run's
+// first failing expert row g equals (within `tol`) the reference's rows g
+// and h summed for some other expert h, "; its expert g holds the
+// reference's experts g + h summed (e.g. run x vs reference y + z): ..."
+// (the signature of a reduction over a group of ranks that hold different
+// experts); else "". Reads the reference row by row through `layout`.
+// run: [layout.localShape]
+std::string mixedExpertsDiagnosis(const at::Tensor& run, const ref::LocalLayout& layout,
+                                  const io::TensorSource& reference, const std::string& name,
+                                  const ParityTolerance& tol);
 
 // ---- the check ----------------------------------------------------------------
 struct ParityInputs {

@@ -138,16 +138,27 @@ CheckResult checkWrapperCommCollective(comm::Communicator& world, const std::str
 
 // ---- gather volume (fsdp) ---------------------------------------------------
 
-std::string gatherVolumeFailure(int rank, double measured, double expectedUnpadded, bool even) {
-  const double ratio = expectedUnpadded > 0 ? measured / expectedUnpadded : (measured > 0 ? INFINITY : 1.0);
+GatherVolume expectedGatherVolume(const std::vector<GatheredParam>& params, int64_t elementBytes) {
+  GatherVolume v;
+  for (const auto& p : params) {
+    if (p.groupSize <= 1) continue;
+    const double n = static_cast<double>(p.groupSize), row = static_cast<double>(p.rowNumel * elementBytes);
+    const int64_t block = std::max<int64_t>(1, p.maxPieceRows);
+    v.unpaddedBytes += (n - 1) / n * static_cast<double>(p.rows) * row;
+    v.paddedBytes += (n - 1) * static_cast<double>(block) * row;
+    v.even &= block * p.groupSize == p.rows;
+  }
+  return v;
+}
+
+std::string gatherVolumeFailure(int rank, double measured, const GatherVolume& expected) {
+  const double ratio =
+      expected.unpaddedBytes > 0 ? measured / expected.unpaddedBytes : (measured > 0 ? INFINITY : 1.0);
   // Byte counts are integers: "exactly" up to the double rounding of the sums.
-  if (even && std::abs(measured - expectedUnpadded) > 0.5)
-    return moe::str("rank ", rank, ": all_gather sent ", measured, " bytes in the step, expected (n-1)/n x ",
-                    "the gathered parameters = ", expectedUnpadded, " (ratio ", fmt(ratio), ")");
-  if (!even && !(ratio >= 1.0))
-    return moe::str("rank ", rank, ": all_gather sent ", measured,
-                    " bytes in the step, less than (n-1)/n x the gathered parameters = ", expectedUnpadded);
-  return "";
+  if (std::abs(measured - expected.paddedBytes) <= 0.5) return "";
+  return moe::str("rank ", rank, ": all_gather sent ", measured, " bytes in the step, expected (n-1)/n x the ",
+                  "gathered parameters", expected.even ? "" : " padded to the largest piece", " = ",
+                  expected.paddedBytes, " (ratio to the unpadded ", expected.unpaddedBytes, ": ", fmt(ratio), ")");
 }
 
 // ---- memory ------------------------------------------------------------------

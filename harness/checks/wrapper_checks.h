@@ -47,11 +47,27 @@ CheckResult checkWrapperCommCollective(comm::Communicator& world, const std::str
                                        const CommCounters& stepDelta, const std::vector<CommExpectation>& expected);
 
 // ---- gather volume (fsdp) ---------------------------------------------------
-// Pure: "" when the all_gather bytes a rank sent equal (n-1)/n x the bytes
-// of the parameters it gathered (`expectedUnpadded`) exactly (`even`: every
-// gathered dim 0 splits evenly, so no padding), or are at least that (padded
-// uneven pieces); else a sentence naming the rank and both values.
-std::string gatherVolumeFailure(int rank, double measured, double expectedUnpadded, bool even);
+// One parameter FSDP gathers on this rank: its plan-local tensor (what the
+// gather rebuilds) and how the group's pieces of it split its dim 0.
+struct GatheredParam {
+  int64_t rows = 0;          // plan-local dim 0, the dim FSDP splits
+  int64_t rowNumel = 1;      // elements per dim-0 row
+  int64_t groupSize = 1;     // n: the ranks it is gathered over
+  int64_t maxPieceRows = 0;  // the largest member's piece; every piece is padded to max(1, this)
+};
+struct GatherVolume {
+  double unpaddedBytes = 0;  // sum of (n-1)/n x rows x rowNumel x elementBytes
+  double paddedBytes = 0;    // sum of (n-1) x max(1, maxPieceRows) x rowNumel x elementBytes
+  bool even = true;          // no padding: every piece is rows / n
+};
+// Pure: the all_gather bytes a rank sends for one gather of each parameter
+// in a dtype of `elementBytes` (the gather dtype: 2 for bf16 parameters).
+// Parameters with n = 1 are not gathered.
+GatherVolume expectedGatherVolume(const std::vector<GatheredParam>& params, int64_t elementBytes);
+// Pure: "" when the all_gather bytes a rank sent equal the padded volume
+// exactly (byte counts are integers); else a sentence naming the rank, both
+// values and the ratio to the unpadded volume.
+std::string gatherVolumeFailure(int rank, double measured, const GatherVolume& expected);
 
 // ---- memory ------------------------------------------------------------------
 struct MemoryInputs {

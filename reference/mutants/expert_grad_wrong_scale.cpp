@@ -3,7 +3,8 @@
 // parallel group, i.e. scaled by edp / dp = 1/ep (DeepSpeed/Megatron-style
 // "wrong group size" bug). Invisible in the loss curve (Adam is
 // scale-insensitive); killed by parity's per-parameter step-1 gradient
-// comparison with the run/reference norm ratio (0.500 on dp=2 x ep=2).
+// comparison with the run/reference norm ratio (0.500 on dp=2 x ep=2), with
+// the replicated wrapper and under fsdp (experts sharded over edp = dp).
 #include "harness/mesh/device_mesh.h"
 #include "reference/mutants/mutant.h"
 #include "reference/plan/plan.h"
@@ -27,9 +28,11 @@ Mutant makeExpertGradWrongScaleMutant() {
   Mutant m;
   m.spec.name = "expert_grad_wrong_scale";
   m.spec.description = "expert gradients averaged over dp (all data-parallel ranks) instead of edp: 1/ep too small";
-  m.spec.injectionPoint = "reference/parallel/param_store.cpp: ReplicatedStore::reduceGradients (reducedGrad)";
+  m.spec.injectionPoint =
+      "reference/parallel/param_store.cpp, stores/fsdp_store.cpp: ParamStore::reduceGradients (reducedGrad)";
   m.spec.intendedCheck = "parity";
-  m.spec.runs = {runPlanJob("dp2_ep2", 4, R"({"dp":2,"ep":2})", "ep")};
+  m.spec.runs = {runPlanJob("dp2_ep2", 4, R"({"dp":2,"ep":2})", "ep"),
+                 runPlanJob("dp2_ep2_fsdp", 4, R"({"dp":2,"ep":2})", "ep", 1, {"--wrapper", "fsdp"})};
   m.install = [](MutationPoints& p) { p.reducedGrad = averageOverDenseDp; };
   return m;
 }

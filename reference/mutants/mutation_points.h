@@ -24,8 +24,9 @@
 //  - dist_model.cpp moeLayer / ep_dispatch.cpp: the all-reduce of the
 //    experts' Partial outputs over tp.
 //  - ep_dispatch.cpp: the per-expert row counts the dispatch splits follow.
-//  - param_store.cpp and stores/ (every ParamStore): the reduced gradient
-//    of a parameter, and whether this rank counts it in the global grad norm.
+//  - every ParamStore (param_store.cpp, stores/fsdp_store.cpp,
+//    stores/zero3_store.cpp): the reduced gradient of a parameter, and
+//    whether this rank counts it in the global grad norm.
 //  - stores/zero3_store.cpp constructor: each flat group's initial master
 //    partition, right after the group's communicators were created.
 #include <ATen/core/Tensor.h>

@@ -189,6 +189,52 @@ TEST(ChecksParity, ScaledGradientIsReportedBeforeTheGradNorm) {
   EXPECT_TRUE(contains(r.explanation, "(also off: step-1 gradients, grad norm)")) << r.explanation;
 }
 
+// Gradients of different experts summed (a reduction over a group mixing
+// expert sets): the message names the expert, its partner and the values; a
+// merely scaled expert gradient gets no such diagnosis.
+TEST(ChecksParity, MixedExpertGradientsAreNamed) {
+  std::vector<StepRecord> steps = {{1, 2.5, 2.4, 0.1, 3.0}};
+  // 4 experts [4, 2, 3], value = f(expert, row, col); this rank holds
+  // experts 2-3 (Shard(0) over a mesh dim of 2, coordinate 1).
+  at::Tensor g = at::arange(24, at::kFloat).reshape({4, 2, 3}) * 0.25 - 2;
+  io::MapTensorSource refGrads({{"experts.w", g}}, "reference grads");
+  ParamShard shard;
+  shard.name = "experts.w";
+  shard.isExpert = true;
+  shard.placements = {ref::Placement::shard(0)};
+  shard.globalShape = {4, 2, 3};
+  // Expert 2 right, expert 3 = experts 3 + 0 summed.
+  shard.local = g.narrow(0, 2, 2).clone();
+  shard.local[1] += g[0];
+  std::vector<ParamShard> grads = {shard};
+  ParityInputs in;
+  in.rank = 1;
+  in.meshSizes = {2};
+  in.meshCoords = {1};
+  in.runSteps = &steps;
+  in.referenceSteps = &steps;
+  in.step1Grads = &grads;
+  in.referenceGrads = &refGrads;
+  CheckResult r = checkParity(in);
+  EXPECT_FALSE(r.passed);
+  EXPECT_TRUE(contains(r.explanation, "rank 1: step-1 gradient of experts.w: ")) << r.explanation;
+  EXPECT_TRUE(contains(r.explanation, "its expert 3 holds the reference's experts 3 + 0 summed (e.g. run "))
+      << r.explanation;
+  // Scaled instead: a failure without the diagnosis.
+  grads[0].local = g.narrow(0, 2, 2) * 0.5;
+  r = checkParity(in);
+  EXPECT_FALSE(r.passed);
+  EXPECT_FALSE(contains(r.explanation, "summed")) << r.explanation;
+  // Not an expert tensor: no diagnosis either.
+  grads[0].local = g.narrow(0, 2, 2).clone();
+  grads[0].local[1] += g[0];
+  grads[0].isExpert = false;
+  EXPECT_FALSE(contains(checkParity(in).explanation, "summed"));
+  // The pure helper on the correct shard: nothing to say.
+  auto layout = ref::computeLayout({4, 2, 3}, {ref::Placement::shard(0)}, {2}, {1});
+  EXPECT_EQ(mixedExpertsDiagnosis(g.narrow(0, 2, 2), layout, refGrads, "experts.w", ParityTolerance{}), "");
+}
+
 TEST(ChecksComm, DeltaExtraMissingAndBytes) {
   using comm::OpType;
   CommCounters before = {{{"tp", OpType::kAllReduce}, {3, 300, 300, 0}}};

@@ -62,17 +62,44 @@ TEST(WrapperChecks, CommOnlyTheWrapperGroupsAndExactBytes) {
   EXPECT_TRUE(has(o.explanation, "fsdp:tp, expected none"));
 }
 
-TEST(WrapperChecks, GatherVolumeIsExactWhenEvenAndAtLeastWhenPadded) {
-  EXPECT_EQ(gatherVolumeFailure(0, 300, 300, /*even=*/true), "");
+TEST(WrapperChecks, GatherVolumeIsExactIncludingPadding) {
+  // [6, 4] over n = 2 (pieces 3, 3): (n-1)/n x 24 elements x 4 B = 48.
+  const auto even = expectedGatherVolume({{6, 4, 2, 3}}, 4);
+  EXPECT_TRUE(even.even);
+  EXPECT_DOUBLE_EQ(even.unpaddedBytes, 48);
+  EXPECT_DOUBLE_EQ(even.paddedBytes, 48);
+  EXPECT_EQ(gatherVolumeFailure(0, 48, even), "");
   // Gathered twice per step (resharded after forward, re-gathered backward).
-  auto twice = gatherVolumeFailure(2, 600, 300, true);
-  EXPECT_TRUE(has(twice, "rank 2: all_gather sent 600 bytes"));
-  EXPECT_TRUE(has(twice, "(ratio 2)"));
+  auto twice = gatherVolumeFailure(2, 96, even);
+  EXPECT_TRUE(has(twice, "rank 2: all_gather sent 96 bytes"));
+  EXPECT_TRUE(has(twice, ": 2)"));
   // A parameter left out of the gather.
-  EXPECT_NE(gatherVolumeFailure(0, 200, 300, true), "");
-  // Padded uneven pieces: more than the unpadded volume is fine, less is not.
-  EXPECT_EQ(gatherVolumeFailure(0, 327, 300, /*even=*/false), "");
-  EXPECT_TRUE(has(gatherVolumeFailure(1, 299, 300, false), "less than (n-1)/n x the gathered parameters = 300"));
+  EXPECT_NE(gatherVolumeFailure(0, 40, even), "");
+  // [5, 2] over n = 3 (pieces 2, 2, 1): every piece padded to 2 rows, so a
+  // rank sends 2 x 2 rows x 2 elements x 4 B = 32 (unpadded 26.67).
+  const auto uneven = expectedGatherVolume({{5, 2, 3, 2}}, 4);
+  EXPECT_FALSE(uneven.even);
+  EXPECT_DOUBLE_EQ(uneven.paddedBytes, 32);
+  EXPECT_EQ(gatherVolumeFailure(0, 32, uneven), "");
+  EXPECT_TRUE(has(gatherVolumeFailure(1, 30, uneven), "padded to the largest piece = 32"));
+  EXPECT_NE(gatherVolumeFailure(1, 34, uneven), "");  // more than the padding explains
+  // An empty plan-local tensor still moves one padded row per rank.
+  EXPECT_DOUBLE_EQ(expectedGatherVolume({{0, 3, 2, 0}}, 4).paddedBytes, 12);
+}
+
+TEST(WrapperChecks, GatherVolumeUsesTheGatherDtype) {
+  // [6, 4] over n = 2 and [5, 2] over n = 3 (padded), plus one parameter not
+  // gathered (n = 1).
+  const std::vector<GatheredParam> params = {{6, 4, 2, 3}, {5, 2, 3, 2}, {10, 10, 1, 10}};
+  const auto fp32 = expectedGatherVolume(params, 4);
+  EXPECT_DOUBLE_EQ(fp32.paddedBytes, 48 + 32);
+  const auto bf16 = expectedGatherVolume(params, 2);  // bf16 parameters: half the bytes
+  EXPECT_DOUBLE_EQ(bf16.paddedBytes, 40);
+  EXPECT_EQ(gatherVolumeFailure(0, 40, bf16), "");
+  // bf16 parameters gathered in fp32 (twice the bytes), even with padding.
+  EXPECT_TRUE(has(gatherVolumeFailure(3, 80, bf16), "rank 3: all_gather sent 80 bytes"));
+  // And an fp32 expectation while the store gathers bf16.
+  EXPECT_NE(gatherVolumeFailure(0, 40, fp32), "");
 }
 
 TEST(WrapperChecks, MemoryFactorAndConsistency) {

@@ -23,20 +23,29 @@
 //
 // Collectives (all on store-owned groups "fsdp:<dims>", see param_store.h):
 //  - get(name, dt): a differentiable all-gather (GatherFn). Forward casts the
-//    fp32 shard to dt (mixed precision: bf16 parameters) and all-gathers it,
-//    every shard padded to the largest piece so the collective is even
-//    (NCCL's contract); the padding is dropped after the gather. The trainer
-//    fetches each (name, dt) once per step and the autograd graph keeps the
-//    gathered tensor until backward: reshard_after_forward=False semantics
-//    (one all-gather per parameter and dtype per step, none in backward).
+//    fp32 shard to the GATHER dtype and all-gathers it, every shard padded to
+//    the largest piece so the collective is even (NCCL's contract); the
+//    padding is dropped after the gather and the result is cast to dt. The
+//    gather dtype is the run's compute dtype when that is narrower than fp32
+//    (mixed precision, "bf16 parameters": half the gather volume), else fp32
+//    (or dt, if the caller asks for something narrower still). The trainer
+//    asks for fp32 and rounds every weight to the compute dtype itself
+//    (dist_model.cpp w(), norm weights in rmsNorm), so a bf16 gather widened
+//    to fp32 computes with the same values as an fp32 gather, and the
+//    straight-through gradient still arrives in fp32. The trainer fetches
+//    each (name, dt) once per step and the autograd graph keeps the gathered
+//    tensor until backward: reshard_after_forward=False semantics (one
+//    all-gather per parameter and dtype per step, none in backward).
 //  - Backward of the gather hands the gradient, cast to fp32, to the store
 //    ("bf16 parameters, fp32 reduce"); reduceGradients() then reduce-scatters
 //    it in fp32 (one reduce-scatter per parameter per step), in plan order on
-//    every rank. Doing the reduce-scatter in this post-backward stage (as
-//    FSDP2's final backward callback does for parameters whose hook did not
-//    fire) instead of inside the autograd backward keeps the collective order
-//    independent of autograd scheduling and never hangs when a rank's
-//    gathered tensor receives no gradient (e.g. loop experts with no tokens).
+//    every rank, and releases the full-size gradient, so between steps the
+//    store holds only sharded state. Doing the reduce-scatter in this
+//    post-backward stage (as FSDP2's final backward callback does for
+//    parameters whose hook did not fire) instead of inside the autograd
+//    backward keeps the collective order independent of autograd scheduling
+//    and never hangs when a rank's gathered tensor receives no gradient (e.g.
+//    loop experts with no tokens).
 //  - tpPartial parameters: the reduced shard is all-reduced over tp (fp32).
 //
 // Optimizer and norm: AdamW steps on the fp32 shards (masters()/grads()).
@@ -49,6 +58,7 @@
 #include <memory>
 
 #include "harness/common/error.h"
+#include "reference/mutants/mutation_points.h"
 #include "reference/parallel/param_store.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/placement/layout.h"
@@ -81,8 +91,10 @@ struct Entry {
 
   torch::Tensor master;   // fp32 [pieces[me], ...] (replicated: plan-local), requires grad
   torch::Tensor grad;     // fp32, master's shape, after reduceGradients()
-  torch::Tensor pending;  // sharded: fp32 plan-local gradient from backward(s)
-  std::vector<torch::ScalarType> fetched;  // dtypes gathered this step, in order
+  // sharded: fp32 plan-local gradient from backward(s); released once
+  // reduceGradients() has reduce-scattered it.
+  torch::Tensor pending;
+  std::vector<torch::ScalarType> fetched;  // gather dtypes of this step's all-gathers, in order
 
   int me() const { return shardGroup->rank(); }
   int64_t n() const { return shardGroup->size(); }
@@ -123,20 +135,23 @@ struct Entry {
 int64_t toHandle(Entry* e) { return reinterpret_cast<intptr_t>(e); }
 Entry& fromHandle(const c10::IValue& v) { return *reinterpret_cast<Entry*>(static_cast<intptr_t>(v.toInt())); }
 
-// Forward: fp32 shard -> plan-local tensor in dt (all-gather). Backward: the
-// fp32 gradient goes to the entry's pending buffer (reduced after backward,
-// see the file comment); the shard itself receives no autograd gradient.
+// Forward: fp32 shard -> all-gather in gatherDtype -> plan-local tensor in
+// dtype (a cast, widening when the gather was narrower). Backward: the fp32
+// gradient goes to the entry's pending buffer (reduced after backward, see
+// the file comment); the shard itself receives no autograd gradient.
 struct GatherFn : public torch::autograd::Function<GatherFn> {
-  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor shard, int64_t handle, int64_t dtype) {
+  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor shard, int64_t handle, int64_t gatherDtype,
+                               int64_t dtype) {
     ctx->saved_data["e"] = handle;
-    return fromHandle(handle).gather(shard.to(static_cast<torch::ScalarType>(dtype)));
+    const auto gathered = fromHandle(handle).gather(shard.to(static_cast<torch::ScalarType>(gatherDtype)));
+    return gathered.to(static_cast<torch::ScalarType>(dtype));
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
     Entry& e = fromHandle(ctx->saved_data["e"]);
     auto g = grads[0].to(torch::kFloat);
     if (e.pending.defined()) e.pending.add_(g);
     else e.pending = g.contiguous().clone();
-    return {torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
   }
 };
 
@@ -149,7 +164,11 @@ std::vector<int64_t> expandRows(const std::vector<ref::IndexRange>& ranges) {
 
 class FsdpStore : public ParamStore {
  public:
-  explicit FsdpStore(const ParamStoreOptions& o) : plan_(*o.plan) {
+  explicit FsdpStore(const ParamStoreOptions& o)
+      : plan_(*o.plan),
+        mesh_(*o.mesh),
+        gatherDtype_(c10::elementSize(o.computeDtype) < c10::elementSize(torch::kFloat) ? o.computeDtype
+                                                                                          : torch::kFloat) {
     if (o.expertSharding != "edp" && o.expertSharding != "none")
       fail("fsdp: expert sharding must be 'edp' or 'none', got '", o.expertSharding, "'");
     auto& mesh = *o.mesh;
@@ -176,14 +195,18 @@ class FsdpStore : public ParamStore {
     if (it == index_.end()) fail("fsdp: no parameter ", name, " in the plan");
     Entry& e = *entries_[it->second];
     if (!e.sharded) return e.master.to(dt);
-    e.fetched.push_back(dt);
-    return GatherFn::apply(e.master, toHandle(&e), static_cast<int64_t>(dt));
+    // Never gather wider than the caller's dtype (see the file comment).
+    const auto gd = c10::elementSize(dt) < c10::elementSize(gatherDtype_) ? dt : gatherDtype_;
+    e.fetched.push_back(gd);
+    return GatherFn::apply(e.master, toHandle(&e), static_cast<int64_t>(gd), static_cast<int64_t>(dt));
   }
 
   double reduceGradients() override {
     double sumSq = 0;
+    const auto& mp = mutants::points();
     for (auto& ep : entries_) {
       Entry& e = *ep;
+      int64_t groupSize = 1;  // ranks the gradient was summed over
       if (e.sharded) {
         torch::Tensor block;
         if (e.fetched.empty()) {
@@ -194,17 +217,26 @@ class FsdpStore : public ParamStore {
           auto full = e.pending.defined() ? e.pending : torch::zeros(e.planLocalShape, torch::kFloat);
           block = e.reduceScatter(full);
         }
+        // Reduce-scattered: only the shard's gradient lives on (memory()).
+        e.pending = torch::Tensor();
         // The padded block: the same size on every tp rank (they share the
         // FSDP coordinates), never empty.
         if (e.tpPartial && e.tpGroup->size() > 1) e.tpGroup->allReduce(block, comm::ReduceOp::kSum);
         e.grad = block.narrow(0, 0, e.pieces[e.me()]).contiguous();
+        groupSize = e.n() * (e.tpPartial ? e.tpGroup->size() : 1);
       } else {
         auto g = e.master.grad();
         g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(e.master).detach();
         if (e.reduceGroup->size() > 1) e.reduceGroup->allReduce(g, comm::ReduceOp::kSum);
         e.grad = g;
+        groupSize = e.reduceGroup->size();
       }
-      if (e.countsInNorm) sumSq += e.grad.to(torch::kDouble).pow(2).sum().item<double>();
+      // Mutation points (mutation_points.h), as in every store: grad is this
+      // rank's shard (sharded) or plan-local tensor, fully reduced.
+      if (mp.reducedGrad) mp.reducedGrad(*e.pp, mesh_, groupSize, e.grad);
+      bool counts = e.countsInNorm;
+      if (mp.countsInNorm) mp.countsInNorm(*e.pp, counts);
+      if (counts) sumSq += e.grad.to(torch::kDouble).pow(2).sum().item<double>();
     }
     return sumSq;
   }
@@ -228,6 +260,9 @@ class FsdpStore : public ParamStore {
     for (const auto& e : entries_) {
       m.paramBytes += e->master.numel() * static_cast<int64_t>(e->master.element_size());
       if (e->grad.defined()) m.gradBytes += e->grad.numel() * static_cast<int64_t>(e->grad.element_size());
+      // A full-size gradient still held would be gradient memory too (it is
+      // released after the reduce-scatter; the memory check would see it).
+      if (e->pending.defined()) m.gradBytes += e->pending.numel() * static_cast<int64_t>(e->pending.element_size());
     }
     m.optimizerBytes = 2 * m.paramBytes;  // AdamW exp_avg + exp_avg_sq, shaped like the masters
     return m;
@@ -356,6 +391,8 @@ class FsdpStore : public ParamStore {
   }
 
   const plan::AppliedPlan& plan_;
+  const mesh::DeviceMesh& mesh_;
+  const torch::ScalarType gatherDtype_;  // see the file comment
   std::vector<std::unique_ptr<Entry>> entries_;  // stable addresses: GatherFn holds them
   std::map<std::string, size_t> index_;
 };

@@ -6,7 +6,10 @@
 //    ([Shard(0), Shard(0)], DTensor's nested order) is caught;
 //  - gradient-scale invariance: the expert gradients' norms under ep = 1, 2
 //    and 4 with FSDP equal the single-device ones (ratio within 1e-5), and a
-//    planted x2 fails the same check.
+//    planted x2 fails the same check;
+//  - between steps the store holds sharded state only: its gradient bytes
+//    equal its parameter bytes (memory() also counts a full-size gradient
+//    still held after the reduce-scatter).
 #include <gtest/gtest.h>
 
 #include <iostream>
@@ -121,6 +124,9 @@ int gradScaleBody(std::vector<mesh::MeshDim> dims) {
   d.wrapper = "fsdp";
   DistTrainer trainer(cfg, mesh, applied, distributeParams(applied, mesh, init), opts, d);
   trainer.step();
+  const auto mem = trainer.store().memory();
+  RANK_CHECK(mem.gradBytes == mem.paramBytes, "rank ", rank, ": after a step the fsdp store holds ", mem.gradBytes,
+             " gradient bytes for ", mem.paramBytes, " parameter bytes (a full-size gradient not released?)");
   auto grads = trainer.gradShards();
   checks::GradScaleOptions o;
   o.tol = 1e-5;  // see run_plan_command.cpp: fp32 reduction-order noise ~1e-7

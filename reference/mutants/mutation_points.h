@@ -27,6 +27,8 @@
 //  - every ParamStore (param_store.cpp, stores/fsdp_store.cpp,
 //    stores/zero3_store.cpp): the reduced gradient of a parameter, and
 //    whether this rank counts it in the global grad norm.
+//  - stores/fsdp_store.cpp build(): the mesh dims a parameter is sharded
+//    over and its gradient summed over.
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -100,6 +102,20 @@ struct MutationPoints {
   // the global norm (`counts` holds the correct answer: exactly one rank of
   // the replicating group).
   void (*countsInNorm)(const plan::ParamPlacement& param, bool& counts) = nullptr;
+
+  // stores/fsdp_store.cpp, once per parameter in plan order while the store
+  // is built (every rank): `dims` holds the mesh dims the correct code sums
+  // `param`'s gradient over (GradReduction::dataParallelDims: every
+  // data-parallel dim for a dense parameter, the expert-data-parallel dims
+  // for an ep-sharded expert). The store shards the parameter over those of
+  // size > 1 that `param`'s plan placements leave replicated (with
+  // --fsdp-experts none, none for ep-sharded experts), all-reduces the
+  // gradient over the others (the shard, after its reduce-scatter, when it
+  // shards) and reports placements that describe that storage. The hook
+  // may replace the list with other mesh dim names; it must do the same on
+  // every rank.
+  void (*fsdpGroupDims)(const plan::ParamPlacement& param, const mesh::DeviceMesh& mesh,
+                        std::vector<std::string>& dims) = nullptr;
 };
 
 namespace detail {

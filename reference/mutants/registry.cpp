@@ -26,7 +26,8 @@
   X(makeA2aSplitOffByOneMutant)                \
   X(makeSpNormGradNotReducedMutant)            \
   X(makeTpPartialNotReducedMutant)             \
-  X(makeRouterUnsyncedMutant)
+  X(makeRouterUnsyncedMutant)                  \
+  X(makeFsdpExpertsOnDpGroupMutant)
 
 namespace moe::mutants {
 

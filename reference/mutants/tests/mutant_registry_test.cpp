@@ -27,6 +27,7 @@ TEST(MutantRegistry, OffByDefault) {
   EXPECT_EQ(p.dispatchCounts, nullptr);
   EXPECT_EQ(p.reducedGrad, nullptr);
   EXPECT_EQ(p.countsInNorm, nullptr);
+  EXPECT_EQ(p.fsdpGroupDims, nullptr);
   // A default-constructed table is all-null too (what a fresh process has).
   MutationPoints fresh;
   EXPECT_EQ(std::memcmp(&fresh, &p, sizeof p), 0);
@@ -35,7 +36,8 @@ TEST(MutantRegistry, OffByDefault) {
 TEST(MutantRegistry, UnknownNameListsTheKnownOnes) {
   const std::string msg = errorOf([] { findMutant("no_such_mutant"); });
   EXPECT_NE(msg.find("unknown mutant 'no_such_mutant'"), std::string::npos) << msg;
-  for (const auto& n : {"ep_rank0_broadcast_overwrite", "a2a_split_off_by_one", "router_unsynced"})
+  for (const auto& n : {"ep_rank0_broadcast_overwrite", "a2a_split_off_by_one", "router_unsynced",
+                        "fsdp_experts_on_dp_group"})
     EXPECT_NE(msg.find(n), std::string::npos) << msg;
   EXPECT_NE(errorOf([] { activateMutant("nope"); }).find("unknown mutant"), std::string::npos);
   EXPECT_EQ(activeMutant(), "");  // a failed activation leaves the table alone
@@ -44,7 +46,7 @@ TEST(MutantRegistry, UnknownNameListsTheKnownOnes) {
 TEST(MutantRegistry, EveryMutantIsComplete) {
   const std::set<std::string> checks = {"placement", "expert_uniqueness", "parity", "communication", "desync"};
   std::set<std::string> names;
-  ASSERT_GE(allMutants().size(), 10u);
+  ASSERT_GE(allMutants().size(), 11u);
   for (const auto& m : allMutants()) {
     SCOPED_TRACE(m.spec.name);
     EXPECT_TRUE(names.insert(m.spec.name).second) << "duplicate name";

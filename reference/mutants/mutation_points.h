@@ -29,6 +29,8 @@
 //    whether this rank counts it in the global grad norm.
 //  - stores/zero3_store.cpp constructor: each flat group's initial master
 //    partition, right after the group's communicators were created.
+//  - stores/fsdp_store.cpp build(): the mesh dims a parameter is sharded
+//    over and its gradient summed over.
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -113,6 +115,19 @@ struct MutationPoints {
   //   master: [partition elements] float32 (a leaf that requires grad)
   void (*zero3GroupInit)(const mesh::DeviceMesh& mesh, const std::vector<std::string>& groupDims,
                          at::Tensor& master) = nullptr;
+  // stores/fsdp_store.cpp, once per parameter in plan order while the store
+  // is built (every rank): `dims` holds the mesh dims the correct code sums
+  // `param`'s gradient over (GradReduction::dataParallelDims: every
+  // data-parallel dim for a dense parameter, the expert-data-parallel dims
+  // for an ep-sharded expert). The store shards the parameter over those of
+  // size > 1 that `param`'s plan placements leave replicated (with
+  // --fsdp-experts none, none for ep-sharded experts), all-reduces the
+  // gradient over the others (the shard, after its reduce-scatter, when it
+  // shards) and reports placements that describe that storage. The hook
+  // may replace the list with other mesh dim names; it must do the same on
+  // every rank.
+  void (*fsdpGroupDims)(const plan::ParamPlacement& param, const mesh::DeviceMesh& mesh,
+                        std::vector<std::string>& dims) = nullptr;
 };
 
 namespace detail {

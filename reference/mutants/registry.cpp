@@ -27,7 +27,8 @@
   X(makeSpNormGradNotReducedMutant)            \
   X(makeTpPartialNotReducedMutant)             \
   X(makeRouterUnsyncedMutant)                  \
-  X(makeEpZero3MismatchedInitMutant)
+  X(makeEpZero3MismatchedInitMutant)           \
+  X(makeFsdpExpertsOnDpGroupMutant)
 
 namespace moe::mutants {
 

@@ -27,6 +27,8 @@ TEST(MutantRegistry, OffByDefault) {
   EXPECT_EQ(p.dispatchCounts, nullptr);
   EXPECT_EQ(p.reducedGrad, nullptr);
   EXPECT_EQ(p.countsInNorm, nullptr);
+  EXPECT_EQ(p.fsdpGroupDims, nullptr);
+  EXPECT_EQ(p.zero3GroupInit, nullptr);
   // A default-constructed table is all-null too (what a fresh process has).
   MutationPoints fresh;
   EXPECT_EQ(std::memcmp(&fresh, &p, sizeof p), 0);
@@ -35,7 +37,8 @@ TEST(MutantRegistry, OffByDefault) {
 TEST(MutantRegistry, UnknownNameListsTheKnownOnes) {
   const std::string msg = errorOf([] { findMutant("no_such_mutant"); });
   EXPECT_NE(msg.find("unknown mutant 'no_such_mutant'"), std::string::npos) << msg;
-  for (const auto& n : {"ep_rank0_broadcast_overwrite", "a2a_split_off_by_one", "router_unsynced"})
+  for (const auto& n : {"ep_rank0_broadcast_overwrite", "a2a_split_off_by_one", "router_unsynced",
+                        "fsdp_experts_on_dp_group", "ep_zero3_mismatched_init"})
     EXPECT_NE(msg.find(n), std::string::npos) << msg;
   EXPECT_NE(errorOf([] { activateMutant("nope"); }).find("unknown mutant"), std::string::npos);
   EXPECT_EQ(activeMutant(), "");  // a failed activation leaves the table alone
@@ -44,7 +47,7 @@ TEST(MutantRegistry, UnknownNameListsTheKnownOnes) {
 TEST(MutantRegistry, EveryMutantIsComplete) {
   const std::set<std::string> checks = {"placement", "expert_uniqueness", "parity", "communication", "desync"};
   std::set<std::string> names;
-  ASSERT_GE(allMutants().size(), 10u);
+  ASSERT_GE(allMutants().size(), 12u);
   for (const auto& m : allMutants()) {
     SCOPED_TRACE(m.spec.name);
     EXPECT_TRUE(names.insert(m.spec.name).second) << "duplicate name";
@@ -125,6 +128,16 @@ TEST(MutationClassify, WrongCheckSurvivedCrashAndDesync) {
   auto d = mutantWith("desync", {desync});
   EXPECT_EQ(d.status, "killed");
   EXPECT_EQ(d.killedBy, "desync");
+  // The launcher's watchdog (calls on different groups) counts the same way...
+  mutate::RunOutcome watchdog = crash;
+  watchdog.exitCode = 125;
+  watchdog.error = "collective desync: stopped after 6 s, no rank can make progress: ranks 0,2 are blocked in ...";
+  EXPECT_EQ(mutantWith("desync", {watchdog}).status, "killed");
+  EXPECT_EQ(mutantWith("parity", {watchdog}).status, "crashed");
+  // ...but a rank that died, even with a divergence line, is not a desync.
+  mutate::RunOutcome died = crash;
+  died.error = "job failed: rank 1 killed by signal 6\ndivergence: rank 1 is done with all_reduce#3 on group world";
+  EXPECT_EQ(mutantWith("desync", {died}).status, "crashed");
 }
 
 TEST(MutationReport, ScoreAndGreenness) {

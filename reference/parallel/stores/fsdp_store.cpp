@@ -5,7 +5,9 @@
 // the rank) is Shard(0) over its FSDP group: the mesh dims of size > 1 in
 // GradReduction::dataParallelDims (dense parameters: every data-parallel dim,
 // ep included, since ep ranks see different batch rows; ep-sharded experts:
-// their expert-data-parallel dims, never ep itself). Several FSDP dims
+// their expert-data-parallel dims, never ep itself) that the plan leaves
+// replicated (all of them: GradReduction never lists a dim the plan shards;
+// the mutation point fsdpGroupDims may). Several FSDP dims
 // compose like DTensor placements in mesh order (torch.chunk of torch.chunk),
 // so uneven sizes give torch.chunk pieces per dim (5 rows over dp=2 x ep=2:
 // 2, 1, 1, 1) and the checks can verify the storage with computeLayout().
@@ -46,7 +48,8 @@
 //    backward keeps the collective order independent of autograd scheduling
 //    and never hangs when a rank's gathered tensor receives no gradient (e.g.
 //    loop experts with no tokens).
-//  - tpPartial parameters: the reduced shard is all-reduced over tp (fp32).
+//  - Reduction dims the store does not shard over (tp for tpPartial
+//    parameters): the reduced shard is all-reduced over them (fp32).
 //
 // Optimizer and norm: AdamW steps on the fp32 shards (masters()/grads()).
 // Each element's square is counted once over the world: shards are disjoint
@@ -82,7 +85,9 @@ struct Entry {
   bool tpPartial = false;
   std::shared_ptr<comm::Communicator> shardGroup;   // sharded: the FSDP group
   std::shared_ptr<comm::Communicator> reduceGroup;  // replicated: the all-reduce group
-  std::shared_ptr<comm::Communicator> tpGroup;      // sharded + tpPartial
+  // sharded: the reduction dims outside the FSDP group (tp when tpPartial),
+  // over which the reduce-scattered shard is all-reduced.
+  std::shared_ptr<comm::Communicator> restGroup;
   std::vector<int64_t> pieces;  // plan-local rows held by each FSDP group rank
   int64_t offset = 0;           // first plan-local row of this rank's piece
   int64_t maxPiece = 0;         // padded piece rows (the collectives' block)
@@ -219,11 +224,12 @@ class FsdpStore : public ParamStore {
         }
         // Reduce-scattered: only the shard's gradient lives on (memory()).
         e.pending = torch::Tensor();
-        // The padded block: the same size on every tp rank (they share the
-        // FSDP coordinates), never empty.
-        if (e.tpPartial && e.tpGroup->size() > 1) e.tpGroup->allReduce(block, comm::ReduceOp::kSum);
+        // The padded block: the same size on every rank of the rest group
+        // (tp ranks share the FSDP coordinates and the plan-local shape of a
+        // tp-replicated parameter), never empty.
+        if (e.restGroup->size() > 1) e.restGroup->allReduce(block, comm::ReduceOp::kSum);
         e.grad = block.narrow(0, 0, e.pieces[e.me()]).contiguous();
-        groupSize = e.n() * (e.tpPartial ? e.tpGroup->size() : 1);
+        groupSize = e.n() * e.restGroup->size();
       } else {
         auto g = e.master.grad();
         g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(e.master).detach();
@@ -284,10 +290,8 @@ class FsdpStore : public ParamStore {
                         (n - 1) * bufferNumel * static_cast<int64_t>(c10::elementSize(dt)) / n);
       if (!e.fetched.empty())
         addExpectedCall(out, *e.shardGroup, comm::OpType::kReduceScatter, (n - 1) * bufferNumel * 4 / n);
-      if (e.tpPartial && e.tpGroup->size() > 1) {
-        const int64_t t = e.tpGroup->size();
-        addExpectedCall(out, *e.tpGroup, comm::OpType::kAllReduce, 2 * (t - 1) * e.maxPiece * e.rowNumel * 4 / t);
-      }
+      const int64_t t = e.restGroup->size();
+      addExpectedCall(out, *e.restGroup, comm::OpType::kAllReduce, 2 * (t - 1) * e.maxPiece * e.rowNumel * 4 / t);
     }
     return out;
   }
@@ -308,17 +312,30 @@ class FsdpStore : public ParamStore {
 
     bool planSharded = false;
     for (int d = 0; d < mesh.ndim(); ++d) planSharded |= pp.placements[d].isSharded() && sizes[d] > 1;
-    std::vector<std::string> fsdpDims;
-    if (!(pp.isExpert && planSharded && o.expertSharding == "none"))
-      for (const auto& d : red.dataParallelDims)
-        if (mesh.size(d) > 1) fsdpDims.push_back(d);
+    // The data-parallel dims the gradient is summed over. FSDP shards over
+    // those the plan leaves replicated (a dim the plan shards holds other
+    // rows on each rank: no FSDP piece of this plan-local tensor lives
+    // there) unless experts stay as placed; the rest are all-reduced.
+    auto groupDims = red.dataParallelDims;
+    if (auto f = mutants::points().fsdpGroupDims) f(pp, mesh, groupDims);
+    const bool keepPlaced = pp.isExpert && planSharded && o.expertSharding == "none";
+    std::vector<std::string> fsdpDims, restDims;
+    for (const auto& d : groupDims) {
+      const int i = mesh.shape().index(d);
+      if (i < 0 || sizes[i] <= 1) continue;
+      (!keepPlaced && !pp.placements[i].isSharded() ? fsdpDims : restDims).push_back(d);
+    }
+    if (red.tpPartial) restDims.push_back("tp");
     // Every rank creates the same groups in the same order (plan order).
     e.shardGroup = storeGroup(mesh, kStoreName, fsdpDims);
-    auto reduceDims = red.dataParallelDims;
-    if (red.tpPartial) reduceDims.push_back("tp");
-    e.reduceGroup = storeGroup(mesh, kStoreName, reduceDims);
-    e.tpGroup = storeGroup(mesh, kStoreName, {"tp"});
     e.sharded = e.shardGroup->size() > 1;
+    if (e.sharded) {
+      e.restGroup = storeGroup(mesh, kStoreName, restDims);
+    } else {
+      auto reduceDims = restDims;
+      reduceDims.insert(reduceDims.end(), fsdpDims.begin(), fsdpDims.end());
+      e.reduceGroup = storeGroup(mesh, kStoreName, reduceDims);
+    }
 
     if (e.sharded) {
       const int64_t ndim = static_cast<int64_t>(pp.globalShape.size());

@@ -16,10 +16,11 @@ Mutant makeClipNormDoubleCountMutant() {
   m.spec.name = "clip_norm_double_count";
   m.spec.description = "replicated parameters counted once per rank in the global grad norm used for clipping";
   m.spec.injectionPoint =
-      "reference/parallel/param_store.cpp, stores/fsdp_store.cpp: ParamStore::reduceGradients (countsInNorm)";
+      "reference/parallel/param_store.cpp, stores/fsdp_store.cpp, stores/zero3_store.cpp: ParamStore::reduceGradients (countsInNorm)";
   m.spec.intendedCheck = "parity";
   m.spec.runs = {runPlanJob("ep2", 2, R"({"ep":2})", "ep"),
-                 runPlanJob("ep2_tp2_fsdp", 4, R"({"ep":2,"tp":2})", "ep_tp", 1, {"--wrapper", "fsdp"})};
+                 runPlanJob("ep2_tp2_fsdp", 4, R"({"ep":2,"tp":2})", "ep_tp", 1, {"--wrapper", "fsdp"}),
+                 runPlanJob("ep2_tp2_zero3", 4, R"({"ep":2,"tp":2})", "ep_tp", 1, {"--wrapper", "zero3"})};
   m.install = [](MutationPoints& p) {
     p.countsInNorm = [](const plan::ParamPlacement&, bool& counts) { counts = true; };
   };

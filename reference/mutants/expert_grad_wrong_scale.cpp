@@ -29,10 +29,11 @@ Mutant makeExpertGradWrongScaleMutant() {
   m.spec.name = "expert_grad_wrong_scale";
   m.spec.description = "expert gradients averaged over dp (all data-parallel ranks) instead of edp: 1/ep too small";
   m.spec.injectionPoint =
-      "reference/parallel/param_store.cpp, stores/fsdp_store.cpp: ParamStore::reduceGradients (reducedGrad)";
+      "reference/parallel/param_store.cpp, stores/fsdp_store.cpp, stores/zero3_store.cpp: ParamStore::reduceGradients (reducedGrad)";
   m.spec.intendedCheck = "parity";
   m.spec.runs = {runPlanJob("dp2_ep2", 4, R"({"dp":2,"ep":2})", "ep"),
-                 runPlanJob("dp2_ep2_fsdp", 4, R"({"dp":2,"ep":2})", "ep", 1, {"--wrapper", "fsdp"})};
+                 runPlanJob("dp2_ep2_fsdp", 4, R"({"dp":2,"ep":2})", "ep", 1, {"--wrapper", "fsdp"}),
+                 runPlanJob("dp2_ep2_zero3", 4, R"({"dp":2,"ep":2})", "ep", 1, {"--wrapper", "zero3"})};
   m.install = [](MutationPoints& p) { p.reducedGrad = averageOverDenseDp; };
   return m;
 }

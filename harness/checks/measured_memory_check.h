@@ -21,10 +21,11 @@
 //    declaration overstates or the tracker does not see the allocations;
 //  - always: afterLast <= stepPeaks.back() (the state after the last step was
 //    live inside its window, so the window's peak covers it);
-//  - assertAccounted: afterLast <= declaredBytes + allowanceBytes. Off by
-//    default: then bytes beyond the allowance are reported (measured
-//    "unaccounted_bytes") but do not fail, because a wrapper may keep buffers
-//    it does not declare (see README "Measured memory").
+//  - assertAccounted: afterLast <= declaredBytes + allowanceBytes. Off: bytes
+//    beyond the allowance are reported (measured "unaccounted_bytes") but do
+//    not fail. run-plan turns it on (`--allow-unaccounted-memory` turns it
+//    off): every wrapper holds exactly its declaration (README "Measured
+//    memory").
 // Reported: per rank every input; over the world the measured ratio
 // sum(afterLast) / sum(replicatedBytes) next to the declared ratio
 // sum(declaredBytes) / sum(replicatedBytes), and the peak ratio

@@ -245,13 +245,12 @@ checks::MemoryInputs memoryInputs(const parallel::DistTrainer& trainer, const me
     // what lies beyond N is padding. N comes from the placements, not from
     // the store, so a store that partitions wrongly does not match.
     for (const auto& p : z->partitions()) {
-      int64_t N = 0, n = 1, r = 0;
+      int64_t N = 0;
       for (const auto& name : p.params) N += described.at(name);
-      for (const auto& d : mesh.dims())
-        if (std::find(p.dims.begin(), p.dims.end(), d.name) != p.dims.end()) {
-          n *= d.size;
-          r = r * d.size + mesh.coord(d.name);
-        }
+      const int rank = mesh.world()->rank();
+      const auto group = mesh.shape().groupRanks(rank, p.dims);  // ascending: r is the index in it
+      const int64_t n = static_cast<int64_t>(group.size());
+      const int64_t r = std::find(group.begin(), group.end(), rank) - group.begin();
       const int64_t P = (N + n - 1) / n, lo = std::min(N, r * P), hi = std::min(N, (r + 1) * P);
       in.placementParamBytes += 4 * (hi - lo);
     }

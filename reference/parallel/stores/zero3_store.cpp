@@ -293,15 +293,12 @@ double Zero3Store::reduceGradients() {
     const bool tpSum = g.tpPartial && g.tp->size() > 1;
     if (tpSum) g.tp->allReduce(grad, comm::ReduceOp::kSum);
     g.grad = grad;
-    if (!mp.reducedGrad && !mp.countsInNorm) {
-      // Partitions are disjoint over the group and padding is 0, so each
-      // element is counted once over the group; replicas outside it (tp) are
-      // counted by their coordinate-0 rank.
-      if (g.countsInNorm) sumSq += grad.to(torch::kDouble).pow(2).sum().item<double>();
-      continue;
-    }
-    // Mutation points (mutation_points.h) see each member's piece of this
-    // rank's partition: [the member's elements in [rank*part, (rank+1)*part)].
+    // Each member's piece of this rank's partition (the elements of the
+    // member in [rank*part, (rank+1)*part)): what the mutation points see
+    // (mutation_points.h) and what the norm adds. Partitions are disjoint
+    // over the group and padding is 0, so each element is counted once over
+    // the group; replicas outside it (tp) are counted by their
+    // coordinate-0 rank.
     const int64_t lo = int64_t{g.rank} * g.part, hi = lo + g.part;
     const int64_t groupSize = int64_t{g.size} * (tpSum ? g.tp->size() : 1);
     for (size_t k = 0; k < g.members.size(); ++k) {

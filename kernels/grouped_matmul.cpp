@@ -2,7 +2,7 @@
 
 #include <numeric>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::kernels {
 

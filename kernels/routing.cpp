@@ -1,6 +1,6 @@
 #include "kernels/routing.h"
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::kernels {
 

@@ -2,7 +2,7 @@
 
 #include <map>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reports/printer.h"
 
 namespace moe::reports {

@@ -1,10 +1,10 @@
 #pragma once
 // Report printers: plug-ins that turn one Report (report.h) into one file.
 //
-// How to add a printer: write reports/printers/<name>_printer.cpp with a
-// class deriving from ReportPrinter and a factory `std::unique_ptr<ReportPrinter>
-// make<Name>Printer()`, add the file to reports/CMakeLists.txt and one
-// X(make<Name>Printer) line to MOE_REPORT_PRINTERS in printer_registry.cpp.
+// How to add a printer (the project's one plug-in idiom, common/registry.h):
+// write reports/printers/<name>_printer.cpp with a class deriving from
+// ReportPrinter, ending with `MOE_REGISTER(ReportPrinter, MyPrinter);`. The
+// printers/ folder is globbed by CMake: nothing else to touch.
 //
 // Contract: print() writes the whole document for every run of the report,
 // whatever its status (an `error` run shows its reason in every format); it
@@ -14,20 +14,22 @@
 #include <string>
 #include <vector>
 
+#include "common/registry.h"
 #include "reports/report.h"
 
 namespace moe::reports {
 
 class ReportPrinter {
  public:
+  static constexpr const char* kPluginKind = "report printer";
   virtual ~ReportPrinter() = default;
   virtual std::string name() const = 0;      // "json", "md", "html", "junit"
   virtual std::string fileName() const = 0;  // "report.json", ...
   virtual void print(const Report& report, std::ostream& os) const = 0;
 };
 
-// Every registered printer, in registration order.
-const std::vector<std::unique_ptr<ReportPrinter>>& printers();
+// Every registered printer, sorted by name.
+std::vector<const ReportPrinter*> printers();
 // Writes every printer's file into `dir` (created); returns the paths.
 std::vector<std::string> writeReports(const Report& report, const std::string& dir);
 

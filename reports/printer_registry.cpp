@@ -1,39 +1,20 @@
-// The report printers. How to add one: see printer.h; one X(...) line here.
+// The report printers' registry (how to add one: printer.h).
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reports/printer.h"
-
-#define MOE_REPORT_PRINTERS(X) \
-  X(makeJsonPrinter)           \
-  X(makeMarkdownPrinter)       \
-  X(makeHtmlPrinter)           \
-  X(makeJunitPrinter)
 
 namespace moe::reports {
 
-#define MOE_DECLARE_PRINTER(f) std::unique_ptr<ReportPrinter> f();
-MOE_REPORT_PRINTERS(MOE_DECLARE_PRINTER)
-#undef MOE_DECLARE_PRINTER
-
-const std::vector<std::unique_ptr<ReportPrinter>>& printers() {
-  static const std::vector<std::unique_ptr<ReportPrinter>> all = [] {
-    std::vector<std::unique_ptr<ReportPrinter>> v;
-#define MOE_ADD_PRINTER(f) v.push_back(f());
-    MOE_REPORT_PRINTERS(MOE_ADD_PRINTER)
-#undef MOE_ADD_PRINTER
-    return v;
-  }();
-  return all;
-}
+std::vector<const ReportPrinter*> printers() { return Registry<ReportPrinter>::instance().all(); }
 
 std::vector<std::string> writeReports(const Report& report, const std::string& dir) {
   std::filesystem::create_directories(dir);
   std::vector<std::string> paths;
-  for (const auto& p : printers()) {
+  for (const ReportPrinter* p : printers()) {
     const std::string path = dir + "/" + p->fileName();
     const std::string tmp = path + ".tmp";
     {

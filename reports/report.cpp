@@ -3,7 +3,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::reports {
 

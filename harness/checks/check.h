@@ -18,7 +18,7 @@
 #include <string>
 #include <vector>
 
-#include "reference/placement/placement.h"
+#include "reference/parallel/shards.h"
 
 namespace moe::checks {
 
@@ -29,18 +29,7 @@ struct CheckResult {
   nlohmann::json measured;  // e.g. {"loss_max_abs_diff": 1e-7, "tolerance": 1e-5, ...}
 };
 
-// One parameter as a rank holds it after a plan was applied.
-struct ParamShard {
-  std::string name;                       // Hugging Face name
-  at::Tensor local;                       // this rank's local tensor (any shape)
-  std::vector<ref::Placement> placements; // one per mesh dim, in mesh-dim order
-  std::vector<int64_t> globalShape;
-  std::string style;                      // plan style that placed it ("" = none: must be replicated)
-  bool isExpert = false;                  // fused expert tensor ([E, ...] on dim 0)
-  // isExpert only: the global expert index of each local row of dim 0 as the
-  // model routes tokens to them. Empty = derived from the placements; when
-  // set, the expert check also verifies it against the placements.
-  std::vector<int64_t> expertIds;
-};
+// The shards a rank holds: declared by the implementation (parallel/shards.h).
+using parallel::ParamShard;
 
 }  // namespace moe::checks

@@ -1,12 +1,12 @@
 #include "harness/checks/check_common.h"
 
-#include "harness/common/pattern.h"
+#include "common/pattern.h"
 
 #include <algorithm>
 #include <cstring>
 #include <sstream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::checks {
 

@@ -87,14 +87,8 @@ struct ParityCheckOptions {
 // ---- communication --------------------------------------------------------
 using CommCounters = std::map<std::pair<std::string, comm::OpType>, comm::OpCounter>;
 
-// The collectives one (group, op) should run in the measured window.
-struct CommExpectation {
-  std::string group;  // communicator name: "world", "tp", "ep", "edp+ep", ...
-  comm::OpType op = comm::OpType::kAllReduce;
-  int64_t calls = 0;
-  std::optional<int64_t> bytesSent;  // logical bytes (see flight_recorder.h)
-  std::optional<int64_t> bytesRecv;
-};
+// What a step is expected to issue: declared by the implementation.
+using parallel::CommExpectation;
 
 struct CommCheckOptions {
   // A (group, op) with calls that no expectation lists is an error unless

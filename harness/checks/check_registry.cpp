@@ -14,7 +14,7 @@
 #include "harness/checks/expert_check.h"
 #include "harness/checks/parity_check.h"
 #include "harness/checks/placement_check.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::checks {
 

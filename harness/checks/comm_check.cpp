@@ -6,7 +6,7 @@
 #include <set>
 
 #include "harness/checks/check_common.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::checks {
 
@@ -28,16 +28,6 @@ CommCounters counterDelta(const CommCounters& before, const CommCounters& after)
   return d;
 }
 
-int64_t ringBytesSent(comm::OpType op, int64_t payloadBytes, int n, bool isRoot) {
-  if (n <= 1) return 0;
-  switch (op) {
-    case comm::OpType::kAllReduce: return 2 * (n - 1) * payloadBytes / n;
-    case comm::OpType::kAllGather:
-    case comm::OpType::kReduceScatter: return (n - 1) * payloadBytes / n;
-    case comm::OpType::kBroadcast: return isRoot ? payloadBytes : 0;
-    default: moe::fail("ringBytesSent: no formula for ", comm::opName(op), "; give the bytes explicitly");
-  }
-}
 
 namespace {
 std::string plural(int64_t n, const char* op) { return moe::str(n, " ", op, n == 1 ? " call" : " calls"); }

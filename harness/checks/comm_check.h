@@ -29,11 +29,8 @@ class CommWindow {
   CommCounters before_;
 };
 
-// Logical bytes one rank sends for a collective of `payloadBytes` over a
-// group of n ranks, as the recorder counts them: all_reduce 2(n-1)/n * B;
-// all_gather / reduce_scatter (n-1)/n * B (B = the full, gathered size);
-// broadcast B on the root; 0 for n == 1.
-int64_t ringBytesSent(comm::OpType op, int64_t payloadBytes, int groupSize, bool isRoot = false);
+using comm::ringBytesSent;  // harness/comm/flight_recorder.h
+
 
 // Local: this rank's window against its expectations (no communication).
 CheckResult checkCommunication(int rank, const CommCounters& delta, const std::vector<CommExpectation>& expected,

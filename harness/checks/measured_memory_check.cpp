@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "harness/checks/check_common.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::checks {
 namespace {

@@ -1,6 +1,6 @@
 #pragma once
 // The measured_memory check: what a data-parallel wrapper REALLY holds per
-// rank, counted by the CPU allocation tracker (harness/common/alloc_tracker.h),
+// rank, counted by the CPU allocation tracker (common/alloc_tracker.h),
 // against what it declares (ParamStore::memory() + the AdamW state) and
 // against the replicated layout's declaration.
 //

@@ -4,7 +4,7 @@
 #include <map>
 
 #include "harness/checks/check_common.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/placement/layout.h"
 
 namespace moe::checks {

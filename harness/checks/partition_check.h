@@ -28,13 +28,7 @@
 
 namespace moe::checks {
 
-// One flat group as a rank holds it.
-struct FlatPartition {
-  std::string group;                // label for messages, e.g. "model.layers.1 [dp]"
-  std::vector<std::string> params;  // member parameter names, in flat order
-  std::vector<std::string> dims;    // mesh dims the wrapper partitions it over
-  at::Tensor local;                 // [P] this rank's partition (any floating dtype)
-};
+using parallel::FlatPartition;  // declared by the implementation (parallel/shards.h)
 
 struct PartitionCheckOptions {
   double rtol = 0;  // partition values vs the source; 0, 0 = bitwise equal

@@ -6,7 +6,7 @@
 
 #include "harness/checks/check_common.h"
 #include "harness/checks/comm_check.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/placement/dist_tensor.h"
 
 namespace moe::checks {

@@ -1,15 +1,40 @@
 #pragma once
-// Subcommands of `moe-harness`. How to add one: write a file with a function
-// `void addXCommand(CLI::App& app)` that creates the subcommand and its
-// callback, declare it here, and add one line to main.cpp's kCommands.
-// Callbacks report their result by throwing CommandExit(code) or returning
-// normally (exit code 0).
+// Subcommands of `moe-harness`, plug-ins of the Command interface (the
+// project's one registry idiom, common/registry.h).
+//
+// How to add a command: write harness/cli/<name>_command.cpp with a class
+// deriving from Command whose add() creates the subcommand and its callback
+// on the app, end the file with `MOE_REGISTER(Command, MyCommand);`, and add
+// the file to moe_cli in CMakeLists.txt. main.cpp adds every registered
+// command. Callbacks report their result by throwing CommandExit(code) or
+// returning normally (exit code 0).
 #include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "common/registry.h"
 
 namespace moe::cli {
 
 struct CommandExit {
   int code;
+};
+
+class Command {
+ public:
+  static constexpr const char* kPluginKind = "command";
+  virtual ~Command() = default;
+  virtual std::string name() const = 0;  // the subcommand's name
+  // Adds the subcommand (its options and callback) to `app`.
+  virtual void add(CLI::App& app) const = 0;
+};
+
+// A command whose subcommand is created by a free function (the function
+// stays callable on its own, e.g. by a test driver).
+template <void (*AddFn)(CLI::App&)>
+class FunctionCommand : public Command {
+ public:
+  void add(CLI::App& app) const override { AddFn(app); }
 };
 
 void addLaunchCommand(CLI::App& app);

@@ -31,7 +31,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "harness/comm/types.h"
 
 namespace moe::comm {

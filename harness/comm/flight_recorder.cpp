@@ -12,7 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::comm {
 namespace {
@@ -351,6 +351,17 @@ std::string diagnoseDeadlock(const std::vector<RankTrace>& traces, const std::ve
                     " waiting for ", rankList(missing));
   }
   return out;
+}
+
+int64_t ringBytesSent(comm::OpType op, int64_t payloadBytes, int n, bool isRoot) {
+  if (n <= 1) return 0;
+  switch (op) {
+    case comm::OpType::kAllReduce: return 2 * (n - 1) * payloadBytes / n;
+    case comm::OpType::kAllGather:
+    case comm::OpType::kReduceScatter: return (n - 1) * payloadBytes / n;
+    case comm::OpType::kBroadcast: return isRoot ? payloadBytes : 0;
+    default: moe::fail("ringBytesSent: no formula for ", comm::opName(op), "; give the bytes explicitly");
+  }
 }
 
 }  // namespace moe::comm

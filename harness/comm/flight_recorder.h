@@ -69,6 +69,12 @@ struct TraceFileHeader {
   char host[64];
 };
 
+// Logical bytes one rank sends for a collective of `payloadBytes` over a
+// group of n ranks, as this recorder counts them: all_reduce 2(n-1)/n * B;
+// all_gather / reduce_scatter (n-1)/n * B (B = the full, gathered size);
+// broadcast B on the root; 0 for n == 1.
+int64_t ringBytesSent(comm::OpType op, int64_t payloadBytes, int groupSize, bool isRoot = false);
+
 struct OpCounter {
   int64_t calls = 0;
   int64_t bytesSent = 0;

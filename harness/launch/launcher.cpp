@@ -16,7 +16,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "harness/store/store.h"
 
 namespace moe::launch {

@@ -3,7 +3,7 @@
 #include <cstdlib>
 
 #include "harness/comm/flight_recorder.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::launch {
 namespace {

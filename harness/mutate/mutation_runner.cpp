@@ -8,7 +8,7 @@
 #include <sstream>
 #include <thread>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "harness/launch/launcher.h"
 #include "harness/mutate/mutation.h"
 

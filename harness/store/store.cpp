@@ -14,7 +14,7 @@
 // it keeps our rendezvous wire-compatible with torchrun's store.
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::store {
 namespace {

@@ -234,7 +234,7 @@ TEST(RunPlan, UnknownLoadingPathIsAClearErrorListingTheKnownOnes) {
                    60);
   ASSERT_FALSE(r.result.ok);
   EXPECT_EQ(r.result.exitCode(), 2) << r.all();
-  EXPECT_NE(r.err.find("unknown loading path 'rank0' (known: shard_on_read, rank0_broadcast, init_then_load)"),
+  EXPECT_NE(r.err.find("unknown loading path 'rank0' (known: init_then_load, rank0_broadcast, shard_on_read)"),
             std::string::npos)
       << r.err;
 }

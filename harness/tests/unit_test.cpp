@@ -1,6 +1,6 @@
 // Rank-free unit tests: mesh geometry and validation, flight recorder,
 // stores, rank environment parsing.
-#include "harness/common/error_of.h"
+#include "common/error_of.h"
 #include <algorithm>
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -6,7 +6,7 @@
 #include <algorithm>
 #include <numeric>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "kernels/grouped_matmul.h"
 #include "kernels/permute.h"
 #include "kernels/routing.h"

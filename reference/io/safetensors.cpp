@@ -9,7 +9,7 @@
 #include <set>
 #include <utility>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "safetensors I/O copies raw bytes and assumes a little-endian host");

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::io {
 namespace {

@@ -1,6 +1,6 @@
 #include "reference/io/tensor_source.h"
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/io/safetensors_header.h"
 
 namespace moe::io {

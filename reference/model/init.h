@@ -17,7 +17,7 @@
 #include <utility>
 #include <vector>
 
-#include "reference/config.h"
+#include "reference/model/config.h"
 #include "reference/model/params.h"
 
 namespace moe::ref {

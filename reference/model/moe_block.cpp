@@ -1,6 +1,6 @@
 #include "reference/model/moe_block.h"
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "kernels/grouped_matmul.h"
 #include "kernels/permute.h"
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "kernels/routing.h"
-#include "reference/config.h"
+#include "reference/model/config.h"
 #include "reference/model/partial_sums.h"
 
 namespace moe::ref {

@@ -1,6 +1,6 @@
 #include "reference/model/params.h"
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::ref {
 

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "reference/config.h"
+#include "reference/model/config.h"
 
 namespace moe::ref {
 

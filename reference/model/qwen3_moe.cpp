@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "kernels/routing.h"
 #include "reference/model/moe_block.h"
 

@@ -11,7 +11,7 @@
 
 #include <vector>
 
-#include "reference/config.h"
+#include "reference/model/config.h"
 #include "reference/model/params.h"
 #include "reference/model/partial_sums.h"
 

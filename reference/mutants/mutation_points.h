@@ -49,7 +49,7 @@ namespace moe::plan {
 struct ParamPlacement;
 }
 namespace moe::parallel {
-enum class LoadPath;
+struct LoadPath;
 struct GradReduction;
 }  // namespace moe::parallel
 
@@ -69,7 +69,7 @@ struct MutationPoints {
   // final local shard, in plan order; may modify it or issue collectives on
   // `world` (the same ones on every rank).
   //   local: [local shape of param] float32
-  void (*afterLoadParam)(comm::Communicator& world, const mesh::MeshShape& mesh, parallel::LoadPath path,
+  void (*afterLoadParam)(comm::Communicator& world, const mesh::MeshShape& mesh, const parallel::LoadPath& path,
                          const plan::ParamPlacement& param, at::Tensor& local) = nullptr;
 
   // dist_model.cpp: how `param`'s gradient will be reduced (decided once, in

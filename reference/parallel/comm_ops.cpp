@@ -1,6 +1,6 @@
 #include "reference/parallel/comm_ops.h"
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/placement/layout.h"
 
 namespace moe::parallel {

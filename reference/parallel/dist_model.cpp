@@ -2,8 +2,8 @@
 
 #include <cmath>
 
-#include "harness/checks/comm_check.h"
-#include "harness/common/error.h"
+#include "harness/comm/flight_recorder.h"
+#include "common/error.h"
 #include "kernels/permute.h"
 #include "reference/model/moe_block.h"
 #include "reference/model/qwen3_moe.h"
@@ -452,8 +452,8 @@ struct DistTrainer::Impl {
   }
 
 
-  std::vector<checks::CommExpectation> expectedStepComm() const {
-    std::map<std::pair<std::string, comm::OpType>, checks::CommExpectation> acc;
+  std::vector<CommExpectation> expectedStepComm() const {
+    std::map<std::pair<std::string, comm::OpType>, CommExpectation> acc;
     // bytes < 0: depends on the routing, only the call is counted.
     auto add = [&](const comm::Communicator& g, comm::OpType op, int64_t payloadBytes) {
       auto& e = acc[{g.name(), op}];
@@ -464,7 +464,7 @@ struct DistTrainer::Impl {
       }
       ++e.calls;
       if (payloadBytes < 0 || !e.bytesSent) e.bytesSent.reset();
-      else *e.bytesSent += checks::ringBytesSent(op, payloadBytes, g.size());
+      else *e.bytesSent += comm::ringBytesSent(op, payloadBytes, g.size());
     };
     using comm::OpType;
     const auto dt = ref::computeDtype(options.precision);
@@ -547,7 +547,7 @@ struct DistTrainer::Impl {
       }
     }
     add(*mesh.world(), OpType::kAllReduce, 8);  // grad norm (double)
-    std::vector<checks::CommExpectation> out;
+    std::vector<CommExpectation> out;
     for (auto& [key, e] : acc) out.push_back(e);
     return out;
   }
@@ -568,10 +568,10 @@ int64_t DistTrainer::optimizerStateBytes() const {
     for (const auto& t : *v) n += t.numel() * static_cast<int64_t>(t.element_size());
   return n;
 }
-std::vector<checks::CommExpectation> DistTrainer::expectedStepComm() const {
+std::vector<CommExpectation> DistTrainer::expectedStepComm() const {
   return impl_->expectedStepComm();
 }
-std::vector<checks::ParamShard> DistTrainer::paramShards() const { return impl_->store->paramShards(); }
-std::vector<checks::ParamShard> DistTrainer::gradShards() const { return impl_->store->gradShards(); }
+std::vector<ParamShard> DistTrainer::paramShards() const { return impl_->store->paramShards(); }
+std::vector<ParamShard> DistTrainer::gradShards() const { return impl_->store->gradShards(); }
 
 }  // namespace moe::parallel

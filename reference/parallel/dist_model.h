@@ -37,8 +37,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/checks/check.h"
-#include "harness/checks/check_context.h"
+#include "reference/parallel/shards.h"
 #include "harness/mesh/device_mesh.h"
 #include "reference/io/tensor_source.h"
 #include "reference/model/params.h"
@@ -127,7 +126,7 @@ class DistTrainer {
   // wrapper's gradient reduction, and one all_reduce of the grad norm.
   // Call it after the step it describes (EP byte counts use that step's
   // routing).
-  std::vector<checks::CommExpectation> expectedStepComm() const;
+  std::vector<CommExpectation> expectedStepComm() const;
 
   // Shards for harness/checks: current parameters, or the last step's
   // reduced gradients (before clipping), as the store holds them; their
@@ -137,8 +136,8 @@ class DistTrainer {
   // the store gathers for its checks (zero3): every rank calls them in the
   // same order. The returned tensors may be the store's own: clone them to
   // keep a snapshot across steps.
-  std::vector<checks::ParamShard> paramShards() const;
-  std::vector<checks::ParamShard> gradShards() const;
+  std::vector<ParamShard> paramShards() const;
+  std::vector<ParamShard> gradShards() const;
 
  private:
   struct Impl;

@@ -1,6 +1,6 @@
 #include "reference/parallel/ep_dispatch.h"
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "kernels/permute.h"
 #include "reference/mutants/mutation_points.h"
 #include "reference/parallel/comm_ops.h"

@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/mutants/mutation_points.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/placement/dist_tensor.h"
@@ -13,30 +13,6 @@ using plan::ParamPlacement;
 using ref::ParamMap;
 
 namespace {
-
-ParamMap loadShardOnRead(const LoadOptions& o);
-ParamMap loadRank0Broadcast(const LoadOptions& o);
-ParamMap loadInitThenLoad(const LoadOptions& o);
-
-struct LoadPathEntry {
-  LoadPath path;
-  const char* name;
-  ParamMap (*load)(const LoadOptions&);
-};
-
-// The registry: one line per loading path.
-const LoadPathEntry kLoadPaths[] = {
-    {LoadPath::kShardOnRead, "shard_on_read", loadShardOnRead},
-    {LoadPath::kRank0Broadcast, "rank0_broadcast", loadRank0Broadcast},
-    {LoadPath::kInitThenLoad, "init_then_load", loadInitThenLoad},
-};
-
-const LoadPathEntry& entryOf(LoadPath path) {
-  for (const auto& e : kLoadPaths)
-    if (e.path == path) return e;
-  MOE_ASSERT(false, "loading path ", static_cast<int>(path), " is not registered");
-  return kLoadPaths[0];
-}
 
 int worldRank(const LoadOptions& o) { return o.mesh->world()->rank(); }
 
@@ -196,20 +172,33 @@ ParamMap loadInitThenLoad(const LoadOptions& o) {
 
 }  // namespace
 
-std::vector<std::string> loadPathNames() {
-  std::vector<std::string> names;
-  for (const auto& e : kLoadPaths) names.push_back(e.name);
-  return names;
-}
+// The built-in paths (their functions above), one registration line each.
+class ShardOnReadLoader : public Loader {
+ public:
+  std::string name() const override { return LoadPath::kShardOnRead.name; }
+  ParamMap load(const LoadOptions& o) const override { return loadShardOnRead(o); }
+};
+class Rank0BroadcastLoader : public Loader {
+ public:
+  std::string name() const override { return LoadPath::kRank0Broadcast.name; }
+  ParamMap load(const LoadOptions& o) const override { return loadRank0Broadcast(o); }
+};
+class InitThenLoadLoader : public Loader {
+ public:
+  std::string name() const override { return LoadPath::kInitThenLoad.name; }
+  ParamMap load(const LoadOptions& o) const override { return loadInitThenLoad(o); }
+};
+MOE_REGISTER(Loader, ShardOnReadLoader);
+MOE_REGISTER(Loader, Rank0BroadcastLoader);
+MOE_REGISTER(Loader, InitThenLoadLoader);
 
-const char* loadPathName(LoadPath path) { return entryOf(path).name; }
+std::vector<std::string> loadPathNames() { return Registry<Loader>::instance().names(); }
+
+const char* loadPathName(const LoadPath& path) { return path.name.c_str(); }
 
 LoadPath parseLoadPath(const std::string& name) {
-  for (const auto& e : kLoadPaths)
-    if (name == e.name) return e.path;
-  std::string known;
-  for (const auto& n : loadPathNames()) known += (known.empty() ? "" : ", ") + n;
-  fail("unknown loading path '", name, "' (known: ", known, ")");
+  Registry<Loader>::instance().get(name);  // validates: "unknown loading path 'x' (known: ...)"
+  return LoadPath{name};
 }
 
 bool isEpSharded(const ParamPlacement& param, const mesh::MeshShape& mesh) {
@@ -225,7 +214,7 @@ ParamMap loadParams(const LoadOptions& options) {
   if (o.world->size() != o.mesh->shape().worldSize())
     fail("loadParams: communicator '", o.world->name(), "' has ", o.world->size(), " ranks, the mesh ",
          o.mesh->shape().describe(), " spans ", o.mesh->shape().worldSize());
-  return entryOf(o.path).load(o);
+  return Registry<Loader>::instance().get(o.path.name).load(o);
 }
 
 }  // namespace moe::parallel

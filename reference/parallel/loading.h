@@ -38,9 +38,11 @@
 //    io::FusedExpertView); every rank needs one (EP-sharded tensors are read
 //    locally), but under rank0_broadcast only rank 0 reads non-EP tensors.
 //
-// How to add a loading path: write `ref::ParamMap load<Name>(const
-// LoadOptions&)` in loading.cpp, add its enum value below and one line to
-// kLoadPaths in loading.cpp, and a case to tests/loading_test.cpp.
+// How to add a loading path (the project's one plug-in idiom,
+// common/registry.h): a class deriving from Loader below whose load() meets
+// the contract above, in its own file under reference/parallel/, ending with
+// `MOE_REGISTER(Loader, MyLoader);`, and a case in tests/loading_test.cpp
+// (every registered path runs there).
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
@@ -49,6 +51,7 @@
 #include <string>
 #include <vector>
 
+#include "common/registry.h"
 #include "harness/comm/communicator.h"
 #include "harness/mesh/device_mesh.h"
 #include "reference/io/tensor_source.h"
@@ -58,12 +61,22 @@
 
 namespace moe::parallel {
 
-enum class LoadPath { kShardOnRead, kRank0Broadcast, kInitThenLoad };
+// A loading path, by name (the registry below holds the implementations).
+// The built-in ones have constants, so code and tests can name them.
+struct LoadPath {
+  std::string name = "shard_on_read";
+  bool operator==(const LoadPath& o) const { return name == o.name; }
+  bool operator!=(const LoadPath& o) const { return name != o.name; }
+  static const LoadPath kShardOnRead, kRank0Broadcast, kInitThenLoad;
+};
+inline const LoadPath LoadPath::kShardOnRead{"shard_on_read"};
+inline const LoadPath LoadPath::kRank0Broadcast{"rank0_broadcast"};
+inline const LoadPath LoadPath::kInitThenLoad{"init_then_load"};
 
-// Names in registry order: shard_on_read, rank0_broadcast, init_then_load.
+// Registered names, sorted.
 std::vector<std::string> loadPathNames();
-const char* loadPathName(LoadPath path);
-// Throws HarnessError "unknown loading path 'x' (known: shard_on_read, ...)".
+const char* loadPathName(const LoadPath& path);
+// Throws HarnessError "unknown loading path 'x' (known: init_then_load, ...)".
 LoadPath parseLoadPath(const std::string& name);
 
 // An expert tensor sharded on the `ep` mesh dim: each ep rank owns different
@@ -99,7 +112,7 @@ struct LoadHooks {
 };
 
 struct LoadOptions {
-  LoadPath path = LoadPath::kShardOnRead;
+  LoadPath path;  // default: shard_on_read
   const io::TensorSource* source = nullptr;  // required, on every rank
   mesh::DeviceMesh* mesh = nullptr;          // required
   const plan::AppliedPlan* plan = nullptr;   // required: what to load, where
@@ -112,5 +125,16 @@ struct LoadOptions {
 // The rank's plan-local fp32 shards, by the chosen path (see the contract
 // above). Collective over the world.
 ref::ParamMap loadParams(const LoadOptions& options);
+
+// The plug-in interface of a loading path (common/registry.h).
+class Loader {
+ public:
+  static constexpr const char* kPluginKind = "loading path";
+  virtual ~Loader() = default;
+  virtual std::string name() const = 0;
+  // options: validated by loadParams (source, mesh, plan set; world set and
+  // spanning the mesh).
+  virtual ref::ParamMap load(const LoadOptions& options) const = 0;
+};
 
 }  // namespace moe::parallel

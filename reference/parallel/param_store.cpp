@@ -2,52 +2,28 @@
 
 #include <algorithm>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/mutants/mutation_points.h"
 #include "reference/placement/layout.h"
 
 namespace moe::parallel {
 
-// How to add a store: write stores/<name>_store.cpp defining
-//   std::unique_ptr<ParamStore> make<Name>Store(const ParamStoreOptions&);
-// declare it below and add one line to kStores.
-std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options);
-std::unique_ptr<ParamStore> makeFsdpStore(const ParamStoreOptions& options);
-std::unique_ptr<ParamStore> makeZero3Store(const ParamStoreOptions& options);
+// How to add a store (a data-parallel wrapper; the project's one plug-in
+// idiom, common/registry.h): write stores/<name>_store.cpp with the store
+// class (meeting param_store.h's contract) and a StoreFactory that creates
+// it, ending with `MOE_REGISTER(StoreFactory, MyStoreFactory);`. The
+// stores/ folder is globbed by CMake: nothing else to touch.
 
-namespace {
-
-using Factory = std::unique_ptr<ParamStore> (*)(const ParamStoreOptions&);
-struct StoreEntry {
-  const char* name;
-  Factory make;
-};
-const StoreEntry kStores[] = {
-    {"none", makeReplicatedStore},
-    {"fsdp", makeFsdpStore},
-    {"zero3", makeZero3Store},
-};
-
-}  // namespace
-
-std::vector<std::string> paramStoreNames() {
-  std::vector<std::string> out;
-  for (const auto& e : kStores) out.emplace_back(e.name);
-  return out;
-}
+std::vector<std::string> paramStoreNames() { return Registry<StoreFactory>::instance().names(); }
 
 std::unique_ptr<ParamStore> makeParamStore(const std::string& name, const ParamStoreOptions& options) {
   MOE_ASSERT(options.plan && options.mesh && options.local);
   MOE_ASSERT_EQ(options.reductions.size(), options.plan->params.size());
-  for (const auto& e : kStores)
-    if (name == e.name) return e.make(options);
-  std::string known;
-  for (const auto& n : paramStoreNames()) known += (known.empty() ? "" : ", ") + n;
-  fail("unknown data-parallel wrapper '", name, "' (known: ", known, ")");
+  return Registry<StoreFactory>::instance().get(name).make(options);
 }
 
-checks::ParamShard planShard(const plan::ParamPlacement& pp, const torch::Tensor& local) {
-  checks::ParamShard s;
+ParamShard planShard(const plan::ParamPlacement& pp, const torch::Tensor& local) {
+  ParamShard s;
   s.name = pp.name;
   if (local.defined()) s.local = local.detach();
   s.placements = pp.placements;
@@ -73,12 +49,12 @@ std::shared_ptr<comm::Communicator> storeGroup(mesh::DeviceMesh& mesh, const std
   return mesh.world()->split(store + ":" + mesh.shape().groupName(ordered), mesh.shape().partition(ordered));
 }
 
-std::vector<checks::CommExpectation> ParamStore::expectedStepComm() const {
+std::vector<CommExpectation> ParamStore::expectedStepComm() const {
   fail("data-parallel wrapper '", name(), "' does not declare its per-step communication ",
        "(ParamStore::expectedStepComm, param_store.h)");
 }
 
-void addExpectedCall(std::vector<checks::CommExpectation>& out, const comm::Communicator& group,
+void addExpectedCall(std::vector<CommExpectation>& out, const comm::Communicator& group,
                      comm::OpType op, int64_t bytesSent) {
   if (group.size() <= 1) return;
   for (auto& e : out)
@@ -87,7 +63,7 @@ void addExpectedCall(std::vector<checks::CommExpectation>& out, const comm::Comm
       *e.bytesSent += bytesSent;
       return;
     }
-  checks::CommExpectation e;
+  CommExpectation e;
   e.group = group.name();
   e.op = op;
   e.calls = 1;
@@ -150,8 +126,8 @@ class ReplicatedStore : public ParamStore {
   std::vector<torch::Tensor> masters() override { return masters_; }
   std::vector<torch::Tensor> grads() override { return grads_; }
 
-  std::vector<checks::ParamShard> paramShards() const override { return shards(masters_); }
-  std::vector<checks::ParamShard> gradShards() const override { return shards(grads_); }
+  std::vector<ParamShard> paramShards() const override { return shards(masters_); }
+  std::vector<ParamShard> gradShards() const override { return shards(grads_); }
 
   StoreMemory memory() const override {
     StoreMemory m;
@@ -162,8 +138,8 @@ class ReplicatedStore : public ParamStore {
   }
 
   // One fp32 all-reduce of each whole plan-local gradient per step.
-  std::vector<checks::CommExpectation> expectedStepComm() const override {
-    std::vector<checks::CommExpectation> out;
+  std::vector<CommExpectation> expectedStepComm() const override {
+    std::vector<CommExpectation> out;
     for (size_t i = 0; i < masters_.size(); ++i) {
       const int64_t n = groups_[i]->size(), bytes = masters_[i].numel() * 4;
       addExpectedCall(out, *groups_[i], comm::OpType::kAllReduce, 2 * (n - 1) * bytes / n);
@@ -172,8 +148,8 @@ class ReplicatedStore : public ParamStore {
   }
 
  private:
-  std::vector<checks::ParamShard> shards(const std::vector<torch::Tensor>& ts) const {
-    std::vector<checks::ParamShard> out;
+  std::vector<ParamShard> shards(const std::vector<torch::Tensor>& ts) const {
+    std::vector<ParamShard> out;
     for (size_t i = 0; i < plan_.params.size(); ++i)
       out.push_back(planShard(plan_.params[i], ts[i].defined() ? ts[i] : torch::Tensor()));
     return out;
@@ -192,5 +168,14 @@ class ReplicatedStore : public ParamStore {
 std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options) {
   return std::make_unique<ReplicatedStore>(options);
 }
+
+namespace {
+class ReplicatedStoreFactory : public StoreFactory {
+ public:
+  std::string name() const override { return "none"; }
+  std::unique_ptr<ParamStore> make(const ParamStoreOptions& o) const override { return makeReplicatedStore(o); }
+};
+}  // namespace
+MOE_REGISTER(StoreFactory, ReplicatedStoreFactory);
 
 }  // namespace moe::parallel

@@ -9,8 +9,8 @@
 //     gradients are all-reduced (replicated data parallelism, DDP-like);
 //   - "fsdp" / "zero3" (reference/parallel/stores/): masters sharded over the
 //     data-parallel group, gathered for compute, gradients reduce-scattered.
-// Adding a store: one file in stores/ plus one line in param_store.cpp's
-// registry (see the comment there).
+// Adding a store: one file in stores/ with its StoreFactory registration
+// line (see param_store.cpp).
 //
 // Contract every store meets (the trainer relies on nothing else):
 //  - get(name, dt) returns the plan-local tensor in dtype dt for this step's
@@ -49,8 +49,8 @@
 #include <string>
 #include <vector>
 
-#include "harness/checks/check.h"
-#include "harness/checks/check_context.h"
+#include "common/registry.h"
+#include "reference/parallel/shards.h"
 #include "harness/mesh/device_mesh.h"
 #include "reference/model/params.h"
 #include "reference/plan/plan.h"
@@ -109,25 +109,40 @@ class ParamStore {
   virtual double reduceGradients() = 0;
   virtual std::vector<torch::Tensor> masters() = 0;
   virtual std::vector<torch::Tensor> grads() = 0;
-  virtual std::vector<checks::ParamShard> paramShards() const = 0;
-  virtual std::vector<checks::ParamShard> gradShards() const = 0;
+  virtual std::vector<ParamShard> paramShards() const = 0;
+  virtual std::vector<ParamShard> gradShards() const = 0;
   virtual StoreMemory memory() const = 0;
   // See the contract above; valid after reduceGradients() of a step. The
   // default throws HarnessError naming the store: a store that does not
   // declare its traffic cannot pass the step communication check silently.
-  virtual std::vector<checks::CommExpectation> expectedStepComm() const;
+  virtual std::vector<CommExpectation> expectedStepComm() const;
 };
 
 // Creates the store named `name` ("none", "fsdp", "zero3", ...). Collective:
 // may create mesh sub-communicators (same order on every rank). Throws
 // HarnessError listing the known names for an unknown one.
 std::unique_ptr<ParamStore> makeParamStore(const std::string& name, const ParamStoreOptions& options);
+// Registered names, sorted.
 std::vector<std::string> paramStoreNames();
+
+// The plug-in interface of a store (common/registry.h): creates it.
+class StoreFactory {
+ public:
+  static constexpr const char* kPluginKind = "data-parallel wrapper";
+  virtual ~StoreFactory() = default;
+  virtual std::string name() const = 0;  // the wrapper's name: "none", "fsdp", ...
+  virtual std::unique_ptr<ParamStore> make(const ParamStoreOptions& options) const = 0;
+};
+
+// The built-in stores' constructors (each file registers its factory).
+std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options);
+std::unique_ptr<ParamStore> makeFsdpStore(const ParamStoreOptions& options);
+std::unique_ptr<ParamStore> makeZero3Store(const ParamStoreOptions& options);
 
 // ---- helpers shared by the stores -------------------------------------------
 // The checks' view of a tensor that holds exactly what `pp`'s placements say.
 // local: plan-local shape of pp on this rank
-checks::ParamShard planShard(const plan::ParamPlacement& pp, const torch::Tensor& local);
+ParamShard planShard(const plan::ParamPlacement& pp, const torch::Tensor& local);
 // The ranks that hold the same elements of a parameter replicated over
 // `dims` count it once in the grad norm: the coordinate-0 rank of those dims.
 bool countsOnce(const mesh::DeviceMesh& mesh, const std::vector<std::string>& replicatedDims);
@@ -138,7 +153,7 @@ std::shared_ptr<comm::Communicator> storeGroup(mesh::DeviceMesh& mesh, const std
                                                const std::vector<std::string>& dims);
 // Adds `bytes` sent by one call of `op` on `group` to `out` (merging with an
 // existing (group, op) entry). No entry for groups of size 1.
-void addExpectedCall(std::vector<checks::CommExpectation>& out, const comm::Communicator& group,
+void addExpectedCall(std::vector<CommExpectation>& out, const comm::Communicator& group,
                      comm::OpType op, int64_t bytesSent);
 
 }  // namespace moe::parallel

@@ -4,7 +4,7 @@
 #include <limits>
 #include <sstream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/io/safetensors_header.h"
 
 namespace moe::ref {

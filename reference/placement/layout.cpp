@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <sstream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/io/safetensors_header.h"
 
 namespace moe::ref {

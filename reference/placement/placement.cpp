@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <ostream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::ref {
 

@@ -3,7 +3,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/model/params.h"
 #include "reference/mutants/mutation_points.h"
 #include "reference/plan/style_registry.h"

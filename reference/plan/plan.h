@@ -38,9 +38,9 @@
 
 #include <nlohmann/json.hpp>
 
-#include "harness/common/pattern.h"
+#include "common/pattern.h"
 #include "harness/mesh/device_mesh.h"
-#include "reference/config.h"
+#include "reference/model/config.h"
 #include "reference/placement/placement.h"
 #include "reference/plan/style.h"  // CommFlag
 
@@ -63,7 +63,7 @@ struct Plan {
 
 // `*` matches one segment; equal segment counts required.
 bool patternMatches(const std::string& pattern, const std::string& name);
-using ::moe::splitDotted;  // harness/common/pattern.h
+using ::moe::splitDotted;  // common/pattern.h
 
 // One parameter after pass 1.
 struct ParamPlacement {

@@ -16,8 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "common/registry.h"
 #include "harness/mesh/device_mesh.h"
-#include "reference/config.h"
+#include "reference/model/config.h"
 #include "reference/placement/placement.h"
 
 namespace moe::plan {
@@ -48,6 +49,7 @@ struct StyleContext {
 
 class PlanStyle {
  public:
+  static constexpr const char* kPluginKind = "plan style";  // common/registry.h
   virtual ~PlanStyle() = default;
   virtual std::string name() const = 0;
   virtual std::string meshDim() const = 0;  // "tp" | "ep"

@@ -1,72 +1,30 @@
-// How to add a plan style:
+// How to add a plan style (the project's one plug-in idiom, common/registry.h):
 //  1. Write reference/plan/styles/<name>.cpp: a class deriving from PlanStyle
-//     (style.h) and a factory `std::unique_ptr<PlanStyle> make<Name>Style()`
-//     in namespace moe::plan; add the file to reference/plan/CMakeLists.txt.
-//  2. Add one X(make<Name>Style) line to MOE_PLAN_STYLES below.
-//  3. Add its row to reference/plan/STYLES.md and a placement test in
-//     reference/plan/tests/style_test.cpp.
+//     (style.h) that declares its mesh dim, the placement it gives a
+//     parameter and the communication it adds to its module.
+//  2. End the file with one line: MOE_REGISTER(PlanStyle, MyStyle);
+// The styles/ folder is globbed by CMake: nothing else to touch. A test may
+// register a style of its own the same way, in its own file.
 #include "reference/plan/style_registry.h"
 
-#include <algorithm>
-#include <map>
-
-#include "harness/common/error.h"
-
-#define MOE_PLAN_STYLES(X)           \
-  X(makeColwiseStyle)                \
-  X(makeRowwiseStyle)                \
-  X(makePackedColwiseStyle)          \
-  X(makeSequenceParallelStyle)       \
-  X(makeReplicateStyle)              \
-  X(makeGroupedGemmStyle)            \
-  X(makeEpRouterStyle)               \
-  X(makeMoeExpertsAllreduceStyle)    \
-  X(makeMoeTpGateUpColwiseStyle)     \
-  X(makeMoeTpDownRowwiseStyle)
+#include "common/error.h"
 
 namespace moe::plan {
 
-#define MOE_DECLARE_STYLE(factory) std::unique_ptr<PlanStyle> factory();
-MOE_PLAN_STYLES(MOE_DECLARE_STYLE)
-#undef MOE_DECLARE_STYLE
-
 namespace {
-
-const std::map<std::string, std::unique_ptr<PlanStyle>>& registry() {
-  static const auto* styles = [] {
-    auto* m = new std::map<std::string, std::unique_ptr<PlanStyle>>();
-#define MOE_REGISTER_STYLE(factory)                                          \
-  {                                                                          \
-    auto s = factory();                                                      \
-    const std::string n = s->name();                                         \
-    MOE_ASSERT(!m->count(n), "plan style registered twice: ", n);            \
-    m->emplace(n, std::move(s));                                             \
-  }
-    MOE_PLAN_STYLES(MOE_REGISTER_STYLE)
-#undef MOE_REGISTER_STYLE
-    return m;
-  }();
-  return *styles;
-}
-
+const Registry<PlanStyle>& registry() { return Registry<PlanStyle>::instance(); }
 }  // namespace
 
 const PlanStyle& findStyle(const std::string& name) {
-  auto it = registry().find(name);
-  if (it == registry().end()) {
-    std::string known;
-    for (const auto& n : knownStyles()) known += (known.empty() ? "" : ", ") + n;
-    fail("unknown plan style \"", name, "\" (known styles: ", known, ")");
-  }
-  return *it->second;
+  const PlanStyle* s = registry().find(name);
+  if (!s) fail("unknown plan style \"", name, "\" (known styles: ", registry().joinedNames(), ")");
+  return *s;
 }
 
-bool hasStyle(const std::string& name) { return registry().count(name) > 0; }
+bool hasStyle(const std::string& name) { return registry().has(name); }
 
 std::vector<std::string> knownStyles() {
-  std::vector<std::string> out;
-  for (const auto& [n, s] : registry()) out.push_back(n);
-  return out;
+  return registry().names();
 }
 
 void requireRank(const PlanStyle& s, const ParamTarget& p, int64_t ndim) {

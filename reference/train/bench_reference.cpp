@@ -3,9 +3,9 @@
 #include <benchmark/benchmark.h>
 #include <torch/torch.h>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
-#include "reference/config.h"
+#include "reference/model/config.h"
 #include "reference/model/init.h"
 #include "reference/train/trainer.h"
 

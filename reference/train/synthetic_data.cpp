@@ -1,6 +1,6 @@
 #include "reference/train/synthetic_data.h"
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/model/init.h"
 
 namespace moe::ref {

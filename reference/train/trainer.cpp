@@ -1,6 +1,6 @@
 #include "reference/train/trainer.h"
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/model/init.h"
 #include "reference/model/qwen3_moe.h"
 

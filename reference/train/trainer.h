@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "reference/config.h"
+#include "reference/model/config.h"
 #include "reference/model/params.h"
 #include "reference/train/optimizer.h"
 #include "reference/train/synthetic_data.h"

@@ -239,6 +239,6 @@ class HtmlPrinter : public ReportPrinter {
 
 }  // namespace
 
-std::unique_ptr<ReportPrinter> makeHtmlPrinter() { return std::make_unique<HtmlPrinter>(); }
+MOE_REGISTER(ReportPrinter, HtmlPrinter);
 
 }  // namespace moe::reports

@@ -15,6 +15,6 @@ class JsonPrinter : public ReportPrinter {
 
 }  // namespace
 
-std::unique_ptr<ReportPrinter> makeJsonPrinter() { return std::make_unique<JsonPrinter>(); }
+MOE_REGISTER(ReportPrinter, JsonPrinter);
 
 }  // namespace moe::reports

@@ -78,6 +78,6 @@ class JunitPrinter : public ReportPrinter {
 
 }  // namespace
 
-std::unique_ptr<ReportPrinter> makeJunitPrinter() { return std::make_unique<JunitPrinter>(); }
+MOE_REGISTER(ReportPrinter, JunitPrinter);
 
 }  // namespace moe::reports

@@ -98,6 +98,6 @@ class MarkdownPrinter : public ReportPrinter {
 
 }  // namespace
 
-std::unique_ptr<ReportPrinter> makeMarkdownPrinter() { return std::make_unique<MarkdownPrinter>(); }
+MOE_REGISTER(ReportPrinter, MarkdownPrinter);
 
 }  // namespace moe::reports

@@ -8,7 +8,7 @@
 #include "harness/checks/comm_check.h"
 #include "harness/checks/expert_check.h"
 #include "harness/checks/parity_check.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/io/tensor_source.h"
 
 namespace moe::checks {

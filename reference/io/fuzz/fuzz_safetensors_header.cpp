@@ -8,7 +8,7 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/io/safetensors_header.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -2,7 +2,7 @@
 // HarnessError that names the file, and the tensor and problem.
 #include <gtest/gtest.h>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/io/safetensors.h"
 #include "reference/io/tests/test_util.h"
 

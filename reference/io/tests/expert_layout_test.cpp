@@ -1,7 +1,7 @@
 // Hub (per-expert) vs fused expert layouts.
 #include <gtest/gtest.h>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
 #include "reference/io/tests/test_util.h"

@@ -1,7 +1,7 @@
 // Round trips, a hand-written file, and slice reads of reference/io.
 #include <gtest/gtest.h>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/io/safetensors.h"
 #include "reference/io/tests/test_util.h"
 

@@ -1,7 +1,7 @@
 #pragma once
 // Shared helpers of the reference/io tests: temporary files, bitwise tensor
 // comparison, catching HarnessError messages.
-#include "harness/common/error_of.h"
+#include "common/error_of.h"
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -14,7 +14,7 @@
 #include <fstream>
 #include <string>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 
 namespace moe::io::testing {
 

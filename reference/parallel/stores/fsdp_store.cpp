@@ -60,7 +60,7 @@
 #include <map>
 #include <memory>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/mutants/mutation_points.h"
 #include "reference/parallel/param_store.h"
 #include "reference/placement/dist_tensor.h"
@@ -258,8 +258,8 @@ class FsdpStore : public ParamStore {
     return out;
   }
 
-  std::vector<checks::ParamShard> paramShards() const override { return shards(false); }
-  std::vector<checks::ParamShard> gradShards() const override { return shards(true); }
+  std::vector<ParamShard> paramShards() const override { return shards(false); }
+  std::vector<ParamShard> gradShards() const override { return shards(true); }
 
   StoreMemory memory() const override {
     StoreMemory m;
@@ -274,8 +274,8 @@ class FsdpStore : public ParamStore {
     return m;
   }
 
-  std::vector<checks::CommExpectation> expectedStepComm() const override {
-    std::vector<checks::CommExpectation> out;
+  std::vector<CommExpectation> expectedStepComm() const override {
+    std::vector<CommExpectation> out;
     for (const auto& ep : entries_) {
       const Entry& e = *ep;
       if (!e.sharded) {
@@ -395,8 +395,8 @@ class FsdpStore : public ParamStore {
     e.countsInNorm = countsOnce(mesh, replicated);
   }
 
-  std::vector<checks::ParamShard> shards(bool grads) const {
-    std::vector<checks::ParamShard> out;
+  std::vector<ParamShard> shards(bool grads) const {
+    std::vector<ParamShard> out;
     for (const auto& e : entries_) {
       auto t = grads ? e->grad : e->master;
       auto s = planShard(*e->pp, t.defined() ? t : torch::Tensor());
@@ -419,5 +419,14 @@ class FsdpStore : public ParamStore {
 std::unique_ptr<ParamStore> makeFsdpStore(const ParamStoreOptions& options) {
   return std::make_unique<FsdpStore>(options);
 }
+
+namespace {
+class FsdpStoreFactory : public StoreFactory {
+ public:
+  std::string name() const override { return "fsdp"; }
+  std::unique_ptr<ParamStore> make(const ParamStoreOptions& o) const override { return makeFsdpStore(o); }
+};
+}  // namespace
+MOE_REGISTER(StoreFactory, FsdpStoreFactory);
 
 }  // namespace moe::parallel

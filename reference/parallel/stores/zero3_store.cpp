@@ -5,7 +5,7 @@
 #include <set>
 #include <tuple>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/mutants/mutation_points.h"
 #include "reference/placement/layout.h"
 
@@ -217,8 +217,8 @@ struct Zero3Store::Impl {
 
   // Plan-local tensors of every parameter from a flat buffer per group
   // (collective over the check communicators, in group order).
-  std::vector<checks::ParamShard> shards(bool gradients) const {
-    std::vector<checks::ParamShard> out(plan.params.size());
+  std::vector<ParamShard> shards(bool gradients) const {
+    std::vector<ParamShard> out(plan.params.size());
     for (const auto& gp : groups) {
       const auto& g = *gp;
       const auto& part = gradients ? g.grad : g.master;
@@ -317,13 +317,13 @@ double Zero3Store::reduceGradients() {
   return sumSq;
 }
 
-std::vector<checks::CommExpectation> Zero3Store::expectedStepComm() const {
+std::vector<CommExpectation> Zero3Store::expectedStepComm() const {
   // Per flat group of n > 1 ranks and step (see the header): one all-gather
   // of the padded buffer in the unit's gather dtype and one fp32
   // reduce-scatter of it; a tp-partial group also all-reduces its fp32
   // partition over tp. Ring bytes: (n-1)/n x the buffer, 2(t-1)/t for the
   // all-reduce.
-  std::vector<checks::CommExpectation> out;
+  std::vector<CommExpectation> out;
   for (const auto& u : impl_->units)
     for (const FlatGroup* g : u->groups) {
       if (g->size > 1) {
@@ -354,8 +354,8 @@ std::vector<torch::Tensor> Zero3Store::grads() {
   return out;
 }
 
-std::vector<checks::ParamShard> Zero3Store::paramShards() const { return impl_->shards(false); }
-std::vector<checks::ParamShard> Zero3Store::gradShards() const { return impl_->shards(true); }
+std::vector<ParamShard> Zero3Store::paramShards() const { return impl_->shards(false); }
+std::vector<ParamShard> Zero3Store::gradShards() const { return impl_->shards(true); }
 
 namespace {
 // fp32 masters, fp32 gradients and AdamW's two fp32 moments of `elements`.
@@ -388,10 +388,10 @@ StoreMemory Zero3Store::replicatedMemory() const {
   return fp32Memory(n);
 }
 
-std::vector<checks::FlatPartition> Zero3Store::partitions(bool gradients) const {
-  std::vector<checks::FlatPartition> out;
+std::vector<FlatPartition> Zero3Store::partitions(bool gradients) const {
+  std::vector<FlatPartition> out;
   for (const auto& g : impl_->groups) {
-    checks::FlatPartition p;
+    FlatPartition p;
     p.group = g->label;
     for (size_t m : g->members) p.params.push_back(impl_->plan.params[m].name);
     p.dims = g->dims;
@@ -405,5 +405,14 @@ std::vector<checks::FlatPartition> Zero3Store::partitions(bool gradients) const 
 std::unique_ptr<ParamStore> makeZero3Store(const ParamStoreOptions& options) {
   return std::make_unique<Zero3Store>(options);
 }
+
+namespace {
+class Zero3StoreFactory : public StoreFactory {
+ public:
+  std::string name() const override { return "zero3"; }
+  std::unique_ptr<ParamStore> make(const ParamStoreOptions& o) const override { return makeZero3Store(o); }
+};
+}  // namespace
+MOE_REGISTER(StoreFactory, Zero3StoreFactory);
 
 }  // namespace moe::parallel

@@ -50,11 +50,11 @@
 // plan-local tensors with the plan's placements. Those gathers run on
 // separate communicators named "zero3-check:<dims>" so a step's "zero3:"
 // counters show the scheme's own traffic apart from the checks'. partitions() gives
-// the flat partitions themselves for checks::checkFlatPartitions.
+// the flat partitions themselves for the flat-partition check.
 #include <memory>
 #include <vector>
 
-#include "harness/checks/partition_check.h"
+#include "reference/parallel/shards.h"
 #include "reference/parallel/param_store.h"
 
 namespace moe::parallel {
@@ -72,21 +72,21 @@ class Zero3Store : public ParamStore {
   std::vector<torch::Tensor> masters() override;  // [P] per flat group
   std::vector<torch::Tensor> grads() override;    // [P] per flat group
   // Collective (see above): every rank calls them in the same order.
-  std::vector<checks::ParamShard> paramShards() const override;
-  std::vector<checks::ParamShard> gradShards() const override;
+  std::vector<ParamShard> paramShards() const override;
+  std::vector<ParamShard> gradShards() const override;
   // Partition bytes per rank (paddingBytes: the part of this rank's
   // partitions beyond the flat groups' real elements).
   StoreMemory memory() const override;
   // One all-gather (compute dtype) and one fp32 reduce-scatter per flat group
   // of more than one rank, plus the tp all-reduce of tp-partial groups.
-  std::vector<checks::CommExpectation> expectedStepComm() const override;
+  std::vector<CommExpectation> expectedStepComm() const override;
 
   // The same parameters in the replicated layout (every plan-local tensor
   // whole): what "none" holds.
   StoreMemory replicatedMemory() const;
   // This rank's flat partitions (parameters, or the last reduced gradients),
   // no communication.
-  std::vector<checks::FlatPartition> partitions(bool gradients = false) const;
+  std::vector<FlatPartition> partitions(bool gradients = false) const;
 
  private:
   struct Impl;

@@ -20,7 +20,7 @@
 
 #include "harness/checks/parity_check.h"
 #include "harness/comm/flight_recorder.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "harness/mesh/device_mesh.h"
 #include "harness/tests/rank_test_util.h"
 #include "reference/io/tensor_source.h"

@@ -12,7 +12,7 @@
 
 #include <iostream>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "harness/mesh/device_mesh.h"
 #include "harness/tests/rank_test_util.h"
 #include "kernels/routing.h"

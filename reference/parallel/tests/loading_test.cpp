@@ -20,7 +20,7 @@
 #include "harness/comm/flight_recorder.h"
 #include "harness/mesh/device_mesh.h"
 #include "harness/tests/rank_test_util.h"
-#include "reference/config.h"
+#include "reference/model/config.h"
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
 #include "reference/model/init.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/placement/placement.h"
 
 namespace moe::parallel::testing {

@@ -26,7 +26,7 @@
 #include "harness/checks/partition_check.h"
 #include "harness/checks/placement_check.h"
 #include "harness/checks/wrapper_checks.h"
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "harness/mesh/device_mesh.h"
 #include "harness/tests/rank_test_util.h"
 #include "reference/io/tensor_source.h"

@@ -14,7 +14,7 @@
 #include <iostream>
 #include <string>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "harness/launch/launcher.h"
 #include "harness/launch/rank_env.h"
 #include "harness/mesh/device_mesh.h"

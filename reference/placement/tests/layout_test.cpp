@@ -4,7 +4,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/placement/layout.h"
 #include "reference/placement/tests/chunk_oracle.h"
 

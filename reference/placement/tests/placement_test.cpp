@@ -1,7 +1,7 @@
 // Placement parse/print/equality.
 #include <gtest/gtest.h>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/placement/placement.h"
 
 namespace moe::ref {

@@ -1,7 +1,7 @@
 // colwise: a Linear weight [out, in] split on its output dim over tp
 // (Shard(0)); the module's input is replicated and its input gradient is
 // all-reduced over tp. q/k/v projections must split whole heads.
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
@@ -32,6 +32,6 @@ class ColwiseStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeColwiseStyle() { return std::make_unique<ColwiseStyle>(); }
+MOE_REGISTER(PlanStyle, ColwiseStyle);
 
 }  // namespace moe::plan

@@ -17,6 +17,6 @@ class EpRouterStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeEpRouterStyle() { return std::make_unique<EpRouterStyle>(); }
+MOE_REGISTER(PlanStyle, EpRouterStyle);
 
 }  // namespace moe::plan

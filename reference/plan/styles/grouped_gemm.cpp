@@ -2,7 +2,7 @@
 // on the expert dim over ep (Shard(0)); each rank runs its E/ep local experts
 // (the local expert count is read from the local shape). The experts must
 // divide evenly, so every rank owns the same contiguous block of experts.
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
@@ -23,6 +23,6 @@ class GroupedGemmStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeGroupedGemmStyle() { return std::make_unique<GroupedGemmStyle>(); }
+MOE_REGISTER(PlanStyle, GroupedGemmStyle);
 
 }  // namespace moe::plan

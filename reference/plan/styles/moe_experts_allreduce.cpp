@@ -18,8 +18,6 @@ class MoeExpertsAllreduceStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeMoeExpertsAllreduceStyle() {
-  return std::make_unique<MoeExpertsAllreduceStyle>();
-}
+MOE_REGISTER(PlanStyle, MoeExpertsAllreduceStyle);
 
 }  // namespace moe::plan

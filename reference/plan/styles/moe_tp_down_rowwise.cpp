@@ -1,7 +1,7 @@
 // moe_tp_down_rowwise: experts.down_proj [E, H, I] split over tp on the
 // intermediate dim: Shard(-1). The experts' output becomes Partial(sum) over
 // tp (reduced by moe_experts_allreduce). Requires I % tp == 0.
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
@@ -20,8 +20,6 @@ class MoeTpDownRowwiseStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeMoeTpDownRowwiseStyle() {
-  return std::make_unique<MoeTpDownRowwiseStyle>();
-}
+MOE_REGISTER(PlanStyle, MoeTpDownRowwiseStyle);
 
 }  // namespace moe::plan

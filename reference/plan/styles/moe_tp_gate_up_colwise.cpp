@@ -1,7 +1,7 @@
 // moe_tp_gate_up_colwise: experts.gate_up_proj [E, 2I, H] split over tp on
 // the intermediate dim with gate and up kept apart: StridedShard(-2, 2)
 // (rank r: its gate rows, then its up rows). Requires I % tp == 0.
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
@@ -21,8 +21,6 @@ class MoeTpGateUpColwiseStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeMoeTpGateUpColwiseStyle() {
-  return std::make_unique<MoeTpGateUpColwiseStyle>();
-}
+MOE_REGISTER(PlanStyle, MoeTpGateUpColwiseStyle);
 
 }  // namespace moe::plan

@@ -2,7 +2,7 @@
 // output dim: dense [2I, H] or experts [E, 2I, H]) split colwise over tp
 // without mixing the halves: StridedShard(-2, 2), so rank r holds its gate
 // rows then its up rows. Input gradient all-reduced over tp, like colwise.
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
@@ -24,8 +24,6 @@ class PackedColwiseStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makePackedColwiseStyle() {
-  return std::make_unique<PackedColwiseStyle>();
-}
+MOE_REGISTER(PlanStyle, PackedColwiseStyle);
 
 }  // namespace moe::plan

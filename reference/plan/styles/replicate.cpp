@@ -15,6 +15,6 @@ class ReplicateStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeReplicateStyle() { return std::make_unique<ReplicateStyle>(); }
+MOE_REGISTER(PlanStyle, ReplicateStyle);
 
 }  // namespace moe::plan

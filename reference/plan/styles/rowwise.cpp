@@ -1,7 +1,7 @@
 // rowwise: a Linear weight [out, in] split on its input dim over tp
 // (Shard(1)); the module's output is Partial(sum) and is all-reduced over tp
 // (identity backward). o_proj must split whole heads.
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
@@ -25,6 +25,6 @@ class RowwiseStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeRowwiseStyle() { return std::make_unique<RowwiseStyle>(); }
+MOE_REGISTER(PlanStyle, RowwiseStyle);
 
 }  // namespace moe::plan

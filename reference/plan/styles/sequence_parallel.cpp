@@ -3,7 +3,7 @@
 // before colwise modules, reduce-scatter after rowwise ones), so its weight
 // gradient (and the router's, computed on the local sequence shard) is
 // summed over tp.
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
@@ -22,8 +22,6 @@ class SequenceParallelStyle : public PlanStyle {
 
 }  // namespace
 
-std::unique_ptr<PlanStyle> makeSequenceParallelStyle() {
-  return std::make_unique<SequenceParallelStyle>();
-}
+MOE_REGISTER(PlanStyle, SequenceParallelStyle);
 
 }  // namespace moe::plan

@@ -1,10 +1,10 @@
 // Plans and styles without ranks: pattern matching, first-match-wins, the
 // error cases, and every style's placements (expected placements are written
 // out by hand from the style table, not computed by the code under test).
-#include "harness/common/error_of.h"
+#include "common/error_of.h"
 #include <gtest/gtest.h>
 
-#include "harness/common/error.h"
+#include "common/error.h"
 #include "reference/plan/plan.h"
 #include "reference/plan/style_registry.h"
 

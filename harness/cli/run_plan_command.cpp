@@ -1,0 +1,61 @@
+// `moe-harness run-plan`: the command line of one conformance run
+// (harness/conformance/run_plan.h).
+#include <CLI/CLI.hpp>
+
+#include "harness/cli/commands.h"
+#include "harness/conformance/run_plan.h"
+#include "harness/mutate/mutant_registry.h"
+
+namespace moe::cli {
+
+void addRunPlanCommand(CLI::App& app) {
+  auto o = std::make_shared<conformance::RunPlanOptions>();
+  auto* sub = app.add_subcommand("run-plan", "Apply a plan on a mesh, train, and check placement, experts and parity (inside a launched job)");
+  sub->add_option("--config", o->configPath, "model config JSON (HF field names)")->required()->check(CLI::ExistingFile);
+  sub->add_option("--mesh", o->mesh, "mesh JSON, e.g. {\"ep\":2}")->required();
+  sub->add_option("--plan", o->planPath, "plan JSON file (cases/plans/*.json)")->required()->check(CLI::ExistingFile);
+  sub->add_option("--dtype", o->dtype, "precision policy")->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
+  sub->add_option("--steps", o->steps, "training steps")->required();
+  sub->add_option("--seed", o->seed, "seed of init and data")->capture_default_str();
+  sub->add_option("--batch-size", o->batchSize, "global batch rows")->capture_default_str();
+  sub->add_option("--seq-len", o->seqLen, "sequence length")->capture_default_str();
+  sub->add_option("--checkpoint", o->checkpoint, "model.safetensors to start from (fused or hub layout); default: init of --seed");
+  sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
+  sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
+  sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
+  sub->add_option("--backend", o->backend, "communication backend")->check(CLI::IsMember({"gloo", "nccl"}))->capture_default_str();
+  sub->add_option("--result-json", o->resultJson, "also write rank 0's JSON document to FILE");
+  sub->add_option("--tolerance", o->tolerance,
+                  "parity tolerance JSON: {\"loss_abs\":x,\"rtol\":r,\"atol\":a} or {\"loss_abs\":x,\"rel_norm\":n}; default: the dtype's");
+  sub->add_option("--reference-cache", o->referenceCache, "directory where single-device references are cached and reused");
+  sub->add_option("--wrapper", o->wrapper, "data-parallel wrapper (a ParamStore: none, fsdp, ...)")->capture_default_str();
+  sub->add_option("--fsdp-experts", o->fsdpExperts, "fsdp: shard ep-sharded experts over their expert-data-parallel dims (edp) or leave them (none)")
+      ->check(CLI::IsMember({"edp", "none"}))->capture_default_str();
+  sub->add_option("--expect-memory-factor", o->expectMemoryFactor,
+                  "assert (wrapper bytes / replicated bytes over the world) equals this factor; 0 = report only")
+      ->capture_default_str();
+  sub->add_flag("--allow-unaccounted-memory", o->allowUnaccountedMemory,
+                "measured_memory: only report (not fail) when a rank holds more than the wrapper declares plus the "
+                "allowance");
+  sub->add_option("--mutant", o->mutant, "plant a known bug (issue 7; `moe-harness mutate --list`); default: none");
+  sub->callback([o] {
+    // First: an unknown mutant fails before any rank connects. The run
+    // itself only records the name (the conformance layer knows no mutants).
+    if (!o->mutant.empty()) mutants::activateMutant(o->mutant);
+    if (int code = conformance::runPlan(*o)) throw CommandExit{code};
+  });
+}
+
+}  // namespace moe::cli
+
+namespace moe::cli {
+namespace {
+class RunPlanCommand : public FunctionCommand<moe::cli::addRunPlanCommand> {
+ public:
+  std::string name() const override { return "run-plan"; }
+};
+}  // namespace
+
+MOE_REGISTER(Command, RunPlanCommand);
+
+}  // namespace moe::cli

@@ -1,0 +1,101 @@
+#include "harness/conformance/run_plan_memory.h"
+
+#include <algorithm>
+#include <set>
+
+#include "common/error.h"
+#include "reference/placement/dist_tensor.h"
+#include "reference/placement/layout.h"
+
+namespace moe::ref {
+
+RunMemoryProbe::RunMemoryProbe() : tracker_(AllocTracker::install()) {}
+
+void RunMemoryProbe::beforeLoad() { baseline_.emplace(tracker_); }
+
+void RunMemoryProbe::beginStep(int64_t heldBytes) {
+  MOE_ASSERT(baseline_, "RunMemoryProbe: beginStep before beforeLoad");
+  if (!atStep1_) atStep1_ = baseline_->liveDelta() - heldBytes;
+  // The step's window restarts the tracker's peak (the baseline only needs
+  // its start).
+  step_.emplace(tracker_);
+}
+
+void RunMemoryProbe::endStep(int64_t heldBytes) {
+  MOE_ASSERT(step_, "RunMemoryProbe: endStep without beginStep");
+  const int64_t base = baseline_->startBytes();
+  stepPeaks_.push_back(step_->startBytes() + step_->peakDelta() - base - heldBytes);
+  afterLast_ = baseline_->liveDelta() - heldBytes;
+  step_.reset();
+}
+
+checks::MeasuredMemory RunMemoryProbe::measured(int64_t declaredBytes, int64_t replicatedBytes,
+                                                int64_t allowanceBytes) const {
+  checks::MeasuredMemory m;
+  m.atStep1 = atStep1_.value_or(0);
+  m.stepPeaks = stepPeaks_;
+  m.afterLast = afterLast_;
+  m.declaredBytes = declaredBytes;
+  m.replicatedBytes = replicatedBytes;
+  m.allowanceBytes = allowanceBytes;
+  return m;
+}
+
+int64_t snapshotBytes(const std::vector<const std::vector<checks::ParamShard>*>& snapshots) {
+  std::set<const void*> seen;
+  int64_t bytes = 0;
+  for (const auto* v : snapshots)
+    for (const auto& s : *v) {
+      if (!s.local.defined() || !s.local.has_storage()) continue;
+      const auto& st = s.local.storage();
+      if (st.data() && !seen.insert(st.data()).second) continue;
+      bytes += static_cast<int64_t>(st.nbytes());
+    }
+  return bytes;
+}
+
+int64_t wrapperSplit(const checks::ParamShard& shard, const plan::ParamPlacement& pp, const std::vector<int>& sizes) {
+  int64_t n = 1;
+  for (size_t d = 0; d < sizes.size(); ++d)
+    if (shard.placements[d].isSharded() && !pp.placements[d].isSharded()) n *= sizes[d];
+  return n;
+}
+
+// What may be live after a step beyond masters, gradients and AdamW moments
+// (the declaration), for a wrapper that releases everything else:
+//  - gathered compute copies, activations and autograd's saved tensors: 0.
+//    The trainer drops its per-step parameter cache after backward, the
+//    autograd graph goes with the loss at the end of step(), and clipping's
+//    scaled gradient copies and AdamW's temporaries are freed when
+//    optimizer.step() returns (AdamW's step count is an integer, not a
+//    tensor). Measured: none and zero3 hold exactly their declaration.
+//  - gradient padding: a sharding wrapper reduce-scatters a gradient into a
+//    block padded to the group's largest piece (NCCL needs even blocks) and
+//    may keep the gradient as a view of that block, as FSDP2 keeps its
+//    padded sharded tensors; the declaration counts the view's elements.
+//    torch.chunk's largest piece of R rows over n ranks is ceil(R/n) (and
+//    chunking over several dims composes to ceil(R/n) over their product),
+//    so a rank holding r rows keeps (ceil(R/n) - r) padding rows of
+//    rowNumel fp32 elements. A wrapper that pads its masters (zero3) declares
+//    that padding itself; its shards are reported plan-local (n = 1, 0 here).
+int64_t memoryAllowance(const std::vector<checks::ParamShard>& shards, const plan::AppliedPlan& plan,
+                        const mesh::DeviceMesh& mesh) {
+  const auto sizes = meshSizes(mesh);
+  const auto coords = mesh.coords();
+  int64_t bytes = 0;
+  for (const auto& s : shards) {
+    const auto& pp = plan.param(s.name);
+    const int64_t n = wrapperSplit(s, pp, sizes);
+    if (n == 1) continue;
+    const auto planLocal = computeLayout(pp.globalShape, pp.placements, sizes, coords).localShape;
+    const auto mine = computeLayout(s.globalShape, s.placements, sizes, coords).localShape;
+    if (planLocal.empty()) continue;
+    int64_t rowNumel = 1;
+    for (size_t d = 1; d < planLocal.size(); ++d) rowNumel *= planLocal[d];
+    const int64_t largest = (planLocal[0] + n - 1) / n;
+    bytes += std::max<int64_t>(0, largest - mine[0]) * rowNumel * 4;
+  }
+  return bytes;
+}
+
+}  // namespace moe::ref

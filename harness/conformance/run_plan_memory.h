@@ -1,0 +1,67 @@
+#pragma once
+// run-plan's measured memory per rank (issue 5): the CPU allocation tracker
+// (common/alloc_tracker.h) counts libtorch's tensor storage, and
+// this probe turns its counters into the inputs of the measured_memory
+// check (harness/checks/measured_memory_check.h).
+//
+// Every number is relative to the live bytes just before loading (the
+// baseline: the single-device reference's results, the checkpoint source
+// and the communicators are live then and are not the wrapper's), minus the
+// storage of the snapshots run-plan keeps for its own checks (the loaded
+// shards, step-1 gradients and parameters: `heldBytes`, see snapshotBytes).
+// What remains is what the trainer and its data-parallel wrapper hold.
+#include <cstdint>
+#include <optional>
+#include <vector>
+
+#include "harness/checks/check.h"
+#include "harness/checks/measured_memory_check.h"
+#include "common/alloc_tracker.h"
+#include "harness/mesh/device_mesh.h"
+#include "reference/plan/plan.h"
+
+namespace moe::ref {
+
+class RunMemoryProbe {
+ public:
+  // Installs the tracker: construct at start-up, before loading.
+  RunMemoryProbe();
+  // Opens the baseline: call right before loading the rank's parameters.
+  void beforeLoad();
+  // Brackets one trainer.step(). heldBytes: storage of run-plan's check
+  // snapshots alive at that moment (snapshotBytes).
+  void beginStep(int64_t heldBytes);
+  void endStep(int64_t heldBytes);
+  // The check's inputs for this rank; afterLast is the live bytes at the end
+  // of the last step. declared/replicated: checks::MemoryInputs' totals.
+  checks::MeasuredMemory measured(int64_t declaredBytes, int64_t replicatedBytes, int64_t allowanceBytes) const;
+
+ private:
+  AllocTracker& tracker_;
+  std::optional<MemoryWindow> baseline_;
+  std::optional<MemoryWindow> step_;
+  std::optional<int64_t> atStep1_;
+  std::vector<int64_t> stepPeaks_;
+  int64_t afterLast_ = 0;
+};
+
+// Bytes of the distinct storages the shards' tensors hold (a storage shared
+// by several shards counts once). Counts what the tracker counted for them
+// when they were allocated after install (clones: numel x element size).
+int64_t snapshotBytes(const std::vector<const std::vector<checks::ParamShard>*>& snapshots);
+
+// Into how many pieces the data-parallel wrapper splits a plan-local tensor:
+// the product of the sizes of the mesh dims the shard's placements shard and
+// the plan's do not (1: the wrapper keeps it as the plan placed it).
+// sizes: meshSizes(mesh).
+int64_t wrapperSplit(const checks::ParamShard& shard, const plan::ParamPlacement& pp, const std::vector<int>& sizes);
+
+// The bytes a rank may hold after a step beyond its wrapper's declaration
+// (see the derivation in run_plan_memory.cpp): the padding of gradient
+// blocks of the parameters the wrapper shards on dim 0 beyond the plan.
+// shards: the wrapper's parameters as paramShards() reports them (their
+// placements include the wrapper's split); plan: the plan placements.
+int64_t memoryAllowance(const std::vector<checks::ParamShard>& shards, const plan::AppliedPlan& plan,
+                        const mesh::DeviceMesh& mesh);
+
+}  // namespace moe::ref

@@ -1,0 +1,433 @@
+#include "harness/suite/runner.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <mutex>
+#include <regex>
+#include <streambuf>
+#include <thread>
+
+#include "harness/comm/factory.h"
+#include "common/error.h"
+#include "harness/launch/launcher.h"
+#include "reference/io/safetensors.h"
+#include "reference/placement/placement.h"
+#include "reports/printer.h"
+#include "torch/version.h"
+
+namespace moe::cases {
+namespace fs = std::filesystem;
+using reports::CheckOutcome;
+using reports::RunResult;
+using reports::Status;
+
+namespace {
+
+// An ostream target that hands every complete line to a callback (the
+// launcher writes each rank's prefixed lines through it).
+class LineBuf : public std::streambuf {
+ public:
+  explicit LineBuf(std::function<void(const std::string&)> onLine) : onLine_(std::move(onLine)) {}
+  ~LineBuf() override {
+    if (!line_.empty()) onLine_(line_);
+  }
+
+ protected:
+  int overflow(int c) override {
+    if (c == EOF) return 0;
+    put(static_cast<char>(c));
+    return c;
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    for (std::streamsize i = 0; i < n; ++i) put(s[i]);
+    return n;
+  }
+
+ private:
+  void put(char c) {
+    if (c == '\n') {
+      onLine_(line_);
+      line_.clear();
+    } else {
+      line_ += c;
+    }
+  }
+  std::function<void(const std::string&)> onLine_;
+  std::string line_;
+};
+
+std::string selfBinary() {
+  std::error_code ec;
+  const auto p = fs::read_symlink("/proc/self/exe", ec);
+  if (ec) fail("cannot find the moe-harness binary (/proc/self/exe): ", ec.message());
+  return p.string();
+}
+
+std::string nowUtc() {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+std::string lastLines(const std::deque<std::string>& lines) {
+  std::string out;
+  for (const auto& l : lines) out += l + "\n";
+  return out;
+}
+
+// The message of a run-plan user error ("moe-harness: error: ..."), if any.
+std::string userErrorOf(const std::deque<std::string>& lines) {
+  for (const auto& l : lines) {
+    const auto p = l.find("moe-harness: error: ");
+    if (p != std::string::npos) return l.substr(p + 20);
+    const auto q = l.find("moe-harness: internal error: ");
+    if (q != std::string::npos) return "internal error: " + l.substr(q + 29);
+  }
+  // CLI11 errors (e.g. an option this run-plan does not know yet).
+  for (const auto& l : lines)
+    if (l.find("The following argument") != std::string::npos || l.find("was not expected") != std::string::npos ||
+        l.find("is required") != std::string::npos)
+      return "run-plan rejected its command line: " + l.substr(l.find(']') == std::string::npos ? 0 : l.find(']') + 2);
+  return "";
+}
+
+// Verifies the case's expected placements against the shards the run dumped
+// (rank{r}.safetensors: each tensor's placements in the metadata).
+CheckOutcome checkExpectedPlacements(const RunSpec& spec, const std::string& shardDir) {
+  CheckOutcome c;
+  c.check = "expected_placements";
+  c.passed = true;
+  int compared = 0;
+  for (const auto& e : spec.expectedPlacements) {
+    std::vector<int> ranks = e.ranks;
+    if (ranks.empty())
+      for (int r = 0; r < spec.worldSize; ++r) ranks.push_back(r);
+    for (int rank : ranks) {
+      io::SafetensorsReader reader(moe::str(shardDir, "/rank", rank, ".safetensors"));
+      if (!reader.has(e.param)) {
+        c.passed = false;
+        c.explanation = moe::str("rank ", rank, ": ", e.param, " is not among the rank's parameters");
+        return c;
+      }
+      const auto meta = nlohmann::json::parse(reader.metadata().at(e.param));
+      const auto global = meta.at("global_shape").get<std::vector<int64_t>>();
+      if (e.placements) {
+        // Compare normalised placements: Shard(-1) and Shard(2) of a 3-d tensor are the same.
+        auto norm = [&](const std::string& text) {
+          auto ps = ref::parsePlacements(text);
+          for (auto& p : ps) p = p.normalized(static_cast<int64_t>(global.size()));
+          return ps;
+        };
+        const std::string actual = meta.at("placements").get<std::string>();
+        if (norm(actual) != norm(*e.placements)) {
+          c.passed = false;
+          c.explanation = moe::str("rank ", rank, ": ", e.param, " placements ", actual, " vs expected ", *e.placements);
+          return c;
+        }
+      }
+      if (e.localShape) {
+        const auto actual = reader.shape(e.param);
+        if (actual != *e.localShape) {
+          c.passed = false;
+          c.explanation = moe::str("rank ", rank, ": ", e.param, " local shape ",
+                                   nlohmann::json(actual).dump(), " vs expected ", nlohmann::json(*e.localShape).dump());
+          return c;
+        }
+      }
+      ++compared;
+    }
+  }
+  c.explanation = moe::str(compared, " (parameter, rank) placements and local shapes as the case expects");
+  c.measured = {{"compared", compared}};
+  return c;
+}
+
+// Fills steps, checks and the verdict from run-plan's result document.
+void readRunPlanResult(const RunSpec& spec, const nlohmann::json& j, const std::string& shardDir, RunResult& r) {
+  for (const auto& s : j.value("steps", nlohmann::json::array()))
+    r.steps.push_back({s.at("step").get<int>(), s.at("loss").get<double>(), s.at("reference_loss").get<double>(),
+                       s.value("ce", 0.0), s.value("reference_ce", 0.0), s.value("aux", 0.0),
+                       s.value("reference_aux", 0.0), s.value("grad_norm", 0.0), s.value("reference_grad_norm", 0.0)});
+  for (const auto& c : j.value("checks", nlohmann::json::array())) {
+    CheckOutcome o;
+    o.check = c.at("check").get<std::string>();
+    o.passed = c.at("passed").get<bool>();
+    o.explanation = c.value("explanation", "");
+    o.measured = c.value("measured", nlohmann::json::object());
+    o.requested = spec.checks.empty() || std::find(spec.checks.begin(), spec.checks.end(), o.check) != spec.checks.end();
+    r.checks.push_back(o);
+  }
+  for (const auto& want : spec.checks) {
+    bool found = false;
+    for (const auto& c : r.checks) found |= c.check == want;
+    if (!found) r.checks.push_back({want, false, true, "run-plan did not report this check", nlohmann::json::object()});
+  }
+  if (!spec.expectedPlacements.empty()) r.checks.push_back(checkExpectedPlacements(spec, shardDir));
+  r.collectives = j.value("step1_collectives_rank0", nlohmann::json::array());
+  r.timings = j.value("timings", nlohmann::json::object());
+  r.measuredMemory = j.value("measured_memory", nlohmann::json::object());
+  r.environment = j.value("environment", nlohmann::json::object());
+  r.status = Status::kPass;
+  for (const auto& c : r.checks)
+    if (c.requested && !c.passed) {
+      r.status = Status::kFail;
+      r.reason = c.check + ": " + c.explanation;
+      break;
+    }
+  // Without a check selection run-plan's own verdict counts too, so a check
+  // added to run-plan later can never fail unnoticed.
+  if (r.status == Status::kPass && spec.checks.empty() && !j.value("passed", true)) {
+    r.status = Status::kFail;
+    r.reason = "run-plan reported a failed check";
+  }
+}
+
+struct Progress {
+  std::mutex mu;
+  std::ostream* os;
+  int total;
+  std::atomic<int> done{0};
+  void line(const std::string& s) {
+    std::lock_guard<std::mutex> lock(mu);
+    *os << s << std::endl;
+  }
+};
+
+RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const std::string& workRoot,
+                 const std::string& cache, const std::string& binary, Progress& progress) {
+  RunResult r;
+  r.id = spec.id;
+  r.caseName = spec.caseName;
+  r.caseFile = spec.caseFile;
+  r.spec = spec.toJson();
+  r.lossTolerance = spec.tolerance.lossAbs;
+  const std::string backend = o.backend.empty() ? spec.backend : o.backend;
+  r.spec["backend"] = backend;
+  const std::string tag = moe::str("run ", index + 1, "/", progress.total, " ", spec.id);
+  if (backend == "nccl") {
+    std::string why;
+    if (!comm::ncclUsable(spec.worldSize, &why)) {
+      r.status = Status::kSkip;
+      r.reason = why;
+      return r;
+    }
+  }
+  const fs::path dir = fs::path(workRoot) / "runs" / spec.id;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  std::ofstream(dir / "config.json") << spec.model.dump(2) << "\n";
+  std::ofstream(dir / "plan.json") << spec.plan.dump(2) << "\n";
+  const std::string resultPath = (dir / "result.json").string();
+  std::vector<std::string> argv = {binary, "run-plan",
+                                   "--config", (dir / "config.json").string(),
+                                   "--mesh", spec.mesh.dump(),
+                                   "--plan", (dir / "plan.json").string(),
+                                   "--dtype", spec.dtype,
+                                   "--steps", std::to_string(spec.steps),
+                                   "--seed", std::to_string(spec.seed),
+                                   "--batch-size", std::to_string(spec.batchSize),
+                                   "--seq-len", std::to_string(spec.seqLen),
+                                   "--tolerance", spec.tolerance.toJson().dump(),
+                                   "--result-json", resultPath,
+                                   "--reference-cache", cache,
+                                   "--backend", backend};
+  // Defaults are not passed, so run-plan builds without these options still
+  // run every case that does not need them.
+  if (spec.wrapper != "none") argv.insert(argv.end(), {"--wrapper", spec.wrapper});
+  if (!spec.fsdpExperts.empty() && spec.wrapper != "none") argv.insert(argv.end(), {"--fsdp-experts", spec.fsdpExperts});
+  if (spec.loading != "shard_on_read") argv.insert(argv.end(), {"--load", spec.loading});
+  if (!spec.checkpoint.empty()) argv.insert(argv.end(), {"--checkpoint", spec.checkpoint});
+  const std::string shardDir = (dir / "shards").string();
+  if (!spec.expectedPlacements.empty()) argv.insert(argv.end(), {"--dump-shards", shardDir});
+
+  std::ofstream log(dir / "output.log");
+  std::deque<std::string> tail;
+  std::mutex tailMu;
+  static const std::regex stepRe("run-plan: step ([0-9]+)/([0-9]+)");
+  auto onLine = [&](const std::string& line) {
+    std::lock_guard<std::mutex> lock(tailMu);
+    log << line << "\n";
+    tail.push_back(line);
+    if (tail.size() > 60) tail.pop_front();
+    std::smatch m;
+    if (line.rfind("[rank 0]", 0) == 0 && std::regex_search(line, m, stepRe))
+      progress.line(moe::str(tag, ": step ", m[1].str(), "/", m[2].str()));
+  };
+  LineBuf outBuf(onLine), errBuf(onLine);
+  std::ostream out(&outBuf), err(&errBuf);
+  launch::LaunchOptions lo;
+  lo.nranks = spec.worldSize;
+  lo.timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.timeoutSeconds * 1000));
+  lo.out = &out;
+  lo.err = &err;
+  lo.quiet = true;
+  lo.traceDir = (dir / "trace").string();
+  lo.env["MOE_HARNESS_GIT_REVISION"] = gitRevision();
+  {
+    std::ostringstream cmd;
+    for (const auto& a : argv) cmd << (cmd.tellp() ? " '" : "'") << a << "'";
+    log << "# " << cmd.str() << "\n";
+  }
+  progress.line(moe::str(tag, ": started (", spec.worldSize, " ranks, mesh ", spec.mesh.dump(), ")"));
+  launch::LaunchResult lr;
+  try {
+    lr = launch::launchProgram(lo, argv);
+  } catch (const std::exception& e) {
+    r.status = Status::kError;
+    r.reason = moe::str("could not launch the job: ", e.what());
+    return r;
+  }
+  r.seconds = lr.seconds;
+  out.flush();
+  err.flush();
+  std::lock_guard<std::mutex> lock(tailMu);
+  nlohmann::json doc;
+  bool haveResult = false;
+  if (fs::exists(resultPath)) {
+    try {
+      std::ifstream in(resultPath);
+      in >> doc;
+      haveResult = true;
+    } catch (const nlohmann::json::exception& e) {
+      r.reason = moe::str("unreadable result ", resultPath, ": ", e.what());
+    }
+  }
+  // A finished run (its verdict written) with exit 0 or 1: the checks decide.
+  if (haveResult && !lr.timedOut && (lr.ok || lr.exitCode() == 1)) {
+    try {
+      readRunPlanResult(spec, doc, shardDir, r);
+    } catch (const std::exception& e) {
+      r.status = Status::kError;
+      r.reason = moe::str("could not read the run's result: ", e.what());
+    }
+    if (r.status != Status::kPass) r.log = lastLines(tail);
+    fs::remove_all(dir / "trace");
+    return r;
+  }
+  r.status = Status::kError;
+  const std::string userError = userErrorOf(tail);
+  const std::string firstSummaryLine = lr.summary.substr(0, lr.summary.find('\n'));
+  if (lr.timedOut || lr.desync) r.reason = firstSummaryLine.empty() ? "timed out" : firstSummaryLine;
+  else if (!userError.empty()) r.reason = userError;
+  else r.reason = firstSummaryLine.empty() ? moe::str("job failed with exit code ", lr.exitCode()) : firstSummaryLine;
+  r.log = lastLines(tail) + (lr.summary.empty() ? "" : "\n" + lr.summary + "\n");
+  const fs::path fr = fs::path(lr.traceDir.empty() ? (dir / "trace").string() : lr.traceDir) / "flight_recorder.json";
+  if (fs::exists(fr)) r.flightRecorder = fr.string();
+  return r;
+}
+
+RunResult brokenCaseResult(const CaseFile& c) {
+  RunResult r;
+  r.id = c.name;
+  r.caseName = c.name;
+  r.caseFile = c.path;
+  r.status = Status::kError;
+  r.reason = c.error;
+  r.spec = {{"case_file", c.path}, {"labels", c.labels}};
+  return r;
+}
+
+}  // namespace
+
+std::string gitRevision() {
+  static const std::string rev = [] {
+    const std::string dir = fs::path(defaultCasesDir()).parent_path().string();
+    std::string cmd = "git -C '" + dir + "' rev-parse --short=12 HEAD 2>/dev/null";
+    std::string out;
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+      char buf[128];
+      while (fgets(buf, sizeof(buf), p)) out += buf;
+      pclose(p);
+    }
+    while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+    if (out.empty()) return std::string("unknown");
+    // A dirty tree is not the commit it names.
+    std::string dirty;
+    cmd = "git -C '" + dir + "' status --porcelain --untracked-files=no 2>/dev/null";
+    if (FILE* p = popen(cmd.c_str(), "r")) {
+      char buf[256];
+      if (fgets(buf, sizeof(buf), p)) dirty = "-dirty";
+      pclose(p);
+    }
+    return out + dirty;
+  }();
+  return rev;
+}
+
+nlohmann::json localEnvironment(const std::string& backend) {
+  char host[256] = {};
+  gethostname(host, sizeof(host) - 1);
+  return {{"torch_version", TORCH_VERSION}, {"backend", backend}, {"git_revision", gitRevision()}, {"host", host}};
+}
+
+reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOptions& o) {
+  const auto t0 = std::chrono::steady_clock::now();
+  reports::Report report;
+  report.created = nowUtc();
+  report.environment = localEnvironment(o.backend.empty() ? "per case" : o.backend);
+  report.suite = {{"selection", o.selection},
+                  {"jobs", o.jobs},
+                  {"backend", o.backend.empty() ? "per case" : o.backend},
+                  {"runs", items.size()}};
+  const bool tempWork = o.workDir.empty();
+  std::string workRoot = o.workDir;
+  if (tempWork) {
+    char tmpl[] = "/tmp/moe-harness-run-XXXXXX";
+    if (!mkdtemp(tmpl)) fail("cannot create a temporary directory: ", strerror(errno));
+    workRoot = tmpl;
+  }
+  fs::create_directories(workRoot);
+  const std::string cache = o.referenceCache.empty() ? workRoot + "/reference-cache" : o.referenceCache;
+  const std::string binary = o.harnessBinary.empty() ? selfBinary() : o.harnessBinary;
+
+  Progress progress;
+  progress.os = o.progress ? o.progress : &std::cerr;
+  progress.total = static_cast<int>(items.size());
+  report.runs.resize(items.size());
+  std::atomic<size_t> next{0};
+  auto worker = [&] {
+    for (size_t i; (i = next++) < items.size();) {
+      const auto& item = items[i];
+      RunResult r = item.run ? runOne(*item.run, static_cast<int>(i), o, workRoot, cache, binary, progress)
+                             : brokenCaseResult(*item.brokenCase);
+      const int done = ++progress.done;
+      std::string line = moe::str("[", done, "/", progress.total, " done] ", reports::statusName(r.status), " ", r.id);
+      if (item.run && r.status != Status::kSkip) line += " (" + reports::formatSeconds(r.seconds) + ")";
+      if (r.status != Status::kPass) line += ": " + r.reason;
+      progress.line(line);
+      report.runs[i] = std::move(r);
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int j = 0; j < std::max(1, o.jobs); ++j) threads.emplace_back(worker);
+  for (auto& t : threads) t.join();
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  const auto t = report.totals();
+  std::ostringstream os;
+  os << "\nper-run times:\n";
+  for (const auto& r : report.runs)
+    os << "  " << reports::statusName(r.status) << "  " << r.id << "  " << reports::formatSeconds(r.seconds) << "\n";
+  os << "totals: " << t.pass << " pass, " << t.fail << " fail, " << t.error << " error, " << t.skip << " skip of "
+     << t.total() << " runs; suite time " << reports::formatSeconds(report.seconds) << " with " << o.jobs << " job(s)";
+  progress.line(os.str());
+  if (tempWork) {
+    if (t.error == 0) fs::remove_all(workRoot);
+    else progress.line("work files of the runs kept in " + workRoot);
+  }
+  return report;
+}
+
+}  // namespace moe::cases

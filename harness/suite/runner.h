@@ -1,0 +1,52 @@
+#pragma once
+// The case runner: every run of a suite in its own launched job of
+// `moe-harness run-plan` (exec'd ranks: a crashed, hung or aborted run cannot
+// take the runner down), results collected into one Report.
+//
+// Contract:
+//  - A broken case file becomes one `error` run (id = its name) with its
+//    reason; the other cases still run.
+//  - A run whose job crashes, hangs (timeout) or stops with a user error
+//    becomes `error` with the launcher's explanation (which rank, how it
+//    ended, its last collective) and the path of flight_recorder.json.
+//  - A run that finished is `pass` when every requested check passed and
+//    every expected placement matched, else `fail`.
+//  - nccl runs without usable GPUs are `skip` with the reason.
+//  - The single-device reference of each (config, dtype, seed, steps, batch,
+//    sequence length, checkpoint) is computed once per cache directory
+//    (run-plan --reference-cache).
+//  - Progress goes to `progress`: "run i/n ID: step s/N" while a run trains,
+//    one line per result as it finishes, and the totals with every run's time.
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "harness/suite/case_file.h"
+#include "reports/report.h"
+
+namespace moe::cases {
+
+struct RunnerOptions {
+  std::string harnessBinary;   // moe-harness to exec; "" = this process's binary
+  int jobs = 1;                // concurrent jobs
+  std::string backend;         // "" = each case's; "gloo" / "nccl" override
+  std::string workDir;         // per-run files (config, plan, result, output); "" = a temp dir, removed after
+  std::string referenceCache;  // "" = <workDir>/reference-cache
+  std::ostream* progress = nullptr;  // nullptr: std::cerr
+  nlohmann::json selection = nlohmann::json::object();  // recorded in the report's suite section
+};
+
+// One item of a suite: a run to do, or a case that could not be loaded.
+struct SuiteItem {
+  const RunSpec* run = nullptr;
+  const CaseFile* brokenCase = nullptr;
+};
+
+reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOptions& options);
+
+// The git revision of the source tree ("unknown" outside a repository).
+std::string gitRevision();
+// libtorch version, git revision and host of this machine, and `backend`.
+nlohmann::json localEnvironment(const std::string& backend);
+
+}  // namespace moe::cases

@@ -1,0 +1,133 @@
+#include "reference/train/reference_run.h"
+
+#include <filesystem>
+#include <fstream>
+#include <iomanip>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include "common/error.h"
+#include "reference/io/expert_layout.h"
+#include "reference/io/safetensors.h"
+#include "reference/model/init.h"
+
+namespace moe::ref {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+std::string hex64(uint64_t v) {
+  std::ostringstream os;
+  os << std::hex << std::setw(16) << std::setfill('0') << v;
+  return os.str();
+}
+
+json checksumsJson(const std::vector<TensorChecksum>& sums) {
+  json out = json::object();
+  for (const auto& c : sums)
+    out[c.name] = {{"sum", c.sum}, {"abs_sum", c.absSum}, {"fnv1a64", hex64(c.bitHash)}};
+  return out;
+}
+
+std::vector<std::pair<std::string, at::Tensor>> asList(const ParamMap& params) {
+  std::vector<std::pair<std::string, at::Tensor>> out;
+  for (const auto& item : params) out.emplace_back(item.key(), item.value().detach().contiguous());
+  return out;
+}
+
+void writeJson(const fs::path& path, const json& j) {
+  std::ofstream out(path);
+  if (!out) fail("reference: cannot write ", path.string());
+  out << j.dump(2) << "\n";
+  if (!out) fail("reference: error writing ", path.string());
+}
+
+}  // namespace
+
+ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config) {
+  fs::path file = path;
+  if (fs::is_directory(file)) file /= "model.safetensors";
+  if (!fs::exists(file)) fail("checkpoint ", file.string(), ": no such file");
+  io::SafetensorsReader reader(file.string());
+  io::FusedExpertView view(reader, io::FusedViewOptions{/*numExperts=*/config.numExperts});
+  ParamMap params;
+  std::set<std::string> expected;
+  for (const auto& spec : parameterSpecs(config)) {
+    expected.insert(spec.name);
+    if (!view.has(spec.name)) fail("checkpoint ", file.string(), ": missing tensor ", spec.name);
+    auto shape = view.shape(spec.name);
+    if (shape != spec.shape)
+      fail("checkpoint ", file.string(), ": tensor ", spec.name, " has shape ",
+           torch::IntArrayRef(shape), ", config expects ", torch::IntArrayRef(spec.shape));
+    params.insert(spec.name, view.read(spec.name).to(torch::kFloat));
+  }
+  for (const auto& name : view.names())
+    if (!expected.count(name) && !(config.tieWordEmbeddings && name == "lm_head.weight"))
+      fail("checkpoint ", file.string(), ": unexpected tensor ", name,
+           " (not a parameter of this config)");
+  return params;
+}
+
+void runReference(const ReferenceRunOptions& o) {
+  auto config = ModelConfig::fromFile(o.configPath);
+  if (!o.expertsImpl.empty()) {
+    config.expertsImplementation = o.expertsImpl;
+    config.validate();
+  }
+  TrainOptions train = o.train;
+  train.precision = parsePrecision(o.dtype);
+  if (train.steps < 1) fail("reference: --steps must be >= 1, got ", train.steps);
+  if (o.threads < 1) fail("reference: --threads must be >= 1, got ", o.threads);
+  at::set_num_threads(o.threads);
+
+  ParamMap initial = o.checkpoint.empty() ? initParameters(config, train.seed)
+                                          : loadCheckpoint(o.checkpoint, config);
+  auto result = moe::ref::train(config, initial, train);
+
+  fs::path out = o.outDir;
+  fs::create_directories(out);
+  writeJson(out / "config.json", config.toJson());
+  io::WriteOptions meta;
+  meta.metadata = {{"format", "pt"}};
+  io::writeSafetensors((out / "model.safetensors").string(), asList(result.initialParams), meta);
+  io::writeSafetensors((out / "grads_step1.safetensors").string(), asList(result.gradsStep1), meta);
+  io::writeSafetensors((out / "model_final.safetensors").string(), asList(result.finalParams), meta);
+  std::vector<std::pair<std::string, at::Tensor>> batches;
+  for (int64_t s = 1; s <= train.steps; ++s)
+    batches.emplace_back(str("step_", s), trainBatch(config, train, s));
+  io::writeSafetensors((out / "batches.safetensors").string(), batches, meta);
+
+  json steps = json::array();
+  for (const auto& st : result.steps)
+    steps.push_back({{"step", st.step},
+                     {"loss", st.loss},
+                     {"ce", st.ce},
+                     {"aux", st.aux},
+                     {"grad_norm", st.gradNorm},
+                     {"param_checksums", checksumsJson(st.paramChecksums)},
+                     {"grad_checksums", checksumsJson(st.gradChecksums)}});
+  const auto& a = train.adamw;
+  json hyper = {
+      {"steps", train.steps},
+      {"dtype", precisionName(train.precision)},
+      {"seed", train.seed},
+      {"batch_size", train.batchSize},
+      {"seq_len", train.seqLen},
+      {"init", o.checkpoint.empty() ? json("seeded") : json(o.checkpoint)},
+      {"init_std", kInitStd},
+      {"optimizer", {{"name", "AdamW"}, {"lr", a.lr}, {"betas", {a.beta1, a.beta2}},
+                     {"eps", a.eps}, {"weight_decay", a.weightDecay}}},
+      {"max_grad_norm", train.maxGradNorm},
+      {"router_aux_loss_coef", config.routerAuxLossCoef},
+      {"experts_implementation", config.expertsImplementation},
+      {"threads", o.threads},
+      {"grads_step1", "before clipping"},
+  };
+  writeJson(out / "losses.json", {{"hyperparameters", hyper},
+                                  {"environment", {{"libtorch", TORCH_VERSION}}},
+                                  {"steps", steps}});
+}
+
+}  // namespace moe::ref

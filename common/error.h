@@ -1,5 +1,5 @@
 #pragma once
-// The two error channels of the project (see ../shared/design.md):
+// The two error channels of the project (see docs/design.md):
 //  - HarnessError: user errors (config, case, checkpoint, CLI, impossible
 //    mesh, collective mismatch between ranks). Carries a context chain so the
 //    message names where the problem is ("case foo.json: mesh: ...").

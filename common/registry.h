@@ -10,6 +10,10 @@
 //      `kPluginKind`, e.g. "plan style", used in error messages).
 //   2. End the file with one registration line:
 //        MOE_REGISTER(PlanStyle, MyStyle);
+//      Arguments after the class are passed to its constructor, so a
+//      plug-in that is a function (a command, a mutant, a store factory) or
+//      plain data (a module-only style) needs no class of its own:
+//        MOE_REGISTER(Command, FunctionCommand, "run-plan", addRunPlanCommand);
 //   3. Add the file to its folder's source list in CMakeLists.txt.
 // Nothing else: the registry, the CLI listings, the case schema's name
 // lists and the ctest registrations read the registry.
@@ -95,13 +99,18 @@ class Registry {
 // The registration object MOE_REGISTER defines.
 template <typename Interface, typename T>
 struct Registrar {
-  Registrar() { Registry<Interface>::instance().add(std::make_unique<T>()); }
+  template <typename... Args>
+  explicit Registrar(Args&&... args) {
+    Registry<Interface>::instance().add(std::make_unique<T>(std::forward<Args>(args)...));
+  }
 };
 
 }  // namespace moe
 
 #define MOE_REGISTRY_CONCAT_(a, b) a##b
 #define MOE_REGISTRY_CONCAT(a, b) MOE_REGISTRY_CONCAT_(a, b)
-// One line per plug-in, at namespace scope in the plug-in's own file.
-#define MOE_REGISTER(Interface, Class) \
-  static const ::moe::Registrar<Interface, Class> MOE_REGISTRY_CONCAT(moe_registrar_, __COUNTER__)
+// One line per plug-in, at namespace scope in the plug-in's own file; any
+// further arguments go to Class's constructor.
+#define MOE_REGISTER(Interface, ...) MOE_REGISTER_IMPL_(Interface, __VA_ARGS__)
+#define MOE_REGISTER_IMPL_(Interface, Class, ...) \
+  static const ::moe::Registrar<Interface, Class> MOE_REGISTRY_CONCAT(moe_registrar_, __COUNTER__){__VA_ARGS__}

@@ -1,4 +1,8 @@
-// The report printers' registry (how to add one: printer.h).
+// The report printers' registry. How to add a printer (the project's one
+// plug-in idiom, common/registry.h): write reports/printers/<name>_printer.cpp
+// with a class deriving from ReportPrinter (printer.h), ending with
+// `MOE_REGISTER(ReportPrinter, MyPrinter);`. The printers/ folder is globbed
+// by CMake: nothing else to touch.
 #include <algorithm>
 #include <cstdio>
 #include <filesystem>

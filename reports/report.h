@@ -51,7 +51,7 @@ struct RunResult {
   nlohmann::json collectives = nlohmann::json::array();  // step-1 counters of rank 0
   nlohmann::json timings = nlohmann::json::object();     // run-plan's timings
   // run-plan's "measured_memory": per_rank at_step1/peak/after_last_step/
-  // declared/replicated bytes and the world ratios (README "Measured
+  // declared/replicated bytes and the world ratios (docs/measurements.md "Measured
   // memory"); empty when the run did not report it.
   nlohmann::json measuredMemory = nlohmann::json::object();
   double seconds = 0;                                     // wall time of the job

@@ -27,13 +27,9 @@ struct PlacementCheckOptions {
   double rtol = 0;  // values vs the checkpoint slice; 0, 0 = bitwise equal
   double atol = 0;
   bool compareValues = true;
-  // Styles that shard the parameter they name. A parameter with any other
-  // style (or none) must be Replicate() on every mesh dim and identical.
-  std::vector<std::string> shardingStyles = {
-      "colwise", "rowwise", "packed_colwise", "grouped_gemm",
-      "moe_tp_gate_up_colwise", "moe_tp_down_rowwise",
-      // data-parallel wrappers that shard what the plan left replicated
-      "fsdp"};
+  // Which parameters must be sharded is not listed here: each shard says
+  // whether its style declares sharding (ParamShard::shardedByStyle, from
+  // PlanStyle::shardsParameters), so a new style needs no entry anywhere.
   // Over which dims each unnamed parameter must be identical; first match
   // wins; a parameter no rule matches is compared over the whole world.
   std::vector<ReplicatedRule> replicated;

@@ -24,7 +24,7 @@
 //  - assertAccounted: afterLast <= declaredBytes + allowanceBytes. Off: bytes
 //    beyond the allowance are reported (measured "unaccounted_bytes") but do
 //    not fail. run-plan turns it on (`--allow-unaccounted-memory` turns it
-//    off): every wrapper holds exactly its declaration (README "Measured
+//    off): every wrapper holds exactly its declaration (docs/measurements.md "Measured
 //    memory").
 // Reported: per rank every input; over the world the measured ratio
 // sum(afterLast) / sum(replicatedBytes) next to the declared ratio

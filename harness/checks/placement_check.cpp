@@ -91,7 +91,6 @@ CheckResult checkPlacement(mesh::DeviceMesh& mesh, const std::vector<ParamShard>
   const int rank = world.globalRanks()[world.rank()];
   const std::vector<int> sizes = ref::meshSizes(mesh);
   const std::vector<int> coords = mesh.coords();
-  const auto& styles = options.shardingStyles;
   if (options.compareValues && !checkpoint) moe::fail("placement check: compareValues needs a checkpoint");
 
   Failures fails;
@@ -101,7 +100,7 @@ CheckResult checkPlacement(mesh::DeviceMesh& mesh, const std::vector<ParamShard>
   for (const ParamShard& p : shards) {
     const std::string& name = p.name;
     const std::string declared = ref::toString(p.placements);
-    const bool shardingStyle = std::find(styles.begin(), styles.end(), p.style) != styles.end();
+    const bool shardingStyle = p.shardedByStyle;
     ref::LocalLayout layout;
     try {
       layout = ref::computeLayout(p.globalShape, p.placements, sizes, coords);

@@ -279,28 +279,8 @@ void addDescribeCommand(CLI::App& app) { addDescribeCommandImpl(app); }
 }  // namespace moe::cases
 
 namespace moe::cli {
-namespace {
-class RunCommand : public FunctionCommand<moe::cases::addRunCommand> {
- public:
-  std::string name() const override { return "run"; }
-};
-class ListCommand : public FunctionCommand<moe::cases::addListCommand> {
- public:
-  std::string name() const override { return "list"; }
-};
-class ValidateCommand : public FunctionCommand<moe::cases::addValidateCommand> {
- public:
-  std::string name() const override { return "validate"; }
-};
-class DescribeCommand : public FunctionCommand<moe::cases::addDescribeCommand> {
- public:
-  std::string name() const override { return "describe"; }
-};
-}  // namespace
-
-MOE_REGISTER(Command, RunCommand);
-MOE_REGISTER(Command, ListCommand);
-MOE_REGISTER(Command, ValidateCommand);
-MOE_REGISTER(Command, DescribeCommand);
-
+MOE_REGISTER(Command, FunctionCommand, "run", moe::cases::addRunCommand);
+MOE_REGISTER(Command, FunctionCommand, "list", moe::cases::addListCommand);
+MOE_REGISTER(Command, FunctionCommand, "validate", moe::cases::addValidateCommand);
+MOE_REGISTER(Command, FunctionCommand, "describe", moe::cases::addDescribeCommand);
 }  // namespace moe::cli

@@ -2,9 +2,10 @@
 // Subcommands of `moe-harness`, plug-ins of the Command interface (the
 // project's one registry idiom, common/registry.h).
 //
-// How to add a command: write harness/cli/<name>_command.cpp with a class
-// deriving from Command whose add() creates the subcommand and its callback
-// on the app, end the file with `MOE_REGISTER(Command, MyCommand);`, and add
+// How to add a command: write harness/cli/<name>_command.cpp with a
+// function that creates the subcommand and its callback on the app (or a
+// class deriving from Command), end the file with
+// `MOE_REGISTER(Command, FunctionCommand, "<name>", addMyCommand);`, and add
 // the file to moe_cli in CMakeLists.txt. main.cpp adds every registered
 // command. Callbacks report their result by throwing CommandExit(code) or
 // returning normally (exit code 0).
@@ -30,11 +31,17 @@ class Command {
 };
 
 // A command whose subcommand is created by a free function (the function
-// stays callable on its own, e.g. by a test driver).
-template <void (*AddFn)(CLI::App&)>
+// stays callable on its own, e.g. by a test driver):
+//   MOE_REGISTER(Command, FunctionCommand, "run-plan", addRunPlanCommand);
 class FunctionCommand : public Command {
  public:
-  void add(CLI::App& app) const override { AddFn(app); }
+  FunctionCommand(std::string name, void (*addFn)(CLI::App&)) : name_(std::move(name)), addFn_(addFn) {}
+  std::string name() const override { return name_; }
+  void add(CLI::App& app) const override { addFn_(app); }
+
+ private:
+  std::string name_;
+  void (*addFn_)(CLI::App&);
 };
 
 void addLaunchCommand(CLI::App& app);

@@ -38,13 +38,5 @@ void addCompareCommand(CLI::App& app) {
 }  // namespace moe::reports
 
 namespace moe::cli {
-namespace {
-class CompareCommand : public FunctionCommand<moe::reports::addCompareCommand> {
- public:
-  std::string name() const override { return "compare"; }
-};
-}  // namespace
-
-MOE_REGISTER(Command, CompareCommand);
-
+MOE_REGISTER(Command, FunctionCommand, "compare", moe::reports::addCompareCommand);
 }  // namespace moe::cli

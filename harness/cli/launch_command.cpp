@@ -45,13 +45,5 @@ void addLaunchCommand(CLI::App& app) {
 }  // namespace moe::cli
 
 namespace moe::cli {
-namespace {
-class LaunchCommand : public FunctionCommand<moe::cli::addLaunchCommand> {
- public:
-  std::string name() const override { return "launch"; }
-};
-}  // namespace
-
-MOE_REGISTER(Command, LaunchCommand);
-
+MOE_REGISTER(Command, FunctionCommand, "launch", moe::cli::addLaunchCommand);
 }  // namespace moe::cli

@@ -1,5 +1,10 @@
-// moe-harness: the command-line entry point. Every subcommand is a Command
-// plug-in (commands.h says how to add one); exit codes: README "Exit codes".
+// moe-harness: the command-line entry point. Exit codes: README "Exit codes".
+// How to add a subcommand (the project's one plug-in idiom,
+// common/registry.h): write harness/cli/<name>_command.cpp with a function
+// creating the subcommand, end it with
+// `MOE_REGISTER(Command, FunctionCommand, "<name>", addMyCommand);`
+// (commands.h) and add the file to moe_cli in harness/cli/CMakeLists.txt.
+// This file adds every registered command.
 #include <iostream>
 
 #include "common/error.h"

@@ -120,13 +120,5 @@ void addMutateCommand(CLI::App& app) {
 }  // namespace moe::mutants
 
 namespace moe::cli {
-namespace {
-class MutateCommand : public FunctionCommand<moe::mutants::addMutateCommand> {
- public:
-  std::string name() const override { return "mutate"; }
-};
-}  // namespace
-
-MOE_REGISTER(Command, MutateCommand);
-
+MOE_REGISTER(Command, FunctionCommand, "mutate", moe::mutants::addMutateCommand);
 }  // namespace moe::cli

@@ -39,13 +39,5 @@ void addReferenceCommand(CLI::App& app) {
 }  // namespace moe::ref
 
 namespace moe::cli {
-namespace {
-class ReferenceCommand : public FunctionCommand<moe::ref::addReferenceCommand> {
- public:
-  std::string name() const override { return "reference"; }
-};
-}  // namespace
-
-MOE_REGISTER(Command, ReferenceCommand);
-
+MOE_REGISTER(Command, FunctionCommand, "reference", moe::ref::addReferenceCommand);
 }  // namespace moe::cli

@@ -49,13 +49,5 @@ void addRunPlanCommand(CLI::App& app) {
 }  // namespace moe::cli
 
 namespace moe::cli {
-namespace {
-class RunPlanCommand : public FunctionCommand<moe::cli::addRunPlanCommand> {
- public:
-  std::string name() const override { return "run-plan"; }
-};
-}  // namespace
-
-MOE_REGISTER(Command, RunPlanCommand);
-
+MOE_REGISTER(Command, FunctionCommand, "run-plan", moe::cli::addRunPlanCommand);
 }  // namespace moe::cli

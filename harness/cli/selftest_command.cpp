@@ -161,13 +161,5 @@ void addSelftestCommand(CLI::App& app) {
 }  // namespace moe::cli
 
 namespace moe::cli {
-namespace {
-class SelftestCommand : public FunctionCommand<moe::cli::addSelftestCommand> {
- public:
-  std::string name() const override { return "selftest"; }
-};
-}  // namespace
-
-MOE_REGISTER(Command, SelftestCommand);
-
+MOE_REGISTER(Command, FunctionCommand, "selftest", moe::cli::addSelftestCommand);
 }  // namespace moe::cli

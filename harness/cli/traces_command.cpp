@@ -39,13 +39,5 @@ void addTracesCommand(CLI::App& app) {
 }  // namespace moe::cli
 
 namespace moe::cli {
-namespace {
-class TracesCommand : public FunctionCommand<moe::cli::addTracesCommand> {
- public:
-  std::string name() const override { return "traces"; }
-};
-}  // namespace
-
-MOE_REGISTER(Command, TracesCommand);
-
+MOE_REGISTER(Command, FunctionCommand, "traces", moe::cli::addTracesCommand);
 }  // namespace moe::cli

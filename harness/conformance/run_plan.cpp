@@ -98,11 +98,8 @@ checks::CheckResult checkDispatchVolume(comm::Communicator& world, const ModelCo
                                         const TrainOptions& t, int64_t sentRows) {
   checks::CheckResult r;
   r.check = "communication";
-  bool sp = false, ep = false;
-  for (const auto& [module, flags] : plan.moduleComm) {
-    sp |= (flags & plan::kSequenceParallel) != 0;
-    ep |= (flags & plan::kEpDispatch) != 0;
-  }
+  const bool sp = !plan.dimsDeclaring([](const plan::ModuleComm& c) { return c.sequenceParallel; }).empty();
+  const bool ep = !plan.dimsDeclaring([](const plan::ModuleComm& c) { return c.dispatchTokens; }).empty();
   at::Tensor total = at::full({1}, sentRows, at::kLong);
   world.allReduce(total);
   const int64_t measured = total.item<int64_t>();

@@ -45,7 +45,7 @@ struct RunPlanOptions {
   std::string fsdpExperts = "edp";
   double expectMemoryFactor = 0;
   // measured_memory: undeclared bytes after a step fail the check unless
-  // allowed (every wrapper holds exactly its declaration, README "Measured memory").
+  // allowed (every wrapper holds exactly its declaration, docs/measurements.md "Measured memory").
   bool allowUnaccountedMemory = false;
   std::string mutant;  // recorded in the result; the caller activates it (harness/mutate)
 };

@@ -30,14 +30,15 @@ class Mutant {
   std::string name() const { return def().spec.name; }
 };
 
-// A mutant defined by a factory function (built once, on first use).
-template <MutantDef (*Make)()>
+// A mutant defined by a factory function:
+//   MOE_REGISTER(Mutant, FunctionMutant, makeMyMutant);
 class FunctionMutant : public Mutant {
  public:
-  const MutantDef& def() const override {
-    static const MutantDef d = Make();
-    return d;
-  }
+  explicit FunctionMutant(MutantDef (*make)()) : def_(make()) {}
+  const MutantDef& def() const override { return def_; }
+
+ private:
+  MutantDef def_;
 };
 
 // A run-plan job on tiny_moe.json in fp32: `plan` names cases/plans/<plan>.json,

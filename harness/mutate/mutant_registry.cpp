@@ -10,8 +10,7 @@
 //     reference/mutants/mutation_points.h and one
 //     `if (auto f = mutants::points().x) ...` at the site in the correct code.
 //  2. End the file with its registration line:
-//       class <Name>Mutant final : public FunctionMutant<make<Name>Mutant> {};
-//       MOE_REGISTER(Mutant, <Name>Mutant);
+//       MOE_REGISTER(Mutant, FunctionMutant, make<Name>Mutant);
 //     The folder is globbed and the ctest `mutation.<name>` comes from the
 //     registry (`moe-harness mutate --ctest`): nothing else to touch.
 //  3. Run `moe-harness mutate --mutants <name>`: it must report "killed" by

@@ -10,6 +10,8 @@
 #include "reference/mutants/mutation_points.h"
 #include "reference/parallel/comm_ops.h"
 #include "reference/parallel/ep_dispatch.h"
+#include "reference/parallel/layer_plan.h"
+#include "reference/parallel/step_comm.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/placement/layout.h"
 
@@ -60,10 +62,6 @@ BatchRows batchRowsOf(const mesh::MeshShape& mesh, int rank, int64_t batchSize) 
 
 namespace {
 
-bool endsWith(const std::string& s, const std::string& suf) {
-  return s.size() >= suf.size() && s.compare(s.size() - suf.size(), suf.size(), suf) == 0;
-}
-
 int64_t sum(const std::vector<int64_t>& v) {
   int64_t s = 0;
   for (auto x : v) s += x;
@@ -84,6 +82,8 @@ struct DistTrainer::Impl {
   DispatchStats dispatch;
 
   std::shared_ptr<comm::Communicator> tp, ep, stats;
+  ModelPlan model;                 // what the styles declared (layer_plan.h)
+  std::vector<LayerPlan> layers;   // model.layers
   std::vector<std::string> dpDims;
   bool sp = false;
   int tpSize = 1, epSize = 1;
@@ -101,7 +101,9 @@ struct DistTrainer::Impl {
     epSize = mesh.size("ep");
     for (const auto& d : mesh.dims())
       if (d.name != "tp") dpDims.push_back(d.name);
-    sp = tpSize > 1 && plan.any(::moe::plan::kSequenceParallel);
+    model = readModelPlan(plan, mesh.shape(), config);
+    sp = model.sp;
+    layers = model.layers;
     auto statDims = dpDims;
     if (sp) statDims.push_back("tp");
     stats = mesh.comm(statDims);
@@ -129,79 +131,12 @@ struct DistTrainer::Impl {
       if (auto f = mutants::points().gradReduction) f(pp, sp, red);
       so.reductions.push_back(red);
     }
-    validatePlan();
     store = makeParamStore(distOptions.wrapper, so);
   }
 
-  int64_t layerOf(const std::string& name) const {
-    const std::string pre = "model.layers.";
-    if (name.rfind(pre, 0) != 0) return -1;
-    return std::stoll(name.substr(pre.size()));
-  }
-
-  bool attnTp(int64_t layer) const {
-    return tpSize > 1 && plan.has(ref::layerPrefix(layer) + "self_attn.q_proj", ::moe::plan::kCopyInputTp);
-  }
-
-  // The tp ranks' gradients of this tp-replicated parameter are partial sums.
-  bool tpPartial(const std::string& name) const {
-    if (tpSize <= 1) return false;
-    if (sp) return true;
-    const int64_t layer = layerOf(name);
-    return layer >= 0 && attnTp(layer) &&
-           (endsWith(name, "q_norm.weight") || endsWith(name, "k_norm.weight"));
-  }
-
-  bool shardedOn(const std::string& name, const std::string& dim) const {
-    const int i = mesh.shape().index(dim);
-    return i >= 0 && mesh.dims()[i].size > 1 && plan.param(name).placements[i].isSharded();
-  }
-
-  void validatePlan() const {
-    auto need = [&](bool cond, const std::string& what) {
-      if (!cond) fail("plan: ", what);
-    };
-    for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
-      const auto p = ref::layerPrefix(i);
-      const bool qTp = shardedOn(p + "self_attn.q_proj.weight", "tp");
-      need(qTp == shardedOn(p + "self_attn.k_proj.weight", "tp") &&
-               qTp == shardedOn(p + "self_attn.v_proj.weight", "tp") &&
-               qTp == shardedOn(p + "self_attn.o_proj.weight", "tp"),
-           p + "self_attn: q/k/v_proj and o_proj must be sharded over tp together");
-      need(!qTp || (attnTp(i) && plan.has(p + "self_attn.o_proj", ::moe::plan::kAllReduceOutputTp)),
-           p + "self_attn: tp-sharded attention needs colwise q/k/v and rowwise o_proj");
-      if (sp) need(qTp, p + "self_attn: sequence_parallel needs tensor-parallel attention");
-      if (config.isMoeLayer(i)) {
-        const bool moeTp = shardedOn(p + "mlp.experts.gate_up_proj", "tp");
-        need(moeTp == shardedOn(p + "mlp.experts.down_proj", "tp"),
-             p + "mlp.experts: gate_up_proj and down_proj must be sharded over tp together");
-        need(!moeTp || plan.has(p + "mlp.experts", ::moe::plan::kExpertsAllReduceTp),
-             p + "mlp.experts: tp-sharded experts need moe_experts_allreduce");
-        const bool epSharded = shardedOn(p + "mlp.experts.gate_up_proj", "ep");
-        need(epSharded == shardedOn(p + "mlp.experts.down_proj", "ep"),
-             p + "mlp.experts: gate_up_proj and down_proj must be sharded over ep together");
-        need(!epSharded || plan.has(p + "mlp.gate", ::moe::plan::kEpDispatch),
-             p + "mlp: ep-sharded experts need ep_router on mlp.gate");
-        need(epSharded || !plan.has(p + "mlp.gate", ::moe::plan::kEpDispatch) || epSize == 1,
-             p + "mlp.gate: ep_router needs grouped_gemm experts");
-        need(!shardedOn(p + "mlp.gate.weight", "tp"), p + "mlp.gate: the router must stay replicated");
-      } else {
-        const bool mTp = shardedOn(p + "mlp.gate_proj.weight", "tp");
-        need(mTp == shardedOn(p + "mlp.up_proj.weight", "tp") &&
-                 mTp == shardedOn(p + "mlp.down_proj.weight", "tp"),
-             p + "mlp: gate/up/down_proj must be sharded over tp together");
-        need(!mTp || (plan.has(p + "mlp.gate_proj", ::moe::plan::kCopyInputTp) &&
-                      plan.has(p + "mlp.down_proj", ::moe::plan::kAllReduceOutputTp)),
-             p + "mlp: tp needs colwise gate/up_proj and rowwise down_proj");
-        if (sp) need(mTp, p + "mlp: sequence_parallel needs tensor-parallel dense MLPs");
-      }
-    }
-    for (const auto& n : {"model.embed_tokens.weight", "lm_head.weight", "model.norm.weight"})
-      for (const auto& pp : plan.params)
-        if (pp.name == n)
-          for (const auto& pl : pp.placements)
-            need(!pl.isSharded(), std::string(n) + ": the distributed model keeps it replicated");
-  }
+  // The tp ranks' gradients of this tp-replicated parameter are partial
+  // sums (layer_plan.h).
+  bool tpPartial(const std::string& name) const { return model.tpPartial(name, tpSize); }
 
   // The weight to compute with in dtype dt: fetched from the store in fp32
   // once per step, rounded straight-through (partial_sums.h: weight
@@ -267,8 +202,8 @@ struct DistTrainer::Impl {
     auto xt = x.reshape({b * sl, h});
     auto router = ref::routeTokens(xt, w(p + "mlp.gate.weight", dt), config);
     routerLogits.push_back(router.logits);
-    const bool moeTp = shardedOn(p + "mlp.experts.gate_up_proj", "tp");
-    const bool epOn = shardedOn(p + "mlp.experts.gate_up_proj", "ep");
+    const bool moeTp = layers[static_cast<size_t>(layer)].moeTp;
+    const bool epOn = layers[static_cast<size_t>(layer)].epOn;
     auto idx = router.routing.topkIdx, wts = router.routing.topkWeights, xe = xt;
     const auto pieces = chunkSizes(options.seqLen, tpSize);
     // Grouped experts keep their tp partial sums in fp32 (partial_sums.h).
@@ -351,7 +286,7 @@ struct DistTrainer::Impl {
     for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
       const auto p = ref::layerPrefix(i);
       auto x = ref::rmsNorm(h, w(p + "input_layernorm.weight", torch::kFloat), config.rmsNormEps);
-      const bool aTp = shardedOn(p + "self_attn.q_proj.weight", "tp");
+      const bool aTp = layers[static_cast<size_t>(i)].attnTp;
       const auto aPs = aTp ? tpPartialSums(dt) : ref::PartialSums{};
       auto a = ref::attentionForward(aTp ? tpEnter(x, aPs, pieces) : x, attentionParams(p, dt), p, config, dt, aPs);
       if (aTp) a = tpExit(a, pieces, dt);
@@ -361,7 +296,7 @@ struct DistTrainer::Impl {
       if (config.isMoeLayer(i)) {
         m = moeLayer(x, i, dt, routerLogits);
       } else {
-        const bool mTp = shardedOn(p + "mlp.gate_proj.weight", "tp");
+        const bool mTp = layers[static_cast<size_t>(i)].mlpTp;
         const auto mPs = mTp ? tpPartialSums(dt) : ref::PartialSums{};
         m = ref::swiglu(mTp ? tpEnter(x, mPs, pieces) : x, w(p + "mlp.gate_proj.weight", dt),
                         w(p + "mlp.up_proj.weight", dt), w(p + "mlp.down_proj.weight", dt), mPs);
@@ -451,105 +386,9 @@ struct DistTrainer::Impl {
     return rec;
   }
 
-
   std::vector<CommExpectation> expectedStepComm() const {
-    std::map<std::pair<std::string, comm::OpType>, CommExpectation> acc;
-    // bytes < 0: depends on the routing, only the call is counted.
-    auto add = [&](const comm::Communicator& g, comm::OpType op, int64_t payloadBytes) {
-      auto& e = acc[{g.name(), op}];
-      if (e.calls == 0) {
-        e.group = g.name();
-        e.op = op;
-        e.bytesSent = 0;
-      }
-      ++e.calls;
-      if (payloadBytes < 0 || !e.bytesSent) e.bytesSent.reset();
-      else *e.bytesSent += comm::ringBytesSent(op, payloadBytes, g.size());
-    };
-    using comm::OpType;
-    const auto dt = ref::computeDtype(options.precision);
-    const int64_t esize = static_cast<int64_t>(c10::elementSize(dt));
-    const auto rows = batchRowsOf(mesh.shape(), mesh.world()->rank(), options.batchSize);
-    const int64_t tokens = rows.length * options.seqLen, hidden = config.hiddenSize;
-    // tp modules move [Bl, S, H] activations and their gradients in fp32
-    // when the compute dtype is narrower (their partial sums, see tpEnter).
-    const int64_t tpAct = tokens * hidden * (tpPartialSums(dt).wideInput ? 4 : esize);
-    const int64_t k = config.numExpertsPerTok;
-    const int64_t wsize = static_cast<int64_t>(c10::elementSize(kernels::routingDtype(dt)));
-    size_t epLayer = 0;  // index into dispatch.rowsReceivedPerLayer
-    // A tp-sharded linear pair (colwise in, rowwise out) around one module.
-    auto tpModule = [&] {
-      if (sp) {
-        add(*tp, OpType::kAllGather, tpAct);      // sequence gather of the input
-        add(*tp, OpType::kReduceScatter, tpAct);  // its adjoint
-        add(*tp, OpType::kReduceScatter, tpAct);  // output to the sequence shards
-        add(*tp, OpType::kAllGather, tpAct);      // its adjoint
-      } else {
-        add(*tp, OpType::kAllReduce, tpAct);  // rowwise Partial output
-        add(*tp, OpType::kAllReduce, tpAct);  // colwise input gradient
-      }
-    };
-    for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
-      const auto p = ref::layerPrefix(i);
-      if (shardedOn(p + "self_attn.q_proj.weight", "tp")) tpModule();
-      if (!config.isMoeLayer(i)) {
-        if (shardedOn(p + "mlp.gate_proj.weight", "tp")) tpModule();
-        continue;
-      }
-      const bool moeTp = shardedOn(p + "mlp.experts.gate_up_proj", "tp");
-      const bool epOn = shardedOn(p + "mlp.experts.gate_up_proj", "ep");
-      const bool loop = config.expertsImplementation == "loop";
-      // Grouped experts keep fp32 partial sums; the loop computes in dt.
-      const int64_t moeAct = loop ? tokens * hidden * esize : tpAct;
-      if (moeTp && sp) {
-        add(*tp, OpType::kAllGather, moeAct);                // x
-        add(*tp, OpType::kReduceScatter, moeAct);            // x's adjoint
-        add(*tp, OpType::kAllGather, tokens * k * 8);        // top-k ids (int64)
-        add(*tp, OpType::kAllGather, tokens * k * wsize);    // top-k weights
-        add(*tp, OpType::kReduceScatter, tokens * k * wsize);  // their adjoint
-        add(*tp, OpType::kReduceScatter, moeAct);            // output
-        add(*tp, OpType::kAllGather, moeAct);                // output's adjoint
-      } else if (moeTp) {
-        add(*tp, OpType::kAllReduce, moeAct);  // expert input gradient
-        if (loop) {
-          add(*tp, OpType::kAllReduce, moeAct);  // combined output
-          add(*tp, OpType::kAllReduce, tokens * k * wsize);  // routing-weight gradient
-        } else {
-          // per expert row: [T*k, H] rows without EP; with EP the rows this
-          // rank's experts received in this step's dispatch
-          int64_t rowsHere = tokens * k;
-          if (epOn)
-            rowsHere = epLayer < dispatch.rowsReceivedPerLayer.size() ? dispatch.rowsReceivedPerLayer[epLayer] : -1;
-          add(*tp, OpType::kAllReduce, rowsHere < 0 ? -1 : rowsHere * moeAct / tokens);
-        }
-      }
-      if (epOn) {
-        for (int c = 0; c < 5; ++c) add(*ep, OpType::kAllToAll, -1);
-        ++epLayer;
-      }
-    }
-    // Loss statistics in the routing/statistics dtype (fp32 for fp32 and bf16).
-    add(*stats, OpType::kAllReduce, wsize);  // ce sum
-    if (config.numMoeLayers() > 0) {
-      add(*stats, OpType::kAllReduce, k * config.numExperts * wsize);  // selection counts [k, E]
-      add(*stats, OpType::kAllReduce, config.numExperts * wsize);      // probability sums [E]
-      add(*stats, OpType::kAllReduce, 8);                              // token count (double)
-    }
-    // The wrapper's collectives (gathers, gradient reductions) on its own
-    // groups, as the store computes them (param_store.h expectedStepComm).
-    for (const auto& e : store->expectedStepComm()) {
-      auto& a = acc[{e.group, e.op}];
-      if (a.calls == 0) a = e;
-      else {
-        a.calls += e.calls;
-        if (a.bytesSent && e.bytesSent) *a.bytesSent += *e.bytesSent;
-        else a.bytesSent.reset();
-      }
-    }
-    add(*mesh.world(), OpType::kAllReduce, 8);  // grad norm (double)
-    std::vector<CommExpectation> out;
-    for (auto& [key, e] : acc) out.push_back(e);
-    return out;
+    StepCommInputs in{config, options, mesh, layers, sp, *tp, *ep, *stats, *store, dispatch};
+    return parallel::expectedStepComm(in);
   }
 };
 

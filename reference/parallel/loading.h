@@ -39,10 +39,10 @@
 //    locally), but under rank0_broadcast only rank 0 reads non-EP tensors.
 //
 // How to add a loading path (the project's one plug-in idiom,
-// common/registry.h): a class deriving from Loader below whose load() meets
-// the contract above, in its own file under reference/parallel/, ending with
-// `MOE_REGISTER(Loader, MyLoader);`, and a case in tests/loading_test.cpp
-// (every registered path runs there).
+// common/registry.h): a function meeting the contract above (or a class
+// deriving from Loader below), in its own file under reference/parallel/,
+// ending with `MOE_REGISTER(Loader, FunctionLoader, "<name>", loadMine);`;
+// tests/loading_test.cpp runs every registered path.
 #include <ATen/ATen.h>
 #include <c10/util/Optional.h>
 
@@ -135,6 +135,20 @@ class Loader {
   // options: validated by loadParams (source, mesh, plan set; world set and
   // spanning the mesh).
   virtual ref::ParamMap load(const LoadOptions& options) const = 0;
+};
+
+// A loading path that is a function:
+//   MOE_REGISTER(Loader, FunctionLoader, "shard_on_read", loadShardOnRead);
+class FunctionLoader : public Loader {
+ public:
+  using Load = ref::ParamMap (*)(const LoadOptions&);
+  FunctionLoader(std::string name, Load load) : name_(std::move(name)), load_(load) {}
+  std::string name() const override { return name_; }
+  ref::ParamMap load(const LoadOptions& options) const override { return load_(options); }
+
+ private:
+  std::string name_;
+  Load load_;
 };
 
 }  // namespace moe::parallel

@@ -1,3 +1,9 @@
+// How to add a store (a data-parallel wrapper; the project's one plug-in
+// idiom, common/registry.h): write stores/<name>_store.cpp with the store
+// class (meeting param_store.h's contract) and the function creating it,
+// ending with `MOE_REGISTER(StoreFactory, FunctionStoreFactory, "<name>",
+// make<Name>Store);`. The
+// stores/ folder is globbed by CMake: nothing else to touch.
 #include "reference/parallel/param_store.h"
 
 #include <algorithm>
@@ -7,12 +13,6 @@
 #include "reference/placement/layout.h"
 
 namespace moe::parallel {
-
-// How to add a store (a data-parallel wrapper; the project's one plug-in
-// idiom, common/registry.h): write stores/<name>_store.cpp with the store
-// class (meeting param_store.h's contract) and a StoreFactory that creates
-// it, ending with `MOE_REGISTER(StoreFactory, MyStoreFactory);`. The
-// stores/ folder is globbed by CMake: nothing else to touch.
 
 std::vector<std::string> paramStoreNames() { return Registry<StoreFactory>::instance().names(); }
 
@@ -29,6 +29,7 @@ ParamShard planShard(const plan::ParamPlacement& pp, const torch::Tensor& local)
   s.placements = pp.placements;
   s.globalShape = pp.globalShape;
   s.style = pp.primaryStyle();
+  s.shardedByStyle = pp.shardedByStyle();
   s.isExpert = pp.isExpert;
   return s;
 }
@@ -169,13 +170,6 @@ std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options
   return std::make_unique<ReplicatedStore>(options);
 }
 
-namespace {
-class ReplicatedStoreFactory : public StoreFactory {
- public:
-  std::string name() const override { return "none"; }
-  std::unique_ptr<ParamStore> make(const ParamStoreOptions& o) const override { return makeReplicatedStore(o); }
-};
-}  // namespace
-MOE_REGISTER(StoreFactory, ReplicatedStoreFactory);
+MOE_REGISTER(StoreFactory, FunctionStoreFactory, "none", makeReplicatedStore);
 
 }  // namespace moe::parallel

@@ -134,6 +134,20 @@ class StoreFactory {
   virtual std::unique_ptr<ParamStore> make(const ParamStoreOptions& options) const = 0;
 };
 
+// A store created by a function:
+//   MOE_REGISTER(StoreFactory, FunctionStoreFactory, "fsdp", makeFsdpStore);
+class FunctionStoreFactory : public StoreFactory {
+ public:
+  using Make = std::unique_ptr<ParamStore> (*)(const ParamStoreOptions&);
+  FunctionStoreFactory(std::string name, Make make) : name_(std::move(name)), make_(make) {}
+  std::string name() const override { return name_; }
+  std::unique_ptr<ParamStore> make(const ParamStoreOptions& o) const override { return make_(o); }
+
+ private:
+  std::string name_;
+  Make make_;
+};
+
 // The built-in stores' constructors (each file registers its factory).
 std::unique_ptr<ParamStore> makeReplicatedStore(const ParamStoreOptions& options);
 std::unique_ptr<ParamStore> makeFsdpStore(const ParamStoreOptions& options);

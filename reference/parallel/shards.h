@@ -22,6 +22,10 @@ struct ParamShard {
   std::vector<ref::Placement> placements; // one per mesh dim, in mesh-dim order
   std::vector<int64_t> globalShape;
   std::string style;                      // plan style that placed it ("" = none: must be replicated)
+  // The style (or wrapper) that placed it declares that it shards it
+  // (PlanStyle::shardsParameters): the placement check fails a parameter
+  // that then ends up whole, and requires every other one to be replicated.
+  bool shardedByStyle = false;
   bool isExpert = false;                  // fused expert tensor ([E, ...] on dim 0)
   // isExpert only: the global expert index of each local row of dim 0 as the
   // model routes tokens to them. Empty = derived from the placements; when

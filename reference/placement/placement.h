@@ -1,6 +1,6 @@
 #pragma once
 // Placement: how one mesh dim lays out a tensor (PyTorch DTensor semantics,
-// see ../shared/design.md "Placements").
+// see docs/styles.md "Placements").
 //
 //  - Replicate():           every rank of the mesh dim holds the whole value.
 //  - Shard(d):              dim d is split like torch.chunk over the mesh dim:

@@ -1,5 +1,6 @@
 #include "reference/plan/plan.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -87,21 +88,46 @@ std::string ParamPlacement::primaryStyle() const {
   return "";
 }
 
+bool ParamPlacement::shardedByStyle() const {
+  const std::string s = primaryStyle();
+  return !s.empty() && findStyle(s).shardsParameters();
+}
+
 const ParamPlacement& AppliedPlan::param(const std::string& name) const {
   for (const auto& p : params)
     if (p.name == name) return p;
   fail("applied plan: no parameter named ", name);
 }
 
-uint32_t AppliedPlan::comm(const std::string& module) const {
+ModuleComm AppliedPlan::comm(const std::string& module, const std::string& dim) const {
   auto it = moduleComm.find(module);
-  return it == moduleComm.end() ? 0u : it->second;
+  if (it == moduleComm.end()) return {};
+  auto d = it->second.find(dim);
+  return d == it->second.end() ? ModuleComm{} : d->second;
 }
 
-bool AppliedPlan::any(uint32_t flag) const {
-  for (const auto& [m, f] : moduleComm)
-    if (f & flag) return true;
-  return false;
+ModuleComm AppliedPlan::comm(const std::string& module) const {
+  ModuleComm out;
+  auto it = moduleComm.find(module);
+  if (it != moduleComm.end())
+    for (const auto& [dim, c] : it->second) out |= c;
+  return out;
+}
+
+std::vector<std::string> AppliedPlan::dimsDeclaring(bool (*pred)(const ModuleComm&)) const {
+  std::vector<std::string> dims;
+  for (const auto& [module, byDim] : moduleComm)
+    for (const auto& [dim, c] : byDim)
+      if (pred(c) && std::find(dims.begin(), dims.end(), dim) == dims.end()) dims.push_back(dim);
+  return dims;
+}
+
+std::vector<const ParamPlacement*> AppliedPlan::paramsOf(const std::string& module) const {
+  std::vector<const ParamPlacement*> out;
+  const std::string prefix = module + ".";
+  for (const auto& p : params)
+    if (p.name.rfind(prefix, 0) == 0) out.push_back(&p);
+  return out;
 }
 
 AppliedPlan applyPlan(const Plan& plan, const ref::ModelConfig& config,
@@ -172,9 +198,9 @@ AppliedPlan applyPlan(const Plan& plan, const ref::ModelConfig& config,
         moduleDecided[key] = true;
       }
       if (applies) {
-        const uint32_t flags = en.style->moduleComm(module);
-        if (flags != 0 || !en.style->placesParameters()) {
-          out.moduleComm[module] |= flags;
+        const ModuleComm declared = en.style->moduleComm(module);
+        if (declared.any() || !en.style->placesParameters()) {
+          out.moduleComm[module][dim] |= declared;
           auto& ms = out.moduleStyles[module];
           if (ms.find(en.style->name()) == std::string::npos)
             ms += (ms.empty() ? "" : "+") + en.style->name();

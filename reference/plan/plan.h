@@ -21,12 +21,12 @@
 //     placement on that dim. Mesh dims no entry decides are Replicate().
 //     Entries of a style whose mesh dim the mesh lacks are skipped (a tp plan
 //     on a mesh without tp places nothing), but are still checked.
-//  2. module styles: a parameter style adds its communication flags
-//     (style.h CommFlag) to the modules whose parameters it placed in pass 1
-//     (so a parameter that an earlier `replicate` entry kept whole gets no
-//     tp communication); a module-only style (ep_router,
+//  2. module styles: a parameter style adds its declared communication
+//     (style.h ModuleComm) on its mesh dim to the modules whose parameters it
+//     placed in pass 1 (so a parameter that an earlier `replicate` entry kept
+//     whole gets no tp communication); a module-only style (ep_router,
 //     moe_experts_allreduce): the first matching entry per (module, mesh dim)
-//     adds its flags.
+//     adds its declaration.
 //
 // Errors (HarnessError, naming the entry): an unknown style (lists the
 // known ones); a pattern that names no parameter or module; a style applied
@@ -42,7 +42,7 @@
 #include "harness/mesh/device_mesh.h"
 #include "reference/model/config.h"
 #include "reference/placement/placement.h"
-#include "reference/plan/style.h"  // CommFlag
+#include "reference/plan/style.h"  // ModuleComm
 
 namespace moe::plan {
 
@@ -75,19 +75,28 @@ struct ParamPlacement {
   // The one style a check should see: the first (mesh-dim order) style whose
   // placement shards, else the first style, else "".
   std::string primaryStyle() const;
+  // primaryStyle() declares that it shards (PlanStyle::shardsParameters):
+  // what the placement check holds this parameter to.
+  bool shardedByStyle() const;
   bool isExpert = false;  // fused expert tensor [E, ...]
 };
 
 struct AppliedPlan {
   std::vector<ParamPlacement> params;        // parameterSpecs() order
-  std::map<std::string, uint32_t> moduleComm;  // module name -> CommFlag bits
+  // module name -> mesh dim -> the communication its styles declared there
+  std::map<std::string, std::map<std::string, ModuleComm>> moduleComm;
   std::map<std::string, std::string> moduleStyles;  // module name -> '+'-joined styles
 
   const ParamPlacement& param(const std::string& name) const;  // HarnessError if unknown
-  uint32_t comm(const std::string& module) const;              // 0 when none
-  bool has(const std::string& module, uint32_t flag) const { return (comm(module) & flag) != 0; }
-  // Any module carries `flag`.
-  bool any(uint32_t flag) const;
+  // What the styles declared for `module` on mesh dim `dim` ({} when none).
+  ModuleComm comm(const std::string& module, const std::string& dim) const;
+  // The same merged over every mesh dim.
+  ModuleComm comm(const std::string& module) const;
+  // The mesh dims on which some module declares what `pred` accepts, in
+  // first-seen order (e.g. the dims with sequence parallelism).
+  std::vector<std::string> dimsDeclaring(bool (*pred)(const ModuleComm&)) const;
+  // The parameters of `module` (names starting with "<module>.").
+  std::vector<const ParamPlacement*> paramsOf(const std::string& module) const;
 };
 
 // Applies `plan` to the parameters of `config` on `mesh` (see the passes and

@@ -27,6 +27,38 @@ std::vector<std::string> knownStyles() {
   return registry().names();
 }
 
+ModuleComm& ModuleComm::operator|=(const ModuleComm& o) {
+  enterRegion |= o.enterRegion;
+  exitRegion |= o.exitRegion;
+  sequenceParallel |= o.sequenceParallel;
+  dispatchTokens |= o.dispatchTokens;
+  localExperts |= o.localExperts;
+  sumExpertOutputs |= o.sumExpertOutputs;
+  return *this;
+}
+
+bool ModuleComm::any() const { return *this != ModuleComm{}; }
+
+bool ModuleComm::operator==(const ModuleComm& o) const {
+  return enterRegion == o.enterRegion && exitRegion == o.exitRegion && sequenceParallel == o.sequenceParallel &&
+         dispatchTokens == o.dispatchTokens && localExperts == o.localExperts &&
+         sumExpertOutputs == o.sumExpertOutputs;
+}
+
+std::string ModuleComm::describe() const {
+  std::string s;
+  auto add = [&](bool on, const char* n) {
+    if (on) s += (s.empty() ? "" : "+") + std::string(n);
+  };
+  add(enterRegion, "enter_region");
+  add(exitRegion, "exit_region");
+  add(sequenceParallel, "sequence_parallel");
+  add(dispatchTokens, "dispatch_tokens");
+  add(localExperts, "local_experts");
+  add(sumExpertOutputs, "sum_expert_outputs");
+  return s;
+}
+
 void requireRank(const PlanStyle& s, const ParamTarget& p, int64_t ndim) {
   if (static_cast<int64_t>(p.globalShape.size()) != ndim)
     fail("style ", s.name(), ": parameter ", p.name, " has ", p.globalShape.size(),

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <map>
 
+#include "reference/plan/style_registry.h"
 #include "harness/checks/check_common.h"
 #include "harness/checks/check_registry.h"
 #include "harness/checks/comm_check.h"
@@ -80,6 +81,8 @@ std::vector<ParamShard> distribute(const io::TensorSource& src, mesh::DeviceMesh
     p.placements = s.placements;
     p.globalShape = full.sizes().vec();
     p.style = s.style;
+    // As the plan does it: the style itself says whether it shards.
+    p.shardedByStyle = plan::hasStyle(s.style) && plan::findStyle(s.style).shardsParameters();
     p.isExpert = s.isExpert;
     out.push_back(p);
   }

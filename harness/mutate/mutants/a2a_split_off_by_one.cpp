@@ -32,7 +32,6 @@ MutantDef makeA2aSplitOffByOneMutant() {
   return m;
 }
 
-class A2aSplitOffByOneMutant final : public FunctionMutant<makeA2aSplitOffByOneMutant> {};
-MOE_REGISTER(Mutant, A2aSplitOffByOneMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeA2aSplitOffByOneMutant);
 
 }  // namespace moe::mutants

@@ -17,7 +17,6 @@ MutantDef makeAuxLossLocalScopeMutant() {
   return m;
 }
 
-class AuxLossLocalScopeMutant final : public FunctionMutant<makeAuxLossLocalScopeMutant> {};
-MOE_REGISTER(Mutant, AuxLossLocalScopeMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeAuxLossLocalScopeMutant);
 
 }  // namespace moe::mutants

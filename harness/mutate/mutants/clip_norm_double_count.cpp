@@ -27,7 +27,6 @@ MutantDef makeClipNormDoubleCountMutant() {
   return m;
 }
 
-class ClipNormDoubleCountMutant final : public FunctionMutant<makeClipNormDoubleCountMutant> {};
-MOE_REGISTER(Mutant, ClipNormDoubleCountMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeClipNormDoubleCountMutant);
 
 }  // namespace moe::mutants

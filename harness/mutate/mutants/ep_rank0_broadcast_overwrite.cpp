@@ -30,7 +30,6 @@ MutantDef makeEpRank0BroadcastOverwriteMutant() {
   return m;
 }
 
-class EpRank0BroadcastOverwriteMutant final : public FunctionMutant<makeEpRank0BroadcastOverwriteMutant> {};
-MOE_REGISTER(Mutant, EpRank0BroadcastOverwriteMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeEpRank0BroadcastOverwriteMutant);
 
 }  // namespace moe::mutants

@@ -49,7 +49,6 @@ MutantDef makeEpZero3MismatchedInitMutant() {
   return m;
 }
 
-class EpZero3MismatchedInitMutant final : public FunctionMutant<makeEpZero3MismatchedInitMutant> {};
-MOE_REGISTER(Mutant, EpZero3MismatchedInitMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeEpZero3MismatchedInitMutant);
 
 }  // namespace moe::mutants

@@ -38,7 +38,6 @@ MutantDef makeExpertGradWrongScaleMutant() {
   return m;
 }
 
-class ExpertGradWrongScaleMutant final : public FunctionMutant<makeExpertGradWrongScaleMutant> {};
-MOE_REGISTER(Mutant, ExpertGradWrongScaleMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeExpertGradWrongScaleMutant);
 
 }  // namespace moe::mutants

@@ -44,7 +44,6 @@ MutantDef makeFsdpExpertsOnDpGroupMutant() {
   return m;
 }
 
-class FsdpExpertsOnDpGroupMutant final : public FunctionMutant<makeFsdpExpertsOnDpGroupMutant> {};
-MOE_REGISTER(Mutant, FsdpExpertsOnDpGroupMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeFsdpExpertsOnDpGroupMutant);
 
 }  // namespace moe::mutants

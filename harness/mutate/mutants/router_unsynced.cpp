@@ -38,7 +38,6 @@ MutantDef makeRouterUnsyncedMutant() {
   return m;
 }
 
-class RouterUnsyncedMutant final : public FunctionMutant<makeRouterUnsyncedMutant> {};
-MOE_REGISTER(Mutant, RouterUnsyncedMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeRouterUnsyncedMutant);
 
 }  // namespace moe::mutants

@@ -33,7 +33,6 @@ MutantDef makeSpNormGradNotReducedMutant() {
   return m;
 }
 
-class SpNormGradNotReducedMutant final : public FunctionMutant<makeSpNormGradNotReducedMutant> {};
-MOE_REGISTER(Mutant, SpNormGradNotReducedMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeSpNormGradNotReducedMutant);
 
 }  // namespace moe::mutants

@@ -29,7 +29,6 @@ MutantDef makeStridedAsPlainShardMutant() {
   return m;
 }
 
-class StridedAsPlainShardMutant final : public FunctionMutant<makeStridedAsPlainShardMutant> {};
-MOE_REGISTER(Mutant, StridedAsPlainShardMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeStridedAsPlainShardMutant);
 
 }  // namespace moe::mutants

@@ -29,7 +29,6 @@ MutantDef makeStyleDegradesToReplicateMutant() {
   return m;
 }
 
-class StyleDegradesToReplicateMutant final : public FunctionMutant<makeStyleDegradesToReplicateMutant> {};
-MOE_REGISTER(Mutant, StyleDegradesToReplicateMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeStyleDegradesToReplicateMutant);
 
 }  // namespace moe::mutants

@@ -20,7 +20,6 @@ MutantDef makeTpPartialNotReducedMutant() {
   return m;
 }
 
-class TpPartialNotReducedMutant final : public FunctionMutant<makeTpPartialNotReducedMutant> {};
-MOE_REGISTER(Mutant, TpPartialNotReducedMutant);
+MOE_REGISTER(Mutant, FunctionMutant, makeTpPartialNotReducedMutant);
 
 }  // namespace moe::mutants

@@ -402,6 +402,8 @@ class FsdpStore : public ParamStore {
       auto s = planShard(*e->pp, t.defined() ? t : torch::Tensor());
       s.placements = e->placements;
       s.style = e->style;
+      // fsdp shards what it stores even where the plan's style did not.
+      s.shardedByStyle = s.shardedByStyle || e->style == "fsdp";
       out.push_back(std::move(s));
     }
     return out;
@@ -420,13 +422,6 @@ std::unique_ptr<ParamStore> makeFsdpStore(const ParamStoreOptions& options) {
   return std::make_unique<FsdpStore>(options);
 }
 
-namespace {
-class FsdpStoreFactory : public StoreFactory {
- public:
-  std::string name() const override { return "fsdp"; }
-  std::unique_ptr<ParamStore> make(const ParamStoreOptions& o) const override { return makeFsdpStore(o); }
-};
-}  // namespace
-MOE_REGISTER(StoreFactory, FsdpStoreFactory);
+MOE_REGISTER(StoreFactory, FunctionStoreFactory, "fsdp", makeFsdpStore);
 
 }  // namespace moe::parallel

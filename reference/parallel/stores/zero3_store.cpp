@@ -406,13 +406,6 @@ std::unique_ptr<ParamStore> makeZero3Store(const ParamStoreOptions& options) {
   return std::make_unique<Zero3Store>(options);
 }
 
-namespace {
-class Zero3StoreFactory : public StoreFactory {
- public:
-  std::string name() const override { return "zero3"; }
-  std::unique_ptr<ParamStore> make(const ParamStoreOptions& o) const override { return makeZero3Store(o); }
-};
-}  // namespace
-MOE_REGISTER(StoreFactory, Zero3StoreFactory);
+MOE_REGISTER(StoreFactory, FunctionStoreFactory, "zero3", makeZero3Store);
 
 }  // namespace moe::parallel

@@ -1,7 +1,7 @@
 #pragma once
 // Test oracle for the loading paths: a rank's expected piece of a full
 // tensor computed with torch.chunk / cat per mesh dim, written from the
-// placement semantics in ../shared/design.md and independent of
+// placement semantics in docs/styles.md and independent of
 // reference/placement/layout.cpp (which every loading path uses).
 #include <ATen/ATen.h>
 

@@ -364,7 +364,7 @@ void expectRun(int n, const Zero3Case& c) {
 // dp2 x ep2, 0.021 ep=4), and zero3 reproduces those numbers exactly (final
 // params bitwise equal to the replicated run's). Seeds 1-3 and 5 fail the
 // same way for the replicated wrapper (q_norm/k_norm/router step-1 grads);
-// see NOTES-zero3.md. The wrapper-vs-replicated assertion above holds for
+// see docs/measurements.md "bf16 parity". The wrapper-vs-replicated assertion above holds for
 // every seed. Run with MOE_E2E_SEED=7 to see the failure.
 constexpr uint64_t kBf16Seed = 4;
 TEST(Zero3Gloo, Dp4) { expectRun(4, {{{"dp", 4}}}); }

@@ -7,31 +7,25 @@
 namespace moe::plan {
 namespace {
 
-bool isAttentionQkv(const std::string& name) {
-  for (const char* s : {"q_proj.weight", "k_proj.weight", "v_proj.weight"})
-    if (name.size() >= std::string(s).size() &&
-        name.compare(name.size() - std::string(s).size(), std::string::npos, s) == 0)
-      return true;
-  return false;
+bool endsWith(const std::string& s, const char* suffix) {
+  const std::string t(suffix);
+  return s.size() >= t.size() && s.compare(s.size() - t.size(), std::string::npos, t) == 0;
 }
 
-class ColwiseStyle : public PlanStyle {
- public:
-  std::string name() const override { return "colwise"; }
-  std::string meshDim() const override { return "tp"; }
-  ref::Placement placeParameter(const ParamTarget& p, const StyleContext& ctx) const override {
-    requireRank(*this, p, 2);
-    if (isAttentionQkv(p.name))
-      requireDivisible(*this, p, p.globalShape[0] / ctx.config.headDim, ctx.meshDimSize, "heads");
-    else
-      requireDivisible(*this, p, p.globalShape[0], ctx.meshDimSize, "output features");
-    return ref::Placement::shard(0);
-  }
-  uint32_t moduleComm(const std::string&) const override { return kCopyInputTp; }
-};
+// q/k/v projections must split whole heads.
+ref::Placement placeColwise(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
+  requireRank(self, p, 2);
+  const bool qkv = endsWith(p.name, "q_proj.weight") || endsWith(p.name, "k_proj.weight") ||
+                   endsWith(p.name, "v_proj.weight");
+  if (qkv) requireDivisible(self, p, p.globalShape[0] / ctx.config.headDim, ctx.meshDimSize, "heads");
+  else requireDivisible(self, p, p.globalShape[0], ctx.meshDimSize, "output features");
+  return ref::Placement::shard(0);
+}
 
 }  // namespace
 
-MOE_REGISTER(PlanStyle, ColwiseStyle);
+MOE_REGISTER(PlanStyle, PlanStyle,
+             StyleTraits{"colwise", "tp", ModuleComm::with(&ModuleComm::enterRegion), /*placesParameters=*/true,
+                         /*shardsParameters=*/true, placeColwise});
 
 }  // namespace moe::plan

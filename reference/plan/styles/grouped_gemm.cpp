@@ -8,21 +8,17 @@
 namespace moe::plan {
 namespace {
 
-class GroupedGemmStyle : public PlanStyle {
- public:
-  std::string name() const override { return "grouped_gemm"; }
-  std::string meshDim() const override { return "ep"; }
-  ref::Placement placeParameter(const ParamTarget& p, const StyleContext& ctx) const override {
-    requireRank(*this, p, 3);
-    if (!p.isExpert) fail("style grouped_gemm: parameter ", p.name, " is not a fused expert tensor");
-    requireDivisible(*this, p, p.globalShape[0], ctx.meshDimSize, "experts");
-    return ref::Placement::shard(0);
-  }
-  uint32_t moduleComm(const std::string&) const override { return kLocalExperts; }
-};
+ref::Placement placeExperts(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
+  requireRank(self, p, 3);
+  if (!p.isExpert) fail("style grouped_gemm: parameter ", p.name, " is not a fused expert tensor");
+  requireDivisible(self, p, p.globalShape[0], ctx.meshDimSize, "experts");
+  return ref::Placement::shard(0);
+}
 
 }  // namespace
 
-MOE_REGISTER(PlanStyle, GroupedGemmStyle);
+MOE_REGISTER(PlanStyle, PlanStyle,
+             StyleTraits{"grouped_gemm", "ep", ModuleComm::with(&ModuleComm::localExperts),
+                         /*placesParameters=*/true, /*shardsParameters=*/true, placeExperts});
 
 }  // namespace moe::plan

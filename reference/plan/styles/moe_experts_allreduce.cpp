@@ -3,21 +3,13 @@
 // (its slice of the intermediate dim); it is all-reduced over tp in the
 // forward, and the gradients of the expert input and of the routing weights
 // are all-reduced over tp in the backward.
+#include "common/error.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
-namespace {
 
-class MoeExpertsAllreduceStyle : public PlanStyle {
- public:
-  std::string name() const override { return "moe_experts_allreduce"; }
-  std::string meshDim() const override { return "tp"; }
-  bool placesParameters() const override { return false; }
-  uint32_t moduleComm(const std::string&) const override { return kExpertsAllReduceTp; }
-};
-
-}  // namespace
-
-MOE_REGISTER(PlanStyle, MoeExpertsAllreduceStyle);
+MOE_REGISTER(PlanStyle, PlanStyle,
+             StyleTraits{"moe_experts_allreduce", "tp", ModuleComm::with(&ModuleComm::sumExpertOutputs),
+                         /*placesParameters=*/false});
 
 }  // namespace moe::plan

@@ -7,19 +7,17 @@
 namespace moe::plan {
 namespace {
 
-class MoeTpDownRowwiseStyle : public PlanStyle {
- public:
-  std::string name() const override { return "moe_tp_down_rowwise"; }
-  std::string meshDim() const override { return "tp"; }
-  ref::Placement placeParameter(const ParamTarget& p, const StyleContext& ctx) const override {
-    requireRank(*this, p, 3);
-    requireDivisible(*this, p, p.globalShape[2], ctx.meshDimSize, "intermediate");
-    return ref::Placement::shard(-1);
-  }
-};
+ref::Placement placeDown(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
+  requireRank(self, p, 3);
+  requireDivisible(self, p, p.globalShape[2], ctx.meshDimSize, "intermediate");
+  return ref::Placement::shard(-1);
+}
 
 }  // namespace
 
-MOE_REGISTER(PlanStyle, MoeTpDownRowwiseStyle);
+// No communication of its own: moe_experts_allreduce sums the Partial outputs.
+MOE_REGISTER(PlanStyle, PlanStyle,
+             StyleTraits{"moe_tp_down_rowwise", "tp", {}, /*placesParameters=*/true, /*shardsParameters=*/true,
+                         placeDown});
 
 }  // namespace moe::plan

@@ -7,20 +7,18 @@
 namespace moe::plan {
 namespace {
 
-class MoeTpGateUpColwiseStyle : public PlanStyle {
- public:
-  std::string name() const override { return "moe_tp_gate_up_colwise"; }
-  std::string meshDim() const override { return "tp"; }
-  ref::Placement placeParameter(const ParamTarget& p, const StyleContext& ctx) const override {
-    requireRank(*this, p, 3);
-    requireDivisible(*this, p, p.globalShape[1], 2 * static_cast<int64_t>(ctx.meshDimSize),
-                     "gate_up rows (2 x intermediate) over 2 x tp");
-    return ref::Placement::stridedShard(-2, 2);
-  }
-};
+// Gate rows, then up rows: each tp rank takes its piece of both blocks.
+ref::Placement placeGateUp(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
+  requireRank(self, p, 3);
+  requireDivisible(self, p, p.globalShape[1], 2 * static_cast<int64_t>(ctx.meshDimSize),
+                   "gate_up rows (2 x intermediate) over 2 x tp");
+  return ref::Placement::stridedShard(-2, 2);
+}
 
 }  // namespace
 
-MOE_REGISTER(PlanStyle, MoeTpGateUpColwiseStyle);
+MOE_REGISTER(PlanStyle, PlanStyle,
+             StyleTraits{"moe_tp_gate_up_colwise", "tp", {}, /*placesParameters=*/true,
+                         /*shardsParameters=*/true, placeGateUp});
 
 }  // namespace moe::plan

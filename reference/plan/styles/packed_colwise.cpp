@@ -8,22 +8,17 @@
 namespace moe::plan {
 namespace {
 
-class PackedColwiseStyle : public PlanStyle {
- public:
-  std::string name() const override { return "packed_colwise"; }
-  std::string meshDim() const override { return "tp"; }
-  ref::Placement placeParameter(const ParamTarget& p, const StyleContext& ctx) const override {
-    if (p.globalShape.size() != 2 && p.globalShape.size() != 3) requireRank(*this, p, 2);
-    const int64_t packed = p.globalShape[p.globalShape.size() - 2];
-    requireDivisible(*this, p, packed, 2 * static_cast<int64_t>(ctx.meshDimSize),
-                     "packed dim (2 blocks x tp)");
-    return ref::Placement::stridedShard(-2, 2);
-  }
-  uint32_t moduleComm(const std::string&) const override { return kCopyInputTp; }
-};
+ref::Placement placePacked(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
+  if (p.globalShape.size() != 2 && p.globalShape.size() != 3) requireRank(self, p, 2);
+  const int64_t packed = p.globalShape[p.globalShape.size() - 2];
+  requireDivisible(self, p, packed, 2 * static_cast<int64_t>(ctx.meshDimSize), "packed dim (2 blocks x tp)");
+  return ref::Placement::stridedShard(-2, 2);
+}
 
 }  // namespace
 
-MOE_REGISTER(PlanStyle, PackedColwiseStyle);
+MOE_REGISTER(PlanStyle, PlanStyle,
+             StyleTraits{"packed_colwise", "tp", ModuleComm::with(&ModuleComm::enterRegion),
+                         /*placesParameters=*/true, /*shardsParameters=*/true, placePacked});
 
 }  // namespace moe::plan

@@ -7,24 +7,21 @@
 namespace moe::plan {
 namespace {
 
-class RowwiseStyle : public PlanStyle {
- public:
-  std::string name() const override { return "rowwise"; }
-  std::string meshDim() const override { return "tp"; }
-  ref::Placement placeParameter(const ParamTarget& p, const StyleContext& ctx) const override {
-    requireRank(*this, p, 2);
-    const std::string o = "o_proj.weight";
-    if (p.name.size() >= o.size() && p.name.compare(p.name.size() - o.size(), o.size(), o) == 0)
-      requireDivisible(*this, p, p.globalShape[1] / ctx.config.headDim, ctx.meshDimSize, "heads");
-    else
-      requireDivisible(*this, p, p.globalShape[1], ctx.meshDimSize, "input features");
-    return ref::Placement::shard(1);
-  }
-  uint32_t moduleComm(const std::string&) const override { return kAllReduceOutputTp; }
-};
+// o_proj must split whole heads.
+ref::Placement placeRowwise(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
+  requireRank(self, p, 2);
+  const std::string o = "o_proj.weight";
+  if (p.name.size() >= o.size() && p.name.compare(p.name.size() - o.size(), o.size(), o) == 0)
+    requireDivisible(self, p, p.globalShape[1] / ctx.config.headDim, ctx.meshDimSize, "heads");
+  else
+    requireDivisible(self, p, p.globalShape[1], ctx.meshDimSize, "input features");
+  return ref::Placement::shard(1);
+}
 
 }  // namespace
 
-MOE_REGISTER(PlanStyle, RowwiseStyle);
+MOE_REGISTER(PlanStyle, PlanStyle,
+             StyleTraits{"rowwise", "tp", ModuleComm::with(&ModuleComm::exitRegion), /*placesParameters=*/true,
+                         /*shardsParameters=*/true, placeRowwise});
 
 }  // namespace moe::plan

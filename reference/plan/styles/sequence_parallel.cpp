@@ -9,19 +9,15 @@
 namespace moe::plan {
 namespace {
 
-class SequenceParallelStyle : public PlanStyle {
- public:
-  std::string name() const override { return "sequence_parallel"; }
-  std::string meshDim() const override { return "tp"; }
-  ref::Placement placeParameter(const ParamTarget& p, const StyleContext&) const override {
-    requireRank(*this, p, 1);
-    return ref::Placement::replicate();
-  }
-  uint32_t moduleComm(const std::string&) const override { return kSequenceParallel; }
-};
+ref::Placement placeNorm(const PlanStyle& self, const ParamTarget& p, const StyleContext&) {
+  requireRank(self, p, 1);
+  return ref::Placement::replicate();
+}
 
 }  // namespace
 
-MOE_REGISTER(PlanStyle, SequenceParallelStyle);
+MOE_REGISTER(PlanStyle, PlanStyle,
+             StyleTraits{"sequence_parallel", "tp", ModuleComm::with(&ModuleComm::sequenceParallel),
+                         /*placesParameters=*/true, /*shardsParameters=*/false, placeNorm});
 
 }  // namespace moe::plan

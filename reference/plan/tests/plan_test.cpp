@@ -131,9 +131,9 @@ TEST(PlanApply, ModulePatternPlacesEveryParameterOfTheModule) {
   EXPECT_EQ(dn.placements, (std::vector<Placement>{Placement::shard(0), Placement::shard(-1)}));
   const auto& router = ap.param("model.layers.1.mlp.gate.weight");
   EXPECT_EQ(router.style, "");
-  EXPECT_TRUE(ap.has("model.layers.1.mlp.gate", kEpDispatch));
-  EXPECT_TRUE(ap.has("model.layers.0.self_attn.q_proj", kCopyInputTp));
-  EXPECT_FALSE(ap.has("model.layers.1.self_attn.q_proj", kCopyInputTp));
+  EXPECT_TRUE(ap.comm("model.layers.1.mlp.gate", "ep").dispatchTokens);
+  EXPECT_TRUE(ap.comm("model.layers.0.self_attn.q_proj", "tp").enterRegion);
+  EXPECT_FALSE(ap.comm("model.layers.1.self_attn.q_proj").enterRegion);
 }
 
 TEST(PlanApply, StylesOfAMeshDimTheMeshLacksPlaceNothing) {
@@ -146,7 +146,8 @@ TEST(PlanApply, StylesOfAMeshDimTheMeshLacksPlaceNothing) {
             (std::vector<Placement>{Placement::shard(0)}));
 }
 
-// Every style's placement, from the table in STYLES.md.
+// Every style's placement and declared communication, from the table in
+// docs/styles.md.
 TEST(PlanStyles, Placements) {
   auto cfg = testConfig();
   auto mesh = meshOf({{"tp", 2}});
@@ -154,19 +155,23 @@ TEST(PlanStyles, Placements) {
     const char* style;
     const char* param;
     Placement want;
-    uint32_t comm;
+    ModuleComm comm;  // declared on tp
+    bool shards;      // shardsParameters()
   };
+  ModuleComm enter, exit, sp;
+  enter.enterRegion = true;
+  exit.exitRegion = true;
+  sp.sequenceParallel = true;
   const std::vector<Case> cases = {
-      {"colwise", "model.layers.0.self_attn.q_proj.weight", Placement::shard(0), kCopyInputTp},
-      {"rowwise", "model.layers.0.self_attn.o_proj.weight", Placement::shard(1), kAllReduceOutputTp},
-      {"packed_colwise", "model.layers.1.mlp.experts.gate_up_proj", Placement::stridedShard(-2, 2),
-       kCopyInputTp},
-      {"sequence_parallel", "model.layers.0.input_layernorm.weight", Placement::replicate(),
-       kSequenceParallel},
-      {"replicate", "model.layers.0.mlp.gate_proj.weight", Placement::replicate(), 0},
-      {"moe_tp_gate_up_colwise", "model.layers.1.mlp.experts.gate_up_proj",
-       Placement::stridedShard(-2, 2), 0},
-      {"moe_tp_down_rowwise", "model.layers.1.mlp.experts.down_proj", Placement::shard(-1), 0},
+      {"colwise", "model.layers.0.self_attn.q_proj.weight", Placement::shard(0), enter, true},
+      {"rowwise", "model.layers.0.self_attn.o_proj.weight", Placement::shard(1), exit, true},
+      {"packed_colwise", "model.layers.1.mlp.experts.gate_up_proj", Placement::stridedShard(-2, 2), enter,
+       true},
+      {"sequence_parallel", "model.layers.0.input_layernorm.weight", Placement::replicate(), sp, false},
+      {"replicate", "model.layers.0.mlp.gate_proj.weight", Placement::replicate(), {}, false},
+      {"moe_tp_gate_up_colwise", "model.layers.1.mlp.experts.gate_up_proj", Placement::stridedShard(-2, 2), {},
+       true},
+      {"moe_tp_down_rowwise", "model.layers.1.mlp.experts.down_proj", Placement::shard(-1), {}, true},
   };
   for (const auto& c : cases) {
     SCOPED_TRACE(c.style);
@@ -179,7 +184,8 @@ TEST(PlanStyles, Placements) {
     segs.pop_back();
     std::string module;
     for (size_t i = 0; i < segs.size(); ++i) module += (i ? "." : "") + segs[i];
-    EXPECT_EQ(ap.comm(module), c.comm);
+    EXPECT_EQ(ap.comm(module, "tp"), c.comm) << ap.comm(module, "tp").describe();
+    EXPECT_EQ(ap.param(c.param).shardedByStyle(), c.shards);
   }
   auto ep = meshOf({{"dp", 1}, {"ep", 4}});
   auto ap = applyPlan(Plan::parse(R"({"model.layers.*.mlp.experts": "grouped_gemm",
@@ -187,12 +193,13 @@ TEST(PlanStyles, Placements) {
                       cfg, ep);
   EXPECT_EQ(ap.param("model.layers.1.mlp.experts.gate_up_proj").placements,
             (std::vector<Placement>{Placement::replicate(), Placement::shard(0)}));
-  EXPECT_TRUE(ap.has("model.layers.2.mlp.gate", kEpDispatch));
+  EXPECT_TRUE(ap.comm("model.layers.2.mlp.gate", "ep").dispatchTokens);
+  EXPECT_TRUE(ap.comm("model.layers.2.mlp.experts", "ep").localExperts);
   EXPECT_EQ(ap.param("model.layers.1.mlp.gate.weight").style, "");
   auto tp = meshOf({{"tp", 2}});
   auto ap2 = applyPlan(Plan::parse(R"({"model.layers.*.mlp.experts": "moe_experts_allreduce"})"),
                        cfg, tp);
-  EXPECT_TRUE(ap2.has("model.layers.1.mlp.experts", kExpertsAllReduceTp));
+  EXPECT_TRUE(ap2.comm("model.layers.1.mlp.experts", "tp").sumExpertOutputs);
   EXPECT_EQ(ap2.param("model.layers.1.mlp.experts.gate_up_proj").style, "");
 }
 

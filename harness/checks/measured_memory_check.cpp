@@ -6,6 +6,8 @@
 
 #include "harness/checks/check_common.h"
 #include "common/error.h"
+#include "common/registry.h"
+#include "harness/checks/check_context.h"
 
 namespace moe::checks {
 namespace {
@@ -120,5 +122,31 @@ nlohmann::json measuredMemoryJson(const std::vector<MeasuredMemory>& ranks) {
           {"declared_ratio", ratioOf(declared, replicated)},
           {"peak_ratio", ratioOf(peaks, replicated)}};
 }
+
+namespace {
+
+class MeasuredMemoryCheck : public Check {
+ public:
+  std::string name() const override { return "measured_memory"; }
+  std::string description() const override {
+    return "what the allocation tracker counts per rank after the last step covers the wrapper's declaration "
+           "and exceeds it by at most the derived allowance";
+  }
+  CheckStage stage() const override { return CheckStage::kAfterLastStep; }
+  int order() const override { return 110; }
+  std::string inputs() const override { return "measuredMemory, measuredMemoryOptions"; }
+  std::string toleranceSource() const override {
+    return "exact byte counts; the allowance beyond the declaration is derived from the placements "
+           "(run_plan_memory.h); run-plan --allow-unaccounted-memory only reports the excess";
+  }
+  CheckResult run(const CheckContext& ctx) const override {
+    return checkMeasuredMemoryOf(require(ctx.measuredMemory, "measured_memory", "measured memory"),
+                                 ctx.measuredMemoryOptions);
+  }
+};
+
+}  // namespace
+
+MOE_REGISTER(Check, MeasuredMemoryCheck);
 
 }  // namespace moe::checks

@@ -9,6 +9,7 @@
 
 #include "harness/checks/check_common.h"
 #include "common/error.h"
+#include "common/registry.h"
 #include "reference/placement/dist_tensor.h"
 
 namespace moe::checks {
@@ -426,5 +427,7 @@ ParityInputs parityInputsOf(const CheckContext& ctx) {
 CheckResult ParityCheck::run(const CheckContext& ctx) const {
   return checkParityCollective(*require(ctx.mesh, "parity", "mesh").world(), parityInputsOf(ctx), ctx.parity);
 }
+
+MOE_REGISTER(Check, ParityCheck);
 
 }  // namespace moe::checks

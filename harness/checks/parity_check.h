@@ -85,6 +85,15 @@ class ParityCheck : public Check {
     return "per-step loss/ce/aux/grad norm, step-1 gradients and final parameters equal the "
            "single-device reference within the dtype's tolerances";
   }
+  CheckStage stage() const override { return CheckStage::kAfterLastStep; }
+  int order() const override { return 40; }
+  std::string inputs() const override {
+    return "mesh, runSteps, referenceSteps, step1Grads, referenceGrads, finalParams, referenceParams, parity options";
+  }
+  std::string toleranceSource() const override {
+    return "the case's tolerance for the run's dtype (run-plan --tolerance); without one "
+           "ParityTolerance::forDtype (fp32 allclose rtol 1e-4 atol 1e-6, bf16 relative norm 2e-2)";
+  }
   CheckResult run(const CheckContext& ctx) const override;
 };
 

@@ -1,5 +1,7 @@
 #include "harness/checks/partition_check.h"
 
+#include "common/registry.h"
+
 #include <algorithm>
 #include <map>
 
@@ -165,5 +167,18 @@ CheckResult checkFlatPartitionsCollective(mesh::DeviceMesh& mesh, const std::vec
   }
   return out;
 }
+
+bool FlatPartitionCheck::applies(const CheckContext& ctx) const {
+  return ctx.flatPartitions != nullptr && !ctx.flatPartitions->empty();
+}
+
+CheckResult FlatPartitionCheck::run(const CheckContext& ctx) const {
+  const char* kName = "zero3_partition";
+  return checkFlatPartitionsCollective(require(ctx.mesh, kName, "mesh"), require(ctx.params, kName, "params"),
+                                       require(ctx.flatPartitions, kName, "flat partitions"),
+                                       require(ctx.checkpoint, kName, "checkpoint"));
+}
+
+MOE_REGISTER(Check, FlatPartitionCheck);
 
 }  // namespace moe::checks

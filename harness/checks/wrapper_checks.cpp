@@ -7,6 +7,7 @@
 #include "harness/checks/check_common.h"
 #include "harness/checks/comm_check.h"
 #include "common/error.h"
+#include "common/registry.h"
 #include "reference/placement/dist_tensor.h"
 
 namespace moe::checks {
@@ -278,5 +279,101 @@ CheckResult checkGradScale(mesh::DeviceMesh& mesh, const std::vector<ParamShard>
   for (size_t i = 0; i < norms.size(); ++i) norms[i].run = std::sqrt(sumSq[i]);
   return describeGradScale(norms, options);
 }
+
+// ---- the registered checks ---------------------------------------------------
+namespace {
+
+// The checks of step 1 concern runs that trained at least one step.
+bool trainedAStep(const CheckContext& ctx) { return ctx.steps >= 1; }
+
+class ParamsChangedCheck : public Check {
+ public:
+  std::string name() const override { return "params_changed"; }
+  std::string description() const override {
+    return "every trainable parameter changed in step 1 (some element on some rank)";
+  }
+  CheckStage stage() const override { return CheckStage::kAfterStep1; }
+  int order() const override { return 60; }
+  std::string inputs() const override { return "mesh, params, step1Params"; }
+  std::string toleranceSource() const override { return "exact: any element differing counts as changed"; }
+  bool applies(const CheckContext& ctx) const override { return trainedAStep(ctx); }
+  CheckResult run(const CheckContext& ctx) const override {
+    const char* kName = "params_changed";
+    return checkParamsChanged(*require(ctx.mesh, kName, "mesh").world(), require(ctx.params, kName, "params"),
+                              require(ctx.step1Params, kName, "parameters after step 1"));
+  }
+};
+
+class WrapperCommCheck : public Check {
+ public:
+  std::string name() const override { return "wrapper_communication"; }
+  std::string description() const override {
+    return "the data-parallel wrapper's collectives on its own groups in step 1 equal its analytical volume";
+  }
+  CheckStage stage() const override { return CheckStage::kAfterStep1; }
+  int order() const override { return 70; }
+  std::string inputs() const override { return "mesh, wrapper, commDelta, wrapperCommExpected"; }
+  std::string toleranceSource() const override {
+    return "exact: calls and bytes per (group, op) as the wrapper declares them (ParamStore::expectedStepComm)";
+  }
+  bool applies(const CheckContext& ctx) const override { return trainedAStep(ctx); }
+  CheckResult run(const CheckContext& ctx) const override {
+    const char* kName = "wrapper_communication";
+    return checkWrapperCommCollective(*require(ctx.mesh, kName, "mesh").world(), ctx.wrapper,
+                                      require(ctx.commDelta, kName, "counter delta (CommWindow)"),
+                                      require(ctx.wrapperCommExpected, kName, "wrapper expectations"));
+  }
+};
+
+class GradScaleCheck : public Check {
+ public:
+  std::string name() const override { return "gradient_scale"; }
+  std::string description() const override {
+    return "each expert's step-1 gradient norm over the world equals the reference's (an ep or 2x scale fails)";
+  }
+  CheckStage stage() const override { return CheckStage::kAfterStep1; }
+  int order() const override { return 80; }
+  std::string inputs() const override { return "mesh, dtype, step1Grads, referenceGrads"; }
+  std::string toleranceSource() const override {
+    return "the run's dtype: |ratio - 1| <= 1e-5 for fp32 (reductions in another order move a norm by ~1e-7: "
+           "100x margin), 2e-2 for bf16 (implied by the bf16 parity bound ||g - r|| <= 2e-2 ||r||)";
+  }
+  bool applies(const CheckContext& ctx) const override { return trainedAStep(ctx); }
+  CheckResult run(const CheckContext& ctx) const override {
+    const char* kName = "gradient_scale";
+    GradScaleOptions o;
+    o.tol = ctx.dtype == "bf16" ? 2e-2 : 1e-5;
+    return checkGradScale(require(ctx.mesh, kName, "mesh"), require(ctx.step1Grads, kName, "step-1 gradients"),
+                          require(ctx.referenceGrads, kName, "reference gradients"), o);
+  }
+};
+
+class MemoryCheck : public Check {
+ public:
+  std::string name() const override { return "memory"; }
+  std::string description() const override {
+    return "the bytes the wrapper declares per rank equal what its placements (or flat partitions) describe, "
+           "and their factor vs the replicated layout is the expected one";
+  }
+  CheckStage stage() const override { return CheckStage::kAfterLastStep; }
+  int order() const override { return 100; }
+  std::string inputs() const override { return "mesh, memory, memoryOptions"; }
+  std::string toleranceSource() const override {
+    return "exact byte counts; the world factor vs run-plan --expect-memory-factor within 1e-9 (a ratio of exact "
+           "counts; 0: reported only)";
+  }
+  CheckResult run(const CheckContext& ctx) const override {
+    const char* kName = "memory";
+    return checkMemory(*require(ctx.mesh, kName, "mesh").world(), require(ctx.memory, kName, "memory inputs"),
+                       ctx.memoryOptions);
+  }
+};
+
+}  // namespace
+
+MOE_REGISTER(Check, ParamsChangedCheck);
+MOE_REGISTER(Check, WrapperCommCheck);
+MOE_REGISTER(Check, GradScaleCheck);
+MOE_REGISTER(Check, MemoryCheck);
 
 }  // namespace moe::checks

@@ -23,7 +23,7 @@
 namespace moe::checks {
 
 struct CheckResult {
-  std::string check;        // "placement", "expert_uniqueness", "parity", "communication"
+  std::string check;        // the check's registered name: "placement", "parity", ...
   bool passed = false;
   std::string explanation;  // one line on failure; a short summary on success
   nlohmann::json measured;  // e.g. {"loss_max_abs_diff": 1e-7, "tolerance": 1e-5, ...}
@@ -31,5 +31,7 @@ struct CheckResult {
 
 // The shards a rank holds: declared by the implementation (parallel/shards.h).
 using parallel::ParamShard;
+// A flat-partitioning wrapper's partitions: declared by the implementation too.
+using parallel::FlatPartition;
 
 }  // namespace moe::checks

@@ -1,5 +1,8 @@
 #include "harness/checks/comm_check.h"
 
+#include "common/registry.h"
+#include "harness/checks/dispatch_volume.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -123,11 +126,27 @@ CheckResult checkCommunicationCollective(comm::Communicator& world, const CommCo
   return r;
 }
 
+// The communication verdict of a run: step 1's collectives per (group, op)
+// as the plan implies them, and the dispatch volume (dispatch_volume.h).
 CheckResult CommunicationCheck::run(const CheckContext& ctx) const {
-  return checkCommunicationCollective(*require(ctx.mesh, "communication", "mesh").world(),
-                                      require(ctx.commDelta, "communication", "counter delta (CommWindow)"),
-                                      require(ctx.commExpected, "communication", "expectations"),
-                                      ctx.communication);
+  const char* kName = "communication";
+  mesh::DeviceMesh& mesh = require(ctx.mesh, kName, "mesh");
+  const DispatchInputs& dispatch = require(ctx.dispatch, kName, "dispatch");
+  const auto expected = expectedDispatch(require(ctx.plan, kName, "plan"), mesh.shape(),
+                                         require(ctx.config, kName, "model config"), dispatch.globalTokens);
+  auto volume = checkDispatchVolume(*mesh.world(), dispatch.sentRows, expected);
+  auto calls = checkCommunicationCollective(*mesh.world(), require(ctx.commDelta, kName, "counter delta (CommWindow)"),
+                                            require(ctx.commExpected, kName, "expectations"), ctx.communication);
+  CheckResult r;
+  r.check = kName;
+  r.passed = volume.passed && calls.passed;
+  r.measured = {{"dispatch", volume.measured}, {"collectives", calls.measured}};
+  r.explanation = !calls.passed ? calls.explanation
+                  : !volume.passed ? volume.explanation
+                                   : calls.explanation + "; " + volume.explanation;
+  return r;
 }
+
+MOE_REGISTER(Check, CommunicationCheck);
 
 }  // namespace moe::checks

@@ -42,10 +42,13 @@ CheckResult checkCommunicationCollective(comm::Communicator& world, const CommCo
 
 class CommunicationCheck : public Check {
  public:
-  std::string name() const override { return "communication"; }
-  std::string description() const override {
-    return "collective calls and logical bytes per (group, op) in one step equal what the plan implies";
-  }
+  CommunicationCheck()
+      : Check({"communication",
+               "collective calls and logical bytes per (group, op) in step 1 equal what the plan implies, and the "
+               "token dispatch volume equals tokens x top-k x MoE layers",
+               CheckStage::kAfterStep1, 50, "mesh, plan, config, commDelta, commExpected, dispatch",
+               "exact: calls and bytes per (group, op) from the plan (all_to_all bytes follow the routing and are "
+               "not predicted), dispatched rows from the model and the batch"}) {}
   CheckResult run(const CheckContext& ctx) const override;
 };
 

@@ -7,6 +7,7 @@
 
 #include "harness/checks/check_common.h"
 #include "common/error.h"
+#include "common/registry.h"
 #include "reference/placement/dist_tensor.h"
 
 namespace moe::checks {
@@ -57,8 +58,9 @@ std::string describeDuplicateWeights(const std::vector<ExpertHashes>& ranks) {
   for (const auto& r : ranks)
     for (size_t i = 0; i < r.experts.size(); ++i)
       // Empty rows (an uneven split elsewhere) all hash alike and hold nothing.
-      if (r.actual[i] != static_cast<int64_t>(kFnvOffset)) byHash[r.actual[i]].push_back({r.rank, r.experts[i], r.expected.empty() ? 0 : r.expected[i],
-                                     !r.expected.empty()});
+      if (r.actual[i] != static_cast<int64_t>(kFnvOffset))
+        byHash[r.actual[i]].push_back(
+            {r.rank, r.experts[i], r.expected.empty() ? 0 : r.expected[i], !r.expected.empty()});
   // Per set of ranks sharing weights: each rank's experts in the shared groups.
   std::map<std::vector<int>, std::map<int, std::set<int64_t>>> clusters;
   for (const auto& [h, slots] : byHash) {
@@ -280,12 +282,30 @@ CheckResult checkExpertUniqueness(mesh::DeviceMesh& mesh, const std::vector<Para
   return r;
 }
 
-CheckResult ExpertUniquenessCheck::run(const CheckContext& ctx) const {
-  return checkExpertUniqueness(require(ctx.mesh, "expert_uniqueness", "mesh"),
-                               require(ctx.params, "expert_uniqueness", "params"),
-                               ctx.expert.compareCheckpoint ? &require(ctx.checkpoint, "expert_uniqueness", "checkpoint")
-                                                            : ctx.checkpoint,
-                               ctx.expert);
+std::vector<std::string> expertCoverDims(const std::vector<ParamShard>& shards, const mesh::DeviceMesh& mesh) {
+  std::vector<std::string> dims;
+  for (int d = 0; d < mesh.ndim(); ++d)
+    for (const auto& s : shards) {
+      if (!s.isExpert || mesh.dims()[d].size <= 1 || !s.placements[d].isSharded()) continue;
+      if (s.placements[d].normalized(static_cast<int64_t>(s.globalShape.size())).dim != 0) continue;
+      dims.push_back(mesh.dims()[d].name);
+      break;
+    }
+  if (dims.empty()) dims.push_back("ep");
+  return dims;
 }
+
+CheckResult ExpertUniquenessCheck::run(const CheckContext& ctx) const {
+  mesh::DeviceMesh& mesh = require(ctx.mesh, "expert_uniqueness", "mesh");
+  const auto& params = require(ctx.params, "expert_uniqueness", "params");
+  ExpertCheckOptions o = ctx.expert;
+  if (o.coverDims.empty()) o.coverDims = expertCoverDims(params, mesh);
+  return checkExpertUniqueness(mesh, params,
+                               o.compareCheckpoint ? &require(ctx.checkpoint, "expert_uniqueness", "checkpoint")
+                                                   : ctx.checkpoint,
+                               o);
+}
+
+MOE_REGISTER(Check, ExpertUniquenessCheck);
 
 }  // namespace moe::checks

@@ -47,13 +47,20 @@ CheckResult checkExpertUniqueness(mesh::DeviceMesh& mesh, const std::vector<Para
                                   const io::TensorSource* checkpoint,
                                   const ExpertCheckOptions& options = {});
 
+// The mesh dims the expert tensors' placements split their expert dim over
+// (ep, plus the expert-data-parallel dims under fsdp): the group whose ranks
+// must hold disjoint experts covering all of them ("ep" when none does).
+// The registered check uses them when the context's cover dims are empty.
+std::vector<std::string> expertCoverDims(const std::vector<ParamShard>& shards, const mesh::DeviceMesh& mesh);
+
 class ExpertUniquenessCheck : public Check {
  public:
-  std::string name() const override { return "expert_uniqueness"; }
-  std::string description() const override {
-    return "ep ranks hold disjoint expert sets covering all experts, each equal to its checkpoint "
-           "expert (per-expert hashes, no gather)";
-  }
+  ExpertUniquenessCheck()
+      : Check({"expert_uniqueness",
+               "ep ranks hold disjoint expert sets covering all experts, each equal to its checkpoint "
+               "expert (per-expert hashes, no gather)",
+               CheckStage::kAfterLoad, 20, "mesh, params, checkpoint, expert options",
+               "exact: per-expert FNV-1a hashes of the bytes"}) {}
   CheckResult run(const CheckContext& ctx) const override;
 };
 

@@ -6,6 +6,8 @@
 
 #include "harness/checks/check_common.h"
 #include "common/error.h"
+#include "common/registry.h"
+#include "harness/checks/check_context.h"
 
 namespace moe::checks {
 namespace {
@@ -38,9 +40,10 @@ CheckResult checkMeasuredMemoryOf(const std::vector<MeasuredMemory>& ranks, cons
     const int64_t excess = m.afterLast - m.declaredBytes;
     unaccounted.push_back(excess);
     if (failure.empty() && m.afterLast < m.declaredBytes)
-      failure = moe::str("rank ", i, ": ", m.afterLast, " bytes of tensor storage live after the last step, fewer than the ",
-                         m.declaredBytes, " bytes the wrapper declares (parameters + gradients + AdamW state): the ",
-                         "declaration overstates or the allocation tracker misses allocations");
+      failure =
+          moe::str("rank ", i, ": ", m.afterLast, " bytes of tensor storage live after the last step, fewer than the ",
+                   m.declaredBytes, " bytes the wrapper declares (parameters + gradients + AdamW state): the ",
+                   "declaration overstates or the allocation tracker misses allocations");
     if (failure.empty() && !m.stepPeaks.empty() && m.afterLast > m.stepPeaks.back())
       failure = moe::str("rank ", i, ": ", m.afterLast, " bytes live after the last step exceed that step's peak ",
                          m.stepPeaks.back(), ": the allocation tracker's peak is inconsistent");
@@ -120,5 +123,26 @@ nlohmann::json measuredMemoryJson(const std::vector<MeasuredMemory>& ranks) {
           {"declared_ratio", ratioOf(declared, replicated)},
           {"peak_ratio", ratioOf(peaks, replicated)}};
 }
+
+namespace {
+
+class MeasuredMemoryCheck : public Check {
+ public:
+  MeasuredMemoryCheck()
+      : Check({"measured_memory",
+               "what the allocation tracker counts per rank after the last step covers the wrapper's declaration "
+               "and exceeds it by at most the derived allowance",
+               CheckStage::kAfterLastStep, 110, "measuredMemory, measuredMemoryOptions",
+               "exact byte counts; the allowance beyond the declaration is derived from the placements "
+               "(run_plan_memory.h); run-plan --allow-unaccounted-memory only reports the excess"}) {}
+  CheckResult run(const CheckContext& ctx) const override {
+    return checkMeasuredMemoryOf(require(ctx.measuredMemory, "measured_memory", "measured memory"),
+                                 ctx.measuredMemoryOptions);
+  }
+};
+
+}  // namespace
+
+MOE_REGISTER(Check, MeasuredMemoryCheck);
 
 }  // namespace moe::checks

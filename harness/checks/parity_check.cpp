@@ -9,6 +9,7 @@
 
 #include "harness/checks/check_common.h"
 #include "common/error.h"
+#include "common/registry.h"
 #include "reference/placement/dist_tensor.h"
 
 namespace moe::checks {
@@ -196,7 +197,8 @@ nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShar
     ref::LocalLayout layout = ref::computeLayout(p.globalShape, p.placements, in.meshSizes, in.meshCoords);
     if (p.local.sizes().vec() != layout.localShape) {
       fail(moe::str("rank ", in.rank, ": ", what, " of ", p.name, " local shape ", shapeString(p.local.sizes()),
-                    " vs expected ", shapeString(layout.localShape), " (placements ", ref::toString(p.placements), ")"));
+                    " vs expected ", shapeString(layout.localShape), " (placements ", ref::toString(p.placements),
+                    ")"));
       continue;
     }
     at::Tensor expected = readLocalSlice(reference, p.name, layout);
@@ -248,7 +250,8 @@ CheckResult checkParityImpl(const ParityInputs& in, const ParityCheckOptions& op
   auto fail = [&](const std::string& m) { failInto(lossFailure, m); };
   double maxLoss = 0, maxCe = 0, maxAux = 0, maxGradNorm = 0;
   if (run.size() != ref.size())
-    failInto(stepsFailure, moe::str("rank ", in.rank, ": the run has ", run.size(), " steps vs ", ref.size(), " in the reference"));
+    failInto(stepsFailure,
+             moe::str("rank ", in.rank, ": the run has ", run.size(), " steps vs ", ref.size(), " in the reference"));
   for (size_t i = 0; i < std::min(run.size(), ref.size()); ++i) {
     const StepRecord& a = run[i];
     const StepRecord& b = ref[i];
@@ -271,9 +274,9 @@ CheckResult checkParityImpl(const ParityInputs& in, const ParityCheckOptions& op
     bool gnOk = tol.metric == TensorMetric::kAllClose ? gd <= tol.atol + tol.rtol * std::abs(b.gradNorm)
                                                       : rel <= tol.relNorm;
     if (!gnOk)
-      failInto(normFailure, moe::str("rank ", in.rank, ": step ", a.step, " grad norm ", a.gradNorm, " vs reference ", b.gradNorm,
-                    " (relative diff ", formatNumber(rel), ", ratio ", ratioString(a.gradNorm / b.gradNorm),
-                    ") exceeds ", tol.describe()));
+      failInto(normFailure, moe::str("rank ", in.rank, ": step ", a.step, " grad norm ", a.gradNorm, " vs reference ",
+                                     b.gradNorm, " (relative diff ", formatNumber(rel), ", ratio ",
+                                     ratioString(a.gradNorm / b.gradNorm), ") exceeds ", tol.describe()));
   }
   CheckResult r;
   r.check = "parity";
@@ -369,7 +372,8 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
     double worstScore = -1;
     for (const auto& [key, s] : total) {
       const double rel = std::sqrt(s[0]) / std::max(std::sqrt(s[1]), kTiny);
-      const double ratio = s[1] > 0 ? std::sqrt(s[2] / s[1]) : (s[2] > 0 ? std::numeric_limits<double>::infinity() : 1.0);
+      const double ratio =
+          s[1] > 0 ? std::sqrt(s[2] / s[1]) : (s[2] > 0 ? std::numeric_limits<double>::infinity() : 1.0);
       maxWhole = std::max(maxWhole, std::isnan(rel) ? std::numeric_limits<double>::infinity() : rel);
       if ((rel > tol.relNorm || std::isnan(rel)) && rel > worstScore) {
         worstScore = rel;
@@ -426,5 +430,7 @@ ParityInputs parityInputsOf(const CheckContext& ctx) {
 CheckResult ParityCheck::run(const CheckContext& ctx) const {
   return checkParityCollective(*require(ctx.mesh, "parity", "mesh").world(), parityInputsOf(ctx), ctx.parity);
 }
+
+MOE_REGISTER(Check, ParityCheck);
 
 }  // namespace moe::checks

@@ -80,11 +80,15 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
 
 class ParityCheck : public Check {
  public:
-  std::string name() const override { return "parity"; }
-  std::string description() const override {
-    return "per-step loss/ce/aux/grad norm, step-1 gradients and final parameters equal the "
-           "single-device reference within the dtype's tolerances";
-  }
+  ParityCheck()
+      : Check(
+            {"parity",
+             "per-step loss/ce/aux/grad norm, step-1 gradients and final parameters equal the "
+             "single-device reference within the dtype's tolerances",
+             CheckStage::kAfterLastStep, 40,
+             "mesh, runSteps, referenceSteps, step1Grads, referenceGrads, finalParams, referenceParams, parity options",
+             "the case's tolerance for the run's dtype (run-plan --tolerance); without one "
+             "ParityTolerance::forDtype (fp32 allclose rtol 1e-4 atol 1e-6, bf16 relative norm 2e-2)"}) {}
   CheckResult run(const CheckContext& ctx) const override;
 };
 

@@ -1,5 +1,7 @@
 #include "harness/checks/partition_check.h"
 
+#include "common/registry.h"
+
 #include <algorithm>
 #include <map>
 
@@ -132,7 +134,8 @@ CheckResult checkFlatPartitions(const mesh::MeshShape& mesh, int rank, const std
   for (const auto& part : partitions) {
     for (const auto& name : part.params) {
       auto [it, fresh] = seenIn.emplace(name, part.group);
-      if (!fresh) fail(moe::str("rank ", rank, ": ", name, " is in flat groups '", it->second, "' and '", part.group, "'"));
+      if (!fresh)
+        fail(moe::str("rank ", rank, ": ", name, " is in flat groups '", it->second, "' and '", part.group, "'"));
     }
     auto r = checkOne(mesh, rank, byName, part, source, options);
     if (!r.failure.empty()) fail(r.failure);
@@ -165,5 +168,18 @@ CheckResult checkFlatPartitionsCollective(mesh::DeviceMesh& mesh, const std::vec
   }
   return out;
 }
+
+bool FlatPartitionCheck::applies(const CheckContext& ctx) const {
+  return ctx.flatPartitions != nullptr && !ctx.flatPartitions->empty();
+}
+
+CheckResult FlatPartitionCheck::run(const CheckContext& ctx) const {
+  const char* kName = "zero3_partition";
+  return checkFlatPartitionsCollective(require(ctx.mesh, kName, "mesh"), require(ctx.params, kName, "params"),
+                                       require(ctx.flatPartitions, kName, "flat partitions"),
+                                       require(ctx.checkpoint, kName, "checkpoint"));
+}
+
+MOE_REGISTER(Check, FlatPartitionCheck);
 
 }  // namespace moe::checks

@@ -28,7 +28,7 @@
 
 namespace moe::checks {
 
-using parallel::FlatPartition;  // declared by the implementation (parallel/shards.h)
+// FlatPartition: declared by the implementation (parallel/shards.h, check.h).
 
 struct PartitionCheckOptions {
   double rtol = 0;  // partition values vs the source; 0, 0 = bitwise equal
@@ -50,5 +50,19 @@ CheckResult checkFlatPartitionsCollective(mesh::DeviceMesh& mesh, const std::vec
 // The mesh dims a parameter's flat group is partitioned over, from its
 // placements: every dim except tp on which it is not sharded (mesh order).
 std::vector<std::string> expectedPartitionDims(const mesh::MeshShape& mesh, const ParamShard& param);
+
+// "zero3_partition": applies when the wrapper declares flat partitions
+// (ParamStore::flatPartitions()), whatever it is called.
+class FlatPartitionCheck : public Check {
+ public:
+  FlatPartitionCheck()
+      : Check({"zero3_partition",
+               "a flat-partitioning wrapper's partitions are its prescribed groups and hold exactly the rank's "
+               "elements of the concatenated checkpoint tensors",
+               CheckStage::kAfterLoad, 30, "mesh, params, flatPartitions, checkpoint",
+               "exact: bitwise equal to the checkpoint's elements, padding exactly 0"}) {}
+  bool applies(const CheckContext& ctx) const override;
+  CheckResult run(const CheckContext& ctx) const override;
+};
 
 }  // namespace moe::checks

@@ -1,5 +1,7 @@
 #include "harness/checks/placement_check.h"
 
+#include "common/registry.h"
+
 #include <algorithm>
 #include <map>
 #include <sstream>
@@ -246,5 +248,7 @@ CheckResult PlacementCheck::run(const CheckContext& ctx) const {
                                                     : ctx.checkpoint,
                         ctx.placement);
 }
+
+MOE_REGISTER(Check, PlacementCheck);
 
 }  // namespace moe::checks

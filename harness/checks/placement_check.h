@@ -24,11 +24,13 @@ CheckResult checkPlacement(mesh::DeviceMesh& mesh, const std::vector<ParamShard>
 
 class PlacementCheck : public Check {
  public:
-  std::string name() const override { return "placement"; }
-  std::string description() const override {
-    return "local shapes, offsets and values match the declared placements and the checkpoint; "
-           "sharding styles really shard, everything else is replicated and identical";
-  }
+  PlacementCheck()
+      : Check({"placement",
+               "local shapes, offsets and values match the declared placements and the checkpoint; sharding styles "
+               "really shard, everything else is replicated and identical",
+               CheckStage::kAfterLoad, 10, "mesh, params, checkpoint, placement options",
+               "exact: shapes and offsets from the placements; values bitwise equal to the checkpoint slice "
+               "(PlacementCheckOptions rtol/atol, 0 in runs)"}) {}
   CheckResult run(const CheckContext& ctx) const override;
 };
 

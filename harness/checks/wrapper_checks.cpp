@@ -7,6 +7,7 @@
 #include "harness/checks/check_common.h"
 #include "harness/checks/comm_check.h"
 #include "common/error.h"
+#include "common/registry.h"
 #include "reference/placement/dist_tensor.h"
 
 namespace moe::checks {
@@ -181,8 +182,9 @@ CheckResult checkMemoryOf(const std::vector<MemoryInputs>& ranks, const MemoryCh
                        {"optimizer_bytes", m.optimizerBytes}, {"replicated_total_bytes", m.replicatedBytes},
                        {"ratio", f}});
     if (failure.empty() && m.paramBytes != m.placementParamBytes + m.paddingBytes)
-      failure = moe::str("rank ", i, ": the wrapper holds ", m.paramBytes, " parameter bytes, its placements describe ",
-                         m.placementParamBytes, m.paddingBytes ? moe::str(" plus ", m.paddingBytes, " of padding") : "");
+      failure =
+          moe::str("rank ", i, ": the wrapper holds ", m.paramBytes, " parameter bytes, its placements describe ",
+                   m.placementParamBytes, m.paddingBytes ? moe::str(" plus ", m.paddingBytes, " of padding") : "");
     // Gradients and the two AdamW moments are shaped like the masters.
     if (failure.empty() && (m.gradBytes != m.paramBytes || m.optimizerBytes != 2 * m.paramBytes))
       failure = moe::str("rank ", i, ": gradient bytes ", m.gradBytes, " and optimizer bytes ", m.optimizerBytes,
@@ -194,13 +196,14 @@ CheckResult checkMemoryOf(const std::vector<MemoryInputs>& ranks, const MemoryCh
     failure = moe::str("memory factor vs the replicated layout ", fmt(factor), " (", total, " of ", replicated,
                        " bytes over the world), expected ", fmt(options.expectedFactor));
   r.passed = failure.empty();
-  r.measured = {{"world_total_bytes", total},
-                {"world_replicated_bytes", replicated},
-                {"ratio", factor},
-                {"expected_ratio", options.expectedFactor > 0 ? nlohmann::json(options.expectedFactor) : nlohmann::json()},
-                {"min_rank_ratio", minF},
-                {"max_rank_ratio", maxF},
-                {"per_rank", perRank}};
+  r.measured = {
+      {"world_total_bytes", total},
+      {"world_replicated_bytes", replicated},
+      {"ratio", factor},
+      {"expected_ratio", options.expectedFactor > 0 ? nlohmann::json(options.expectedFactor) : nlohmann::json()},
+      {"min_rank_ratio", minF},
+      {"max_rank_ratio", maxF},
+      {"per_rank", perRank}};
   r.explanation = r.passed ? moe::str("parameters + gradients + AdamW state: ", fmt(factor),
                                       " of the replicated layout over the world (per rank ", fmt(minF), "-",
                                       fmt(maxF), ")", options.expectedFactor > 0 ? " as expected" : "")
@@ -278,5 +281,82 @@ CheckResult checkGradScale(mesh::DeviceMesh& mesh, const std::vector<ParamShard>
   for (size_t i = 0; i < norms.size(); ++i) norms[i].run = std::sqrt(sumSq[i]);
   return describeGradScale(norms, options);
 }
+
+// ---- the registered checks ---------------------------------------------------
+namespace {
+
+// The checks of step 1 concern runs that trained at least one step.
+bool trainedAStep(const CheckContext& ctx) { return ctx.steps >= 1; }
+
+class ParamsChangedCheck : public Check {
+ public:
+  ParamsChangedCheck()
+      : Check({"params_changed", "every trainable parameter changed in step 1 (some element on some rank)",
+               CheckStage::kAfterStep1, 60, "mesh, params, step1Params",
+               "exact: any element differing counts as changed"}) {}
+  bool applies(const CheckContext& ctx) const override { return trainedAStep(ctx); }
+  CheckResult run(const CheckContext& ctx) const override {
+    const char* kName = "params_changed";
+    return checkParamsChanged(*require(ctx.mesh, kName, "mesh").world(), require(ctx.params, kName, "params"),
+                              require(ctx.step1Params, kName, "parameters after step 1"));
+  }
+};
+
+class WrapperCommCheck : public Check {
+ public:
+  WrapperCommCheck()
+      : Check({"wrapper_communication",
+               "the data-parallel wrapper's collectives on its own groups in step 1 equal its analytical volume",
+               CheckStage::kAfterStep1, 70, "mesh, wrapper, commDelta, wrapperCommExpected",
+               "exact: calls and bytes per (group, op) as the wrapper declares them (ParamStore::expectedStepComm)"}) {}
+  bool applies(const CheckContext& ctx) const override { return trainedAStep(ctx); }
+  CheckResult run(const CheckContext& ctx) const override {
+    const char* kName = "wrapper_communication";
+    return checkWrapperCommCollective(*require(ctx.mesh, kName, "mesh").world(), ctx.wrapper,
+                                      require(ctx.commDelta, kName, "counter delta (CommWindow)"),
+                                      require(ctx.wrapperCommExpected, kName, "wrapper expectations"));
+  }
+};
+
+class GradScaleCheck : public Check {
+ public:
+  GradScaleCheck()
+      : Check({"gradient_scale",
+               "each expert's step-1 gradient norm over the world equals the reference's (an ep or 2x scale fails)",
+               CheckStage::kAfterStep1, 80, "mesh, dtype, step1Grads, referenceGrads",
+               "the run's dtype: |ratio - 1| <= 1e-5 for fp32 (reductions in another order move a norm by ~1e-7: "
+               "100x margin), 2e-2 for bf16 (implied by the bf16 parity bound ||g - r|| <= 2e-2 ||r||)"}) {}
+  bool applies(const CheckContext& ctx) const override { return trainedAStep(ctx); }
+  CheckResult run(const CheckContext& ctx) const override {
+    const char* kName = "gradient_scale";
+    GradScaleOptions o;
+    o.tol = ctx.dtype == "bf16" ? 2e-2 : 1e-5;
+    return checkGradScale(require(ctx.mesh, kName, "mesh"), require(ctx.step1Grads, kName, "step-1 gradients"),
+                          require(ctx.referenceGrads, kName, "reference gradients"), o);
+  }
+};
+
+class MemoryCheck : public Check {
+ public:
+  MemoryCheck()
+      : Check({"memory",
+               "the bytes the wrapper declares per rank equal what its placements (or flat partitions) describe, "
+               "and their factor vs the replicated layout is the expected one",
+               CheckStage::kAfterLastStep, 100, "mesh, memory, memoryOptions",
+               "exact byte counts; the world factor vs run-plan --expect-memory-factor within 1e-9 (a ratio of exact "
+               "counts; 0: reported only)"}) {}
+  CheckResult run(const CheckContext& ctx) const override {
+    const char* kName = "memory";
+    return checkMemory(*require(ctx.mesh, kName, "mesh").world(), require(ctx.memory, kName, "memory inputs"),
+                       ctx.memoryOptions);
+  }
+};
+
+}  // namespace
+
+MOE_REGISTER(Check, ParamsChangedCheck);
+MOE_REGISTER(Check, WrapperCommCheck);
+MOE_REGISTER(Check, GradScaleCheck);
+MOE_REGISTER(Check, MemoryCheck);
 
 }  // namespace moe::checks

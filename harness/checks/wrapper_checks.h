@@ -70,35 +70,14 @@ GatherVolume expectedGatherVolume(const std::vector<GatheredParam>& params, int6
 std::string gatherVolumeFailure(int rank, double measured, const GatherVolume& expected);
 
 // ---- memory ------------------------------------------------------------------
-struct MemoryInputs {
-  int64_t paramBytes = 0;      // the wrapper's fp32 masters on this rank
-  int64_t gradBytes = 0;       // its fp32 gradients
-  int64_t optimizerBytes = 0;  // its AdamW state
-  // What the replicated ("none") layout holds on this rank: every plan-local
-  // parameter whole, fp32, with a gradient and two AdamW moments (16 B/elem).
-  int64_t replicatedBytes = 0;
-  // Bytes (fp32) of the elements this rank's parameters hold according to
-  // their reported placements (sum of computeLayout(...).numel() * 4).
-  int64_t placementParamBytes = 0;
-  // Of paramBytes: padding the wrapper keeps beyond those elements (flat
-  // buffers padded to even partitions); the memory check requires
-  // paramBytes == placementParamBytes + paddingBytes.
-  int64_t paddingBytes = 0;
-};
-struct MemoryCheckOptions {
-  double expectedFactor = 0;  // world total / replicated world total; 0 = not asserted
-  double factorTol = 1e-9;    // the factor is a ratio of exact byte counts
-};
+// MemoryInputs, MemoryCheckOptions: check_context.h (the context carries them).
 // Pure: `ranks` are every rank's inputs (rank order).
 CheckResult checkMemoryOf(const std::vector<MemoryInputs>& ranks, const MemoryCheckOptions& options = {});
 // Collective over `world`: gathers every rank's inputs, then checkMemoryOf.
 CheckResult checkMemory(comm::Communicator& world, const MemoryInputs& mine, const MemoryCheckOptions& options = {});
 
 // ---- gradient_scale -----------------------------------------------------------
-struct GradScaleOptions {
-  double tol = 1e-5;        // |ratio - 1| <= tol
-  bool expertsOnly = true;  // only ParamShard::isExpert tensors
-};
+// GradScaleOptions: check_context.h.
 struct GradNorm {
   std::string name;
   double run = 0;        // world norm of the run's gradient

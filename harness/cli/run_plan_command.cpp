@@ -2,6 +2,7 @@
 // (harness/conformance/run_plan.h).
 #include <CLI/CLI.hpp>
 
+#include "common/error.h"
 #include "harness/cli/commands.h"
 #include "harness/conformance/run_plan.h"
 #include "harness/mutate/mutant_registry.h"
@@ -37,11 +38,24 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_flag("--allow-unaccounted-memory", o->allowUnaccountedMemory,
                 "measured_memory: only report (not fail) when a rank holds more than the wrapper declares plus the "
                 "allowance");
+  auto expect = std::make_shared<std::string>();
+  sub->add_option("--expect-placements", *expect,
+                  "JSON array of expected placements [{\"param\":p,\"ranks\":[..],\"placements\":\"[Shard(0)]\","
+                  "\"local_shape\":[..]}] judged by the expected_placements check");
   sub->add_option("--mutant", o->mutant, "plant a known bug (issue 7; `moe-harness mutate --list`); default: none");
-  sub->callback([o] {
+  sub->callback([o, expect] {
     // First: an unknown mutant fails before any rank connects. The run
     // itself only records the name (the conformance layer knows no mutants).
     if (!o->mutant.empty()) mutants::activateMutant(o->mutant);
+    if (!expect->empty()) {
+      nlohmann::json j;
+      try {
+        j = nlohmann::json::parse(*expect);
+      } catch (const nlohmann::json::exception& e) {
+        fail("--expect-placements: not JSON: ", e.what());
+      }
+      o->expectedPlacements = checks::placementExpectationsFromJson(j);
+    }
     if (int code = conformance::runPlan(*o)) throw CommandExit{code};
   });
 }

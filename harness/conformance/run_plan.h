@@ -4,20 +4,22 @@
 //
 // Every rank: loads its shards of the initial weights straight from a
 // checkpoint (the deterministic init of --seed, or --checkpoint), trains
-// --steps steps with the distributed model, and runs the checks against the
-// single-device reference of the same config, dtype and seed (computed on
-// every rank: an independent code path, cheap for the small models this is
-// meant for):
-//  - placement and expert uniqueness on the loaded shards,
-//  - parity of per-step loss/ce/aux/grad norm, step-1 gradients and the
-//    final parameters,
-//  - communication: the token dispatch volume equals tokens x top-k per MoE
-//    layer, and the per-step collective counters are reported.
-// Rank 0 prints one JSON document (per-step values, every check with its
-// measured maxima); all ranks agree on the verdict and exit 1 if any check
-// failed.
+// --steps steps with the distributed model, and runs every registered check
+// that applies (Registry<Check>, harness/checks/check_registry.h) against
+// the single-device reference of the same config, dtype and seed (computed
+// once per cache key, or on every rank: an independent code path, cheap for
+// the small models this is meant for). The run fills one CheckContext and
+// names no check: the checks of the loaded state run right after loading,
+// the others after the last step, and the verdicts are reported in the
+// checks' order.
+// Rank 0 prints one JSON document (run_result.h: per-step values, every
+// check with its measured maxima); all ranks agree on the verdict and exit 1
+// if any check failed.
 #include <cstdint>
 #include <string>
+#include <vector>
+
+#include "harness/checks/placement_expectation.h"
 
 namespace moe::conformance {
 
@@ -48,6 +50,9 @@ struct RunPlanOptions {
   // allowed (every wrapper holds exactly its declaration, docs/measurements.md "Measured memory").
   bool allowUnaccountedMemory = false;
   std::string mutant;  // recorded in the result; the caller activates it (harness/mutate)
+  // A case's expected placements: judged by the expected_placements check
+  // on the loaded shards (empty: that check does not apply).
+  std::vector<checks::PlacementExpectation> expectedPlacements;
 };
 
 // Runs one conformance run in this rank (collective over the job: every

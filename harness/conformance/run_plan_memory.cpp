@@ -1,6 +1,7 @@
 #include "harness/conformance/run_plan_memory.h"
 
 #include <algorithm>
+#include <map>
 #include <set>
 
 #include "common/error.h"
@@ -96,6 +97,51 @@ int64_t memoryAllowance(const std::vector<checks::ParamShard>& shards, const pla
     bytes += std::max<int64_t>(0, largest - mine[0]) * rowNumel * 4;
   }
   return bytes;
+}
+
+checks::MemoryInputs memoryInputs(const parallel::StoreMemory& memory, int64_t optimizerBytes,
+                                  const plan::AppliedPlan& plan, const mesh::DeviceMesh& mesh,
+                                  const std::vector<checks::ParamShard>& shards,
+                                  const std::vector<checks::FlatPartition>& flatPartitions) {
+  const auto sizes = meshSizes(mesh);
+  const auto coords = mesh.coords();
+  checks::MemoryInputs in;
+  in.paramBytes = memory.paramBytes;
+  in.gradBytes = memory.gradBytes;
+  in.paddingBytes = memory.paddingBytes;
+  in.optimizerBytes = optimizerBytes;
+  // The replicated layout: every plan-local tensor whole in fp32, with its
+  // gradient and two AdamW moments.
+  for (const auto& pp : plan.params)
+    in.replicatedBytes += 16 * computeLayout(pp.globalShape, pp.placements, sizes, coords).numel();
+  std::map<std::string, int64_t> described;  // elements each parameter's placements give this rank
+  for (const auto& s : shards) described[s.name] = computeLayout(s.globalShape, s.placements, sizes, coords).numel();
+  if (!flatPartitions.empty()) {
+    // Flat partitions: rank r of a group of n holds elements [r*P, (r+1)*P)
+    // of the N plan-local elements of the group's members, P = ceil(N/n);
+    // what lies beyond N is padding. N comes from the placements, not from
+    // the store, so a store that partitions wrongly does not match.
+    for (const auto& p : flatPartitions) {
+      int64_t N = 0;
+      for (const auto& name : p.params) N += described.at(name);
+      const int rank = mesh.world()->rank();
+      const auto group = mesh.shape().groupRanks(rank, p.dims);  // ascending: r is the index in it
+      const int64_t n = static_cast<int64_t>(group.size());
+      const int64_t r = std::find(group.begin(), group.end(), rank) - group.begin();
+      const int64_t P = (N + n - 1) / n, lo = std::min(N, r * P), hi = std::min(N, (r + 1) * P);
+      in.placementParamBytes += 4 * (hi - lo);
+    }
+  } else {
+    for (const auto& [name, numel] : described) in.placementParamBytes += 4 * numel;
+  }
+  return in;
+}
+
+nlohmann::json memoryJson(const checks::MemoryInputs& m) {
+  const int64_t total = m.paramBytes + m.gradBytes + m.optimizerBytes;
+  return {{"param_bytes", m.paramBytes}, {"grad_bytes", m.gradBytes}, {"optimizer_bytes", m.optimizerBytes},
+          {"replicated_total_bytes", m.replicatedBytes},
+          {"ratio", m.replicatedBytes ? static_cast<double>(total) / static_cast<double>(m.replicatedBytes) : 0.0}};
 }
 
 }  // namespace moe::ref

@@ -17,7 +17,9 @@
 #include "harness/checks/check.h"
 #include "harness/checks/measured_memory_check.h"
 #include "common/alloc_tracker.h"
+#include "harness/checks/check_context.h"
 #include "harness/mesh/device_mesh.h"
+#include "reference/parallel/param_store.h"
 #include "reference/plan/plan.h"
 
 namespace moe::ref {
@@ -63,5 +65,20 @@ int64_t wrapperSplit(const checks::ParamShard& shard, const plan::ParamPlacement
 // placements include the wrapper's split); plan: the plan placements.
 int64_t memoryAllowance(const std::vector<checks::ParamShard>& shards, const plan::AppliedPlan& plan,
                         const mesh::DeviceMesh& mesh);
+
+// The memory check's inputs on this rank: what the wrapper declares it holds
+// (`memory`: ParamStore::memory(); `optimizerBytes`: the AdamW state), what
+// the replicated layout would hold (from the plan), and the fp32 bytes the
+// reported placements describe (`shards`, after the last step). A wrapper
+// that keeps flat partitions (`flatPartitions` non-empty; only their members
+// and dims are read) is expected to hold ceil(N/n) elements of each flat
+// group's N, with N from the placements, not from the store.
+checks::MemoryInputs memoryInputs(const parallel::StoreMemory& memory, int64_t optimizerBytes,
+                                  const plan::AppliedPlan& plan, const mesh::DeviceMesh& mesh,
+                                  const std::vector<checks::ParamShard>& shards,
+                                  const std::vector<checks::FlatPartition>& flatPartitions);
+// The "memory" view of a run result: declared bytes and the ratio to the
+// replicated layout.
+nlohmann::json memoryJson(const checks::MemoryInputs& m);
 
 }  // namespace moe::ref

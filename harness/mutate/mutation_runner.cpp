@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "harness/conformance/run_result.h"
 #include "harness/launch/launcher.h"
 #include "harness/mutate/mutation.h"
 
@@ -59,7 +60,7 @@ bool isDesync(const RunOutcome& r) {
          r.error.find("collective desync") != std::string::npos;
 }
 
-// run-plan's JSON from rank 0's prefixed stdout: the lines from the first
+// run-plan's JSON (conformance::RunResult) from rank 0's prefixed stdout: the lines from the first
 // "{" line to the matching last "}" line.
 std::optional<nlohmann::json> rank0Json(const std::string& out) {
   const std::string prefix = "[rank 0] ";
@@ -119,12 +120,19 @@ RunOutcome runOne(const MutationRunSpec& spec, const std::string& mutant, const 
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   r.exitCode = lr.exitCode();
   r.timedOut = lr.timedOut;
+  std::optional<conformance::RunResult> result;
   if (auto j = rank0Json(out.str())) {
-    r.verdict = j->value("passed", false);
-    for (const auto& c : j->value("checks", nlohmann::json::array())) {
-      const std::string name = c.value("check", "");
-      r.checks.push_back({name, c.value("passed", false)});
-      r.explanations[name] = c.value("explanation", "");
+    try {
+      result = conformance::RunResult::fromJson(*j);
+    } catch (const HarnessError&) {
+      // not run-plan's document: no verdict
+    }
+  }
+  if (result) {
+    r.verdict = result->passed;
+    for (const auto& c : result->checks) {
+      r.checks.push_back({c.check, c.passed});
+      r.explanations[c.check] = c.explanation;
     }
   } else {
     r.error = lr.summary.empty() ? lastLines(err.str(), 6) : lr.summary + "\n" + lastLines(err.str(), 4);

@@ -7,8 +7,10 @@
 
 #include "harness/suite/json_schema.h"
 #include "common/error.h"
+#include "harness/checks/check_registry.h"
 #include "harness/mesh/device_mesh.h"
 #include "reference/model/config.h"
+#include "reference/parallel/param_store.h"
 #include "reference/plan/plan.h"
 
 namespace moe::cases {
@@ -99,12 +101,26 @@ Tolerance toleranceOf(const nlohmann::json& j) {
   return t;
 }
 
+// Names the schema leaves open are checked against the registries, so the
+// case format cannot drift from what the binary has: "wrapper: unknown
+// data-parallel wrapper 'x' (known: fsdp, none, zero3)".
+void requireKnown(const std::string& field, const char* kind, const std::string& name,
+                  const std::vector<std::string>& known) {
+  if (std::find(known.begin(), known.end(), name) == known.end())
+    fail(field, ": unknown ", kind, " '", name, "' (known: ", join(known, ", "), ")");
+}
+void requireWrapper(const std::string& field, const std::string& name) {
+  requireKnown(field, parallel::StoreFactory::kPluginKind, name, parallel::paramStoreNames());
+}
+
 void applyWrapper(RunSpec& r, const nlohmann::json& w) {
   if (w.is_string()) {
     r.wrapper = w.get<std::string>();
+    requireWrapper("wrapper", r.wrapper);
     return;
   }
   r.wrapper = w.at("kind").get<std::string>();
+  requireWrapper("wrapper.kind", r.wrapper);
   if (w.contains("fsdp_experts")) r.fsdpExperts = w["fsdp_experts"].get<std::string>();
 }
 
@@ -208,6 +224,8 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
   if (doc.contains("expect")) {
     const auto& ex = doc["expect"];
     if (ex.contains("checks")) b.checks = ex["checks"].get<std::vector<std::string>>();
+    for (const auto& c : b.checks)
+      requireKnown("expect.checks", checks::Check::kPluginKind, c, checks::CheckRegistry::instance().names());
     if (ex.contains("placements"))
       for (const auto& e : ex["placements"]) {
         PlacementExpectation pe;
@@ -218,6 +236,11 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
         if (e.contains("local_shape")) pe.localShape = e["local_shape"].get<std::vector<int64_t>>();
         b.expectedPlacements.push_back(pe);
       }
+    // The case's own expectations always decide, whatever else it selects.
+    const std::string expectedPlacements = "expected_placements";
+    if (!b.checks.empty() && !b.expectedPlacements.empty() &&
+        std::find(b.checks.begin(), b.checks.end(), expectedPlacements) == b.checks.end())
+      b.checks.push_back(expectedPlacements);
   }
 
   p.dtypes = doc.at("dtypes").get<std::vector<std::string>>();
@@ -232,7 +255,10 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
     for (const char* axis : {"loading", "wrapper", "experts_implementation", "seed"})
       if (m.contains(axis)) {
         std::vector<nlohmann::json> values;
-        for (const auto& v : m[axis]) values.push_back(nlohmann::json::parse(v.dump()));
+        for (const auto& v : m[axis]) {
+          values.push_back(nlohmann::json::parse(v.dump()));
+          if (std::string(axis) == "wrapper") requireWrapper("matrix.wrapper", v.get<std::string>());
+        }
         p.axes.push_back({axis, values});
       }
   }

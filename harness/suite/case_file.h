@@ -17,13 +17,19 @@
 // named and exists, or is inline; the mesh covers exactly world_size ranks;
 // experts divide by the ep size; the plan applies on the mesh (unknown
 // styles, patterns matching nothing, divisibility); every dtype has a
-// tolerance; expected placements name known parameters and ranks.
+// tolerance; expected placements name known parameters and ranks; the
+// wrappers (wrapper, matrix.wrapper) are registered data-parallel wrappers
+// (parallel::paramStoreNames()) and expect.checks are registered checks
+// (Registry<Check>): the schema leaves these names open so they cannot drift
+// from the registries.
 #include <map>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "harness/checks/placement_expectation.h"
 
 namespace moe::cases {
 
@@ -34,12 +40,8 @@ struct Tolerance {
   nlohmann::json toJson() const;     // the run-plan --tolerance form
 };
 
-struct PlacementExpectation {
-  std::string param;
-  std::vector<int> ranks;                   // empty: every rank
-  std::optional<std::string> placements;    // "[Shard(0), Replicate()]" (placement.h text form)
-  std::optional<std::vector<int64_t>> localShape;
-};
+// expect.placements: judged by run-plan's expected_placements check.
+using PlacementExpectation = checks::PlacementExpectation;
 
 // One run of a case: everything `run-plan` needs.
 struct RunSpec {
@@ -64,7 +66,10 @@ struct RunSpec {
   int64_t seqLen = 16;
   std::string checkpoint;  // absolute path or ""
   Tolerance tolerance;
-  std::vector<std::string> checks;  // which checks decide the verdict; empty = every check run-plan reports
+  // Which checks decide the verdict; empty = every check run-plan reports.
+  // A case with expect.placements and a selection gets expected_placements
+  // added: its own expectations always decide.
+  std::vector<std::string> checks;
   std::vector<PlacementExpectation> expectedPlacements;
   std::vector<std::string> labels;
   double timeoutSeconds = 300;

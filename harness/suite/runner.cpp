@@ -18,13 +18,12 @@
 #include <streambuf>
 #include <thread>
 
+#include "harness/checks/placement_expectation.h"
 #include "harness/comm/factory.h"
+#include "harness/conformance/run_result.h"
 #include "common/error.h"
 #include "harness/launch/launcher.h"
-#include "reference/io/safetensors.h"
-#include "reference/placement/placement.h"
 #include "reports/printer.h"
-#include "torch/version.h"
 
 namespace moe::cases {
 namespace fs = std::filesystem;
@@ -103,82 +102,26 @@ std::string userErrorOf(const std::deque<std::string>& lines) {
   return "";
 }
 
-// Verifies the case's expected placements against the shards the run dumped
-// (rank{r}.safetensors: each tensor's placements in the metadata).
-CheckOutcome checkExpectedPlacements(const RunSpec& spec, const std::string& shardDir) {
-  CheckOutcome c;
-  c.check = "expected_placements";
-  c.passed = true;
-  int compared = 0;
-  for (const auto& e : spec.expectedPlacements) {
-    std::vector<int> ranks = e.ranks;
-    if (ranks.empty())
-      for (int r = 0; r < spec.worldSize; ++r) ranks.push_back(r);
-    for (int rank : ranks) {
-      io::SafetensorsReader reader(moe::str(shardDir, "/rank", rank, ".safetensors"));
-      if (!reader.has(e.param)) {
-        c.passed = false;
-        c.explanation = moe::str("rank ", rank, ": ", e.param, " is not among the rank's parameters");
-        return c;
-      }
-      const auto meta = nlohmann::json::parse(reader.metadata().at(e.param));
-      const auto global = meta.at("global_shape").get<std::vector<int64_t>>();
-      if (e.placements) {
-        // Compare normalised placements: Shard(-1) and Shard(2) of a 3-d tensor are the same.
-        auto norm = [&](const std::string& text) {
-          auto ps = ref::parsePlacements(text);
-          for (auto& p : ps) p = p.normalized(static_cast<int64_t>(global.size()));
-          return ps;
-        };
-        const std::string actual = meta.at("placements").get<std::string>();
-        if (norm(actual) != norm(*e.placements)) {
-          c.passed = false;
-          c.explanation = moe::str("rank ", rank, ": ", e.param, " placements ", actual, " vs expected ", *e.placements);
-          return c;
-        }
-      }
-      if (e.localShape) {
-        const auto actual = reader.shape(e.param);
-        if (actual != *e.localShape) {
-          c.passed = false;
-          c.explanation = moe::str("rank ", rank, ": ", e.param, " local shape ",
-                                   nlohmann::json(actual).dump(), " vs expected ", nlohmann::json(*e.localShape).dump());
-          return c;
-        }
-      }
-      ++compared;
-    }
-  }
-  c.explanation = moe::str(compared, " (parameter, rank) placements and local shapes as the case expects");
-  c.measured = {{"compared", compared}};
-  return c;
-}
-
-// Fills steps, checks and the verdict from run-plan's result document.
-void readRunPlanResult(const RunSpec& spec, const nlohmann::json& j, const std::string& shardDir, RunResult& r) {
-  for (const auto& s : j.value("steps", nlohmann::json::array()))
-    r.steps.push_back({s.at("step").get<int>(), s.at("loss").get<double>(), s.at("reference_loss").get<double>(),
-                       s.value("ce", 0.0), s.value("reference_ce", 0.0), s.value("aux", 0.0),
-                       s.value("reference_aux", 0.0), s.value("grad_norm", 0.0), s.value("reference_grad_norm", 0.0)});
-  for (const auto& c : j.value("checks", nlohmann::json::array())) {
+// Fills steps, checks and the verdict from run-plan's result.
+void readRunPlanResult(const RunSpec& spec, const conformance::RunResult& j, RunResult& r) {
+  for (const auto& s : j.steps)
+    r.steps.push_back({static_cast<int>(s.run.step), s.run.loss, s.reference.loss, s.run.ce, s.reference.ce,
+                       s.run.aux, s.reference.aux, s.run.gradNorm, s.reference.gradNorm});
+  for (const auto& c : j.checks) {
     CheckOutcome o;
-    o.check = c.at("check").get<std::string>();
-    o.passed = c.at("passed").get<bool>();
-    o.explanation = c.value("explanation", "");
-    o.measured = c.value("measured", nlohmann::json::object());
+    o.check = c.check;
+    o.passed = c.passed;
+    o.explanation = c.explanation;
+    o.measured = c.measured;
     o.requested = spec.checks.empty() || std::find(spec.checks.begin(), spec.checks.end(), o.check) != spec.checks.end();
     r.checks.push_back(o);
   }
-  for (const auto& want : spec.checks) {
-    bool found = false;
-    for (const auto& c : r.checks) found |= c.check == want;
-    if (!found) r.checks.push_back({want, false, true, "run-plan did not report this check", nlohmann::json::object()});
-  }
-  if (!spec.expectedPlacements.empty()) r.checks.push_back(checkExpectedPlacements(spec, shardDir));
-  r.collectives = j.value("step1_collectives_rank0", nlohmann::json::array());
-  r.timings = j.value("timings", nlohmann::json::object());
-  r.measuredMemory = j.value("measured_memory", nlohmann::json::object());
-  r.environment = j.value("environment", nlohmann::json::object());
+  for (const auto& want : spec.checks)
+    if (!j.check(want)) r.checks.push_back({want, false, true, "run-plan did not report this check", nlohmann::json::object()});
+  r.collectives = j.step1Collectives;
+  r.timings = j.timings.toJson();
+  r.measuredMemory = j.measuredMemory;
+  r.environment = j.environment;
   r.status = Status::kPass;
   for (const auto& c : r.checks)
     if (c.requested && !c.passed) {
@@ -188,7 +131,7 @@ void readRunPlanResult(const RunSpec& spec, const nlohmann::json& j, const std::
     }
   // Without a check selection run-plan's own verdict counts too, so a check
   // added to run-plan later can never fail unnoticed.
-  if (r.status == Status::kPass && spec.checks.empty() && !j.value("passed", true)) {
+  if (r.status == Status::kPass && spec.checks.empty() && !j.passed) {
     r.status = Status::kFail;
     r.reason = "run-plan reported a failed check";
   }
@@ -249,8 +192,9 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   if (!spec.fsdpExperts.empty() && spec.wrapper != "none") argv.insert(argv.end(), {"--fsdp-experts", spec.fsdpExperts});
   if (spec.loading != "shard_on_read") argv.insert(argv.end(), {"--load", spec.loading});
   if (!spec.checkpoint.empty()) argv.insert(argv.end(), {"--checkpoint", spec.checkpoint});
-  const std::string shardDir = (dir / "shards").string();
-  if (!spec.expectedPlacements.empty()) argv.insert(argv.end(), {"--dump-shards", shardDir});
+  // The case's expected placements: run-plan's expected_placements check.
+  if (!spec.expectedPlacements.empty())
+    argv.insert(argv.end(), {"--expect-placements", checks::placementExpectationsToJson(spec.expectedPlacements).dump()});
 
   std::ofstream log(dir / "output.log");
   std::deque<std::string> tail;
@@ -307,7 +251,7 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   // A finished run (its verdict written) with exit 0 or 1: the checks decide.
   if (haveResult && !lr.timedOut && (lr.ok || lr.exitCode() == 1)) {
     try {
-      readRunPlanResult(spec, doc, shardDir, r);
+      readRunPlanResult(spec, conformance::RunResult::fromJson(doc), r);
     } catch (const std::exception& e) {
       r.status = Status::kError;
       r.reason = moe::str("could not read the run's result: ", e.what());
@@ -366,17 +310,11 @@ std::string gitRevision() {
   return rev;
 }
 
-nlohmann::json localEnvironment(const std::string& backend) {
-  char host[256] = {};
-  gethostname(host, sizeof(host) - 1);
-  return {{"torch_version", TORCH_VERSION}, {"backend", backend}, {"git_revision", gitRevision()}, {"host", host}};
-}
-
 reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOptions& o) {
   const auto t0 = std::chrono::steady_clock::now();
   reports::Report report;
   report.created = nowUtc();
-  report.environment = localEnvironment(o.backend.empty() ? "per case" : o.backend);
+  report.environment = conformance::environmentJson(o.backend.empty() ? "per case" : o.backend, gitRevision());
   report.suite = {{"selection", o.selection},
                   {"jobs", o.jobs},
                   {"backend", o.backend.empty() ? "per case" : o.backend},

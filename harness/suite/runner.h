@@ -46,7 +46,7 @@ reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOption
 
 // The git revision of the source tree ("unknown" outside a repository).
 std::string gitRevision();
-// libtorch version, git revision and host of this machine, and `backend`.
-nlohmann::json localEnvironment(const std::string& backend);
+// The environment of this machine: conformance::environmentJson(backend,
+// gitRevision()) (harness/conformance/run_result.h).
 
 }  // namespace moe::cases

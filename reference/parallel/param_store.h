@@ -116,6 +116,23 @@ class ParamStore {
   // default throws HarnessError naming the store: a store that does not
   // declare its traffic cannot pass the step communication check silently.
   virtual std::vector<CommExpectation> expectedStepComm() const;
+
+  // ---- what only the store knows about its layout, for its judges -------
+  // (harness/checks decide from these which checks concern a store; nothing
+  // there names a store.) The defaults describe a store that holds every
+  // parameter as paramShards() reports it and gathers nothing per parameter.
+  //
+  // A flat-partitioning store (zero3) keeps flat partitions, not the tensors
+  // the placements describe: this rank's partitions of the parameters (group,
+  // members in flat order, dims, a copy of the partition), for the
+  // flat-partition check and the bytes the memory check expects. No
+  // communication. Default: none.
+  virtual std::vector<FlatPartition> flatPartitions() const { return {}; }
+  // A store that shards parameters beyond the plan and all-gathers each of
+  // them whole once per step for compute (FSDP, reshard_after_forward=False)
+  // returns the prefix of the groups it gathers on ("fsdp:"), for the
+  // gather-volume check. Default "": no per-parameter gathers.
+  virtual std::string parameterGatherPrefix() const { return ""; }
 };
 
 // Creates the store named `name` ("none", "fsdp", "zero3", ...). Collective:

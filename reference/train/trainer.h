@@ -16,6 +16,7 @@
 #include "reference/model/config.h"
 #include "reference/model/params.h"
 #include "reference/train/optimizer.h"
+#include "reference/train/step_record.h"
 #include "reference/train/synthetic_data.h"
 
 namespace moe::ref {
@@ -38,21 +39,9 @@ struct TrainOptions {
   double maxGradNorm = 1.0; // clip_grad_norm_ max_norm; <= 0 disables clipping
 };
 
-struct TensorChecksum {
-  std::string name;
-  double sum = 0;         // sum of elements in double
-  double absSum = 0;      // sum of |elements| in double
-  uint64_t bitHash = 0;   // FNV-1a over the raw bytes (bitwise identity)
-};
 TensorChecksum checksum(const std::string& name, const torch::Tensor& t);
 
-struct StepRecord {
-  int64_t step = 0;  // 1-based
-  double loss = 0, ce = 0, aux = 0;
-  double gradNorm = 0;  // total norm before clipping
-  std::vector<TensorChecksum> gradChecksums;   // gradients before clipping
-  std::vector<TensorChecksum> paramChecksums;  // parameters after the update
-};
+// StepRecord, TensorChecksum: reference/train/step_record.h.
 
 // The global batch of 1-based step `step`: [batchSize, seqLen] int64.
 torch::Tensor trainBatch(const ModelConfig& config, const TrainOptions& options, int64_t step);

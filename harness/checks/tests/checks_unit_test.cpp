@@ -271,20 +271,62 @@ TEST(ChecksComm, DeltaExtraMissingAndBytes) {
   EXPECT_EQ(ringBytesSent(OpType::kAllReduce, 64, 1), 0);
 }
 
-TEST(ChecksRegistry, BuiltinsByNameWithDescriptions) {
+TEST(ChecksRegistry, EveryCheckIsRegisteredWithItsRunMetadata) {
   const CheckRegistry& reg = CheckRegistry::instance();
-  EXPECT_EQ(reg.names(), (std::vector<std::string>{"placement", "expert_uniqueness", "parity", "communication"}));
-  for (const Check* c : reg.all()) EXPECT_FALSE(c->description().empty()) << c->name();
+  // In report order: run-plan's results list them so.
+  std::vector<std::string> names;
+  for (const Check* c : checksInOrder()) names.push_back(c->name());
+  EXPECT_EQ(names, (std::vector<std::string>{"placement", "expert_uniqueness", "zero3_partition", "parity",
+                                             "communication", "params_changed", "wrapper_communication",
+                                             "gradient_scale", "fsdp_gather_volume", "memory", "measured_memory",
+                                             "expected_placements"}));
+  for (const Check* c : reg.all()) {
+    EXPECT_FALSE(c->description().empty()) << c->name();
+    EXPECT_FALSE(c->inputs().empty()) << c->name();
+    EXPECT_FALSE(c->toleranceSource().empty()) << c->name();
+    EXPECT_FALSE(stageName(c->stage()).empty()) << c->name();
+  }
+  EXPECT_EQ(reg.get("placement").stage(), CheckStage::kAfterLoad);
+  EXPECT_EQ(reg.get("communication").stage(), CheckStage::kAfterStep1);
+  EXPECT_EQ(reg.get("parity").stage(), CheckStage::kAfterLastStep);
   try {
     reg.get("uniqueness");
     FAIL() << "no error";
   } catch (const HarnessError& e) {
-    EXPECT_TRUE(contains(e.what(), "unknown check 'uniqueness' (known: placement, expert_uniqueness, parity, "
-                                    "communication)"));
+    EXPECT_TRUE(contains(e.what(), "unknown check 'uniqueness' (known: communication, expected_placements, "
+                                    "expert_uniqueness, fsdp_gather_volume, gradient_scale, measured_memory, memory, "
+                                    "params_changed, parity, placement, wrapper_communication, zero3_partition)"))
+        << e.what();
   }
   // A check run without its inputs names what is missing.
   CheckContext ctx;
   EXPECT_THROW(reg.get("parity").run(ctx), HarnessError);
+  for (const Check* c : reg.all()) EXPECT_THROW(c->run(ctx), HarnessError) << c->name();
+}
+
+// Checks that concern only some runs decide from the context's data (what the
+// store declares, what the run trained), never from a wrapper's name.
+TEST(ChecksRegistry, AppliesFollowsTheRunsData) {
+  const CheckRegistry& reg = CheckRegistry::instance();
+  CheckContext ctx;
+  std::vector<FlatPartition> none, some(1);
+  std::vector<PlacementExpectation> expectations = {{"w", {}, std::nullopt, std::nullopt}};
+  EXPECT_FALSE(reg.get("zero3_partition").applies(ctx));
+  ctx.flatPartitions = &none;
+  EXPECT_FALSE(reg.get("zero3_partition").applies(ctx));
+  ctx.flatPartitions = &some;
+  EXPECT_TRUE(reg.get("zero3_partition").applies(ctx));
+  ctx.wrapper = "fsdp";  // a name alone decides nothing
+  EXPECT_FALSE(reg.get("fsdp_gather_volume").applies(ctx));
+  ctx.steps = 1;
+  ctx.parameterGatherPrefix = "mystore:";
+  EXPECT_TRUE(reg.get("fsdp_gather_volume").applies(ctx));
+  EXPECT_FALSE(reg.get("expected_placements").applies(ctx));
+  ctx.expectedPlacements = &expectations;
+  EXPECT_TRUE(reg.get("expected_placements").applies(ctx));
+  ctx.steps = 0;
+  EXPECT_FALSE(reg.get("params_changed").applies(ctx));
+  EXPECT_TRUE(reg.get("parity").applies(ctx));
 }
 
 }  // namespace

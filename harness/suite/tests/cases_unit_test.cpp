@@ -192,6 +192,40 @@ TEST_F(CaseFileTest, ExpectedPlacementsAreCheckedAgainstThePlan) {
   EXPECT_NE(d.error.find("2 placements for a mesh of 1 dims"), std::string::npos) << d.error;
 }
 
+// Plug-in names are checked against the registries (the schema leaves them
+// open): the error names the case file and the unknown name and lists the
+// registered ones.
+TEST_F(CaseFileTest, UnknownCheckIsAnErrorListingTheRegisteredOnes) {
+  const auto path = writeCase("k", {{"expect", {{"checks", {"parity", "parityy"}}}}});
+  const auto c = loadCaseFile(path);
+  EXPECT_TRUE(c.runs.empty());
+  EXPECT_EQ(c.error.rfind(path + ": expect.checks: unknown check 'parityy' (known: ", 0), 0u) << c.error;
+  for (const char* known : {"communication", "expected_placements", "fsdp_gather_volume", "gradient_scale",
+                            "measured_memory", "memory", "params_changed", "parity", "placement",
+                            "wrapper_communication", "zero3_partition", "expert_uniqueness"})
+    EXPECT_NE(c.error.find(known), std::string::npos) << known << ": " << c.error;
+  // Every registered check is accepted, not only the four the schema once listed.
+  const auto d = loadCaseFile(writeCase("k2", {{"expect", {{"checks", {"gradient_scale", "measured_memory"}}}}}));
+  EXPECT_EQ(d.error, "");
+}
+
+TEST_F(CaseFileTest, UnknownWrapperIsAnErrorListingTheRegisteredOnes) {
+  const auto path = writeCase("w1", {{"wrapper", "fdsp"}});
+  const auto c = loadCaseFile(path);
+  EXPECT_EQ(c.error, path + ": wrapper: unknown data-parallel wrapper 'fdsp' (known: fsdp, none, zero3)");
+  const auto p2 = writeCase("w2", {{"wrapper", {{"kind", "zero2"}}}});
+  EXPECT_EQ(loadCaseFile(p2).error, p2 + ": wrapper.kind: unknown data-parallel wrapper 'zero2' (known: fsdp, none, zero3)");
+  const auto p3 = writeCase("w3", {{"matrix", {{"wrapper", {"none", "zero4"}}}}});
+  EXPECT_EQ(loadCaseFile(p3).error, p3 + ": matrix.wrapper: unknown data-parallel wrapper 'zero4' (known: fsdp, none, zero3)");
+}
+
+TEST_F(CaseFileTest, ExpectedPlacementsAlwaysDecideUnderACheckSelection) {
+  const auto c = loadCaseFile(writeCase("s", {{"expect", {{"checks", {"parity"}},
+                                                          {"placements", {{{"param", "model.norm.weight"}}}}}}}));
+  ASSERT_EQ(c.error, "");
+  EXPECT_EQ(c.runs[0].checks, (std::vector<std::string>{"parity", "expected_placements"}));
+}
+
 TEST(ShippedCases, EveryCaseFileIsValid) {
   const auto files = findCaseFiles({defaultCasesDir()});
   ASSERT_GE(files.size(), 10u);

@@ -186,6 +186,9 @@ class FsdpStore : public ParamStore {
   }
 
   std::string name() const override { return kStoreName; }
+  // The param_store.h hook: every parameter sharded beyond the plan is
+  // gathered whole once per step on the store's own groups.
+  std::string parameterGatherPrefix() const override { return std::string(kStoreName) + ":"; }
 
   void beginStep() override {
     for (auto& e : entries_) {

@@ -87,6 +87,8 @@ class Zero3Store : public ParamStore {
   // This rank's flat partitions (parameters, or the last reduced gradients),
   // no communication.
   std::vector<FlatPartition> partitions(bool gradients = false) const;
+  // The param_store.h hook: partitions() of the parameters.
+  std::vector<FlatPartition> flatPartitions() const override { return partitions(); }
 
  private:
   struct Impl;

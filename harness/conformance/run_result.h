@@ -1,0 +1,77 @@
+#pragma once
+// run-plan's result: the one typed contract between a conformance run and
+// its readers. run-plan (run_plan.cpp, rank 0) writes it with toJson(); the
+// suite runner (harness/suite/runner.cpp) and the mutation runner
+// (harness/mutate/mutation_runner.cpp) read it with fromJson(). The JSON's
+// field names and shapes are what reports and older documents use:
+//   {"config", "mesh", "plan", "dtype", "load", "mutant" (null when none),
+//    "seed", "world_size", "wrapper", "fsdp_experts",
+//    "steps": [{"step", "loss", "reference_loss", "ce", "reference_ce", "aux",
+//               "reference_aux", "grad_norm", "reference_grad_norm"}],
+//    "checks": [{"check", "passed", "explanation", "measured"}],
+//    "memory": {...}, "measured_memory": {...},
+//    "step1_collectives_rank0": [{"group", "op", "calls", "bytes_sent", "bytes_recv"}],
+//    "passed", "environment": {"torch_version", "backend", "git_revision", "host"},
+//    "timings": {"reference_seconds", "reference_from_cache", "step_seconds", "total_seconds"}}
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "harness/checks/check.h"
+#include "reference/train/step_record.h"
+
+namespace moe::conformance {
+
+// One step of the run next to the same step of the single-device reference
+// (only loss, ce, aux and grad norm are serialised).
+struct StepComparison {
+  ref::StepRecord run;
+  ref::StepRecord reference;
+};
+
+struct RunTimings {
+  double referenceSeconds = 0;
+  bool referenceFromCache = false;
+  std::vector<double> stepSeconds;
+  double totalSeconds = 0;
+  nlohmann::json toJson() const;  // the "timings" object
+};
+
+struct RunResult {
+  std::string config;  // the config file
+  std::string mesh;    // MeshShape::describe()
+  std::string plan;    // the plan file
+  std::string dtype;
+  std::string load;
+  std::string mutant;  // "" = none (null in JSON)
+  uint64_t seed = 0;
+  int worldSize = 0;
+  std::string wrapper;
+  std::string fsdpExperts;
+  std::vector<StepComparison> steps;
+  std::vector<checks::CheckResult> checks;  // in report order (Check::order())
+  bool passed = false;                      // every check passed
+  // Views whose shapes the checks own: the memory check's inputs on rank 0
+  // and the measured memory of every rank (measuredMemoryJson).
+  nlohmann::json memory = nlohmann::json::object();
+  nlohmann::json measuredMemory = nlohmann::json::object();
+  nlohmann::json step1Collectives = nlohmann::json::array();  // rank 0's step-1 counters
+  nlohmann::json environment = nlohmann::json::object();      // environmentJson()
+  RunTimings timings;
+
+  nlohmann::json toJson() const;
+  // Fields a reader cannot do without (each check's "check" and "passed",
+  // each step's "step", "loss" and "reference_loss") are required
+  // (HarnessError naming the field); the others default.
+  static RunResult fromJson(const nlohmann::json& j);
+  // The check named `name`, or nullptr.
+  const checks::CheckResult* check(const std::string& name) const;
+};
+
+// Where a run ran, as run results and reports record it: libtorch version,
+// backend, git revision and host name.
+nlohmann::json environmentJson(const std::string& backend, const std::string& gitRevision);
+
+}  // namespace moe::conformance

@@ -41,8 +41,17 @@ struct Loaded {
   std::vector<SuiteItem> items;
 };
 
+// --filter as a regular expression; a malformed one is a user error naming it.
+std::regex filterRegex(const std::string& filter) {
+  try {
+    return std::regex(filter);
+  } catch (const std::regex_error& e) {
+    fail("--filter: '", filter, "' is not a valid regular expression (", e.what(), ")");
+  }
+}
+
 bool selected(const Selection& s, const std::string& id, const std::vector<std::string>& labels) {
-  if (!s.filter.empty() && !std::regex_search(id, std::regex(s.filter))) return false;
+  if (!s.filter.empty() && !std::regex_search(id, filterRegex(s.filter))) return false;
   if (!s.ids.empty() && std::find(s.ids.begin(), s.ids.end(), id) == s.ids.end()) return false;
   auto has = [&](const std::string& l) { return std::find(labels.begin(), labels.end(), l) != labels.end(); };
   for (const auto& l : s.labels)
@@ -261,7 +270,7 @@ void addDescribeCommandImpl(CLI::App& app) {
       }
       std::cout << c.path << ": case " << c.name << ", " << c.runs.size() << " run(s)\n";
       for (const auto& r : c.runs) {
-        if (!a->filter.empty() && !std::regex_search(r.id, std::regex(a->filter))) continue;
+        if (!a->filter.empty() && !std::regex_search(r.id, filterRegex(a->filter))) continue;
         describeRun(r, std::cout);
       }
     }

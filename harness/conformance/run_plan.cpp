@@ -40,15 +40,21 @@ checks::ParityTolerance parseTolerance(const std::string& text) {
     fail("--tolerance: not JSON: ", e.what());
   }
   if (!j.is_object() || !j.contains("loss_abs")) fail("--tolerance: needs an object with loss_abs, got ", text);
+  // A non-number is a user error naming the field, not a JSON type error.
+  auto num = [&](const char* key) {
+    const auto& v = j.at(key);
+    if (!v.is_number()) fail("--tolerance: ", key, " must be a number, got ", v.dump(), " in ", text);
+    return v.get<double>();
+  };
   checks::ParityTolerance t;
-  t.lossAbs = j.at("loss_abs").get<double>();
+  t.lossAbs = num("loss_abs");
   if (j.contains("rel_norm")) {
     t.metric = checks::TensorMetric::kRelNorm;
-    t.relNorm = j.at("rel_norm").get<double>();
+    t.relNorm = num("rel_norm");
   } else if (j.contains("rtol") && j.contains("atol")) {
     t.metric = checks::TensorMetric::kAllClose;
-    t.rtol = j.at("rtol").get<double>();
-    t.atol = j.at("atol").get<double>();
+    t.rtol = num("rtol");
+    t.atol = num("atol");
   } else {
     fail("--tolerance: needs rel_norm, or rtol and atol, got ", text);
   }

@@ -239,4 +239,14 @@ TEST(RunPlan, UnknownLoadingPathIsAClearErrorListingTheKnownOnes) {
       << r.err;
 }
 
+TEST(RunPlan, ToleranceWithANonNumberIsAUserErrorNamingTheField) {
+  auto r = execJob(1, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":1}",
+                       "--plan", kSource + "/cases/plans/ep.json", "--steps", "1", "--tolerance",
+                       "{\"loss_abs\": \"tiny\", \"rel_norm\": 0.02}"},
+                   60);
+  ASSERT_FALSE(r.result.ok);
+  EXPECT_EQ(r.result.exitCode(), 2) << r.all();  // not 3 (internal error)
+  EXPECT_NE(r.err.find("--tolerance: loss_abs must be a number, got \"tiny\""), std::string::npos) << r.err;
+}
+
 }  // namespace

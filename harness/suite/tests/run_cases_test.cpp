@@ -241,4 +241,12 @@ TEST_F(RunCases, ValidateAndDescribeWithoutTraining) {
   EXPECT_EQ(bad.code, 1) << bad.out;
 }
 
+TEST_F(RunCases, AMalformedFilterIsAUserErrorNamingTheOption) {
+  for (const char* cmd : {" list ", " describe "}) {
+    const Proc p = runCommand(kHarness + cmd + kCases + "/ep2.json --filter '(fp32'");
+    EXPECT_EQ(p.code, 2) << cmd << p.out;  // a user error, not 3 (internal error)
+    EXPECT_NE(p.out.find("--filter: '(fp32' is not a valid regular expression"), std::string::npos) << p.out;
+  }
+}
+
 }  // namespace

@@ -83,7 +83,6 @@ struct DistTrainer::Impl {
 
   std::shared_ptr<comm::Communicator> tp, ep, stats;
   ModelPlan model;                 // what the styles declared (layer_plan.h)
-  std::vector<LayerPlan> layers;   // model.layers
   std::vector<std::string> dpDims;
   bool sp = false;
   int tpSize = 1, epSize = 1;
@@ -103,7 +102,6 @@ struct DistTrainer::Impl {
       if (d.name != "tp") dpDims.push_back(d.name);
     model = readModelPlan(plan, mesh.shape(), config);
     sp = model.sp;
-    layers = model.layers;
     auto statDims = dpDims;
     if (sp) statDims.push_back("tp");
     stats = mesh.comm(statDims);
@@ -202,8 +200,8 @@ struct DistTrainer::Impl {
     auto xt = x.reshape({b * sl, h});
     auto router = ref::routeTokens(xt, w(p + "mlp.gate.weight", dt), config);
     routerLogits.push_back(router.logits);
-    const bool moeTp = layers[static_cast<size_t>(layer)].moeTp;
-    const bool epOn = layers[static_cast<size_t>(layer)].epOn;
+    const bool moeTp = model.layers[static_cast<size_t>(layer)].moeTp;
+    const bool epOn = model.layers[static_cast<size_t>(layer)].epOn;
     auto idx = router.routing.topkIdx, wts = router.routing.topkWeights, xe = xt;
     const auto pieces = chunkSizes(options.seqLen, tpSize);
     // Grouped experts keep their tp partial sums in fp32 (partial_sums.h).
@@ -286,7 +284,7 @@ struct DistTrainer::Impl {
     for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
       const auto p = ref::layerPrefix(i);
       auto x = ref::rmsNorm(h, w(p + "input_layernorm.weight", torch::kFloat), config.rmsNormEps);
-      const bool aTp = layers[static_cast<size_t>(i)].attnTp;
+      const bool aTp = model.layers[static_cast<size_t>(i)].attnTp;
       const auto aPs = aTp ? tpPartialSums(dt) : ref::PartialSums{};
       auto a = ref::attentionForward(aTp ? tpEnter(x, aPs, pieces) : x, attentionParams(p, dt), p, config, dt, aPs);
       if (aTp) a = tpExit(a, pieces, dt);
@@ -296,7 +294,7 @@ struct DistTrainer::Impl {
       if (config.isMoeLayer(i)) {
         m = moeLayer(x, i, dt, routerLogits);
       } else {
-        const bool mTp = layers[static_cast<size_t>(i)].mlpTp;
+        const bool mTp = model.layers[static_cast<size_t>(i)].mlpTp;
         const auto mPs = mTp ? tpPartialSums(dt) : ref::PartialSums{};
         m = ref::swiglu(mTp ? tpEnter(x, mPs, pieces) : x, w(p + "mlp.gate_proj.weight", dt),
                         w(p + "mlp.up_proj.weight", dt), w(p + "mlp.down_proj.weight", dt), mPs);
@@ -387,7 +385,7 @@ struct DistTrainer::Impl {
   }
 
   std::vector<CommExpectation> expectedStepComm() const {
-    StepCommInputs in{config, options, mesh, layers, sp, *tp, *ep, *stats, *store, dispatch};
+    StepCommInputs in{config, options, mesh, model.layers, sp, *tp, *ep, *stats, *store, dispatch};
     return parallel::expectedStepComm(in);
   }
 };

@@ -21,6 +21,7 @@
 
 #include "harness/conformance/run_plan.h"
 #include "harness/launch/launcher.h"
+#include "harness/tests/rank_test_util.h"
 #include "reference/plan/style.h"
 
 namespace moe::plan {
@@ -89,16 +90,10 @@ Outcome runWithStyle(const std::string& qkvStyle) {
   o.planPath = writePlan(dir, qkvStyle);
   o.steps = 2;
   o.resultJson = (dir / "result.json").string();
-  std::ostringstream out, err;
-  launch::LaunchOptions lo;
-  lo.nranks = 2;
-  lo.timeout = std::chrono::seconds(240);
-  lo.out = &out;
-  lo.err = &err;
-  lo.quiet = true;
   Outcome r;
-  r.launch = launch::launchLocal(lo, [&](const launch::RankContext&) { return runPlan(o); });
-  r.log = r.launch.summary + "\n--- stderr\n" + err.str();
+  const ranktest::RankRun run = ranktest::runRanks(2, [&](const launch::RankContext&) { return runPlan(o); }, 240);
+  r.launch = run.result;
+  r.log = run.all();
   if (fs::exists(o.resultJson)) r.result = nlohmann::json::parse(std::ifstream(o.resultJson));
   fs::remove_all(dir);
   return r;

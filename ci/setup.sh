@@ -8,7 +8,7 @@
 #     the test oracles run its python. The Linux x86_64 wheel is the CUDA
 #     build (about 5.3 GB with its NVIDIA libraries): it is installed once
 #     and reused while .venv holds the pinned version.
-# A warm `make test` pays two dpkg queries and one python start here.
+# A warm `make test` pays a few dpkg queries and one python start here.
 #
 # Environment: MOE_TORCH_VERSION (pinned version, default below), MOE_VENV
 # (default <repo>/.venv), PYTHON (the interpreter that creates the venv,
@@ -46,7 +46,9 @@ if [ -x "$venv/bin/python" ]; then
   installed="$("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
 fi
 case "$installed" in
-  "$torch_version" | "$torch_version"+*) exit 0 ;;  # 2.15.0 or 2.15.0+cu132: reuse
+  "$torch_version" | "$torch_version"+*)  # 2.15.0 or 2.15.0+cu132
+    echo "ci/setup.sh: $venv has torch $installed (pinned: $torch_version); reusing it"
+    exit 0 ;;
 esac
 if [ ! -x "$venv/bin/python" ]; then
   echo "ci/setup.sh: creating the virtual environment $venv ($("$python" --version 2>&1))"

@@ -3,6 +3,7 @@
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
 #include <algorithm>
+#include <thread>
 
 namespace moe::comm {
 
@@ -21,6 +22,14 @@ void C10dCommunicator::runWork(const char* op, Start&& start) {
     c10::intrusive_ptr<c10d::Work> work = start();
     work->wait();
     afterWork();
+    if (awaitWorkRelease_) {
+      // ProcessGroupGloo's worker thread drops its reference to the work
+      // (and so to the op's tensors) just after marking it complete. Wait
+      // for that, so no tensor of a finished op outlives the call: the
+      // memory checks count what a rank holds right after a step.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+      while (work.use_count() > 1 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    }
   } catch (const HarnessError&) {
     throw;
   } catch (const c10::Error& e) {

@@ -70,6 +70,9 @@ class C10dCommunicator : public Communicator {
                                         int groupIndex) override;
 
   std::chrono::milliseconds timeout() const { return timeout_; }
+  // gloo: after each op, wait until the process group's worker thread has
+  // released the op's Work (and its tensors) too.
+  void setAwaitWorkRelease(bool on) { awaitWorkRelease_ = on; }
   const c10::intrusive_ptr<c10d::Backend>& processGroup() const { return pg_; }
 
  private:
@@ -84,6 +87,7 @@ class C10dCommunicator : public Communicator {
   c10::intrusive_ptr<c10d::Backend> pg_;
   std::shared_ptr<store::Store> store_;
   std::chrono::milliseconds timeout_;
+  bool awaitWorkRelease_ = false;
 };
 
 }  // namespace moe::comm

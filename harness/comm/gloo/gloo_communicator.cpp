@@ -37,6 +37,7 @@ class GlooCommunicator : public C10dCommunicator {
                          store, timeout),
         device_(std::move(device)) {
     setVerify(verify);
+    setAwaitWorkRelease(true);
   }
 
   std::string backendName() const override { return "gloo"; }

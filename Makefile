@@ -1,5 +1,5 @@
 # Two entry points (see README "Quick start"): `make run` and `make test`.
-# Both install missing Debian packages (ci/setup.sh), configure, build, then run.
+# Both run ci/setup.sh (missing Debian packages, the .venv with the pinned torch), configure, build, then run.
 BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)

@@ -21,7 +21,8 @@ class TrackingAllocator final : public c10::Allocator {
   TrackingAllocator(c10::Allocator* underlying, AllocTracker* tracker)
       : underlying_(underlying), underlyingDelete_(underlying->raw_deleter()), tracker_(tracker) {}
 
-  c10::DataPtr allocate(size_t n) const override {
+  // Non-const since libtorch 2.3.
+  c10::DataPtr allocate(size_t n) override {
     c10::DataPtr dp = underlying_->allocate(n);
     MOE_ASSERT(dp.get() == dp.get_context() && dp.get_deleter() == underlyingDelete_,
                "alloc_tracker: the CPU allocator returned a pointer without its raw deleter (", n, " bytes)");
@@ -37,6 +38,11 @@ class TrackingAllocator final : public c10::Allocator {
   }
 
   c10::DeleterFnPtr raw_deleter() const override { return &trackedDelete; }
+
+  // Pure virtual since libtorch 2.3: a plain byte copy, as the CPU allocator's.
+  void copy_data(void* dest, const void* src, std::size_t count) const override {
+    default_copy_data(dest, src, count);
+  }
 
   void release(void* data) {
     if (!data) return;

@@ -216,10 +216,10 @@ void BM_PythonSpawnPattern(benchmark::State& state) {
   std::string script = std::string(dir) + "/spawn_allreduce.py";
   std::ofstream(script) << kPythonScript;
   for (auto _ : state) {
-    CommandResult r = runCommand({"/usr/bin/python3", script, std::to_string(kNumRanks)},
+    CommandResult r = runCommand({MOE_BENCH_PYTHON, script, std::to_string(kNumRanks)},
                                  std::chrono::seconds(180));
     if (r.exitCode == 77) {
-      state.SkipWithError(("/usr/bin/python3 cannot import torch.distributed with gloo: " + r.output).c_str());
+      state.SkipWithError((std::string(MOE_BENCH_PYTHON) + " cannot import torch.distributed with gloo: " + r.output).c_str());
       break;
     }
     if (r.exitCode != 0) {

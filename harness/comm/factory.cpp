@@ -14,7 +14,7 @@ std::shared_ptr<Communicator> createWorld(std::shared_ptr<store::Store> store, i
 #ifdef MOE_WITH_NCCL
     return createNcclWorld(std::move(store), rank, worldSize, opts);
 #else
-    fail("backend 'nccl' is not compiled into this binary (configure found no CUDA toolkit with NCCL)");
+    fail("backend 'nccl' is not compiled into this binary (configure found no libtorch with CUDA and NCCL)");
 #endif
   }
   fail("unknown backend '", opts.backend, "' (known: gloo, nccl)");
@@ -32,7 +32,7 @@ bool ncclUsable(int worldSize, std::string* reason) {
 #ifdef MOE_WITH_NCCL
   return ncclUsableImpl(worldSize, reason);
 #else
-  if (reason) *reason = "nccl backend not compiled in (no CUDA toolkit with NCCL at configure time)";
+  if (reason) *reason = "nccl backend not compiled in (no libtorch with CUDA and NCCL at configure time)";
   return false;
 #endif
 }

@@ -49,7 +49,7 @@ const torch::Tensor& getParam(const ParamMap& params, const std::string& name) {
   return *t;
 }
 
-ParamMap cloneParams(const ParamMap& params, c10::optional<torch::ScalarType> dtype) {
+ParamMap cloneParams(const ParamMap& params, std::optional<torch::ScalarType> dtype) {
   ParamMap out;
   for (const auto& item : params) {
     auto t = item.value().detach();

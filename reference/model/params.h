@@ -7,6 +7,7 @@
 // config, so a sharded map can be fed to the same functions.
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,6 @@ const torch::Tensor& getParam(const ParamMap& params, const std::string& name);
 
 // Deep copy (detached) of a parameter map, optionally converted to dtype.
 ParamMap cloneParams(const ParamMap& params,
-                     c10::optional<torch::ScalarType> dtype = c10::nullopt);
+                     std::optional<torch::ScalarType> dtype = std::nullopt);
 
 }  // namespace moe::ref

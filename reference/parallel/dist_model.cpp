@@ -377,7 +377,7 @@ struct DistTrainer::Impl {
     rec.gradNorm = norm.item<double>();
     if (options.maxGradNorm > 0) {
       torch::NoGradGuard ng;
-      auto coef = torch::clamp(options.maxGradNorm / (norm + 1e-6), c10::nullopt, 1.0);
+      auto coef = torch::clamp(options.maxGradNorm / (norm + 1e-6), std::nullopt, 1.0);
       for (auto& g : gs) g = g * coef;
     }
     optimizer.step(ps, gs);

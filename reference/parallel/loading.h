@@ -44,10 +44,10 @@
 // ending with `MOE_REGISTER(Loader, FunctionLoader, "<name>", loadMine);`;
 // tests/loading_test.cpp runs every registered path.
 #include <ATen/ATen.h>
-#include <c10/util/Optional.h>
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -104,7 +104,7 @@ struct LoadHooks {
   // init_then_load: when set, the empty parameters are filled with this
   // value before loading (NaN makes a missed element visible in a bitwise
   // comparison); unset: at::empty, uninitialised, as to_empty() gives.
-  c10::optional<float> emptyFill;
+  std::optional<float> emptyFill;
   // init_then_load: returns false to skip copying one box of a parameter
   // (a test's faulty fill). box: one global range per dim.
   std::function<bool(const plan::ParamPlacement& param, const std::vector<ref::IndexRange>& box)>

@@ -43,7 +43,7 @@ double clipGradNorm(const std::vector<torch::Tensor>& grads, double maxNorm) {
   for (const auto& g : grads) norms.push_back(torch::norm(g.detach(), 2));
   auto total = torch::norm(torch::stack(norms), 2);
   if (maxNorm > 0) {
-    auto coef = torch::clamp(maxNorm / (total + 1e-6), /*min=*/c10::nullopt, /*max=*/1.0);
+    auto coef = torch::clamp(maxNorm / (total + 1e-6), /*min=*/std::nullopt, /*max=*/1.0);
     for (const auto& g : grads) g.detach().mul_(coef);
   }
   return total.item<double>();

@@ -1,30 +1,19 @@
 #pragma once
-// NCCL backend of the Communicator (see ../communicator.h for the contract
-// every backend shares; this file only states what is NCCL-specific).
+// NCCL backend of the Communicator: libtorch's c10d::ProcessGroupNCCL (so
+// the process maps only the NCCL that libtorch links) under the harness's
+// C10dCommunicator (see ../c10d_communicator.h for the op mapping and
+// ../communicator.h for the contract every backend shares). NCCL-specific:
 //
-//  - Tensors must be contiguous CUDA tensors on this communicator's device
-//    (the one selected at creation); anything else throws HarnessError naming
-//    the backend, the op and the tensor's device.
-//  - Synchronous: each op is enqueued on a stream owned by the communicator
-//    and waited for before the call returns. That stream is a *blocking*
-//    stream, so CUDA orders it after work already queued on the legacy
-//    default stream (torch's default stream) and vice versa. Inputs produced
-//    on another stream must be synchronised by the caller first.
-//  - Timeouts: communicators are created non-blocking (ncclConfig_t
-//    blocking = 0) and every wait polls the stream and
-//    ncclCommGetAsyncError. When CommOptions::timeout expires, or NCCL
-//    reports an asynchronous error, the communicator is aborted
-//    (ncclCommAbort) and the op throws; every later op on it throws too.
-//  - Uneven allGather is a group of ncclBroadcast calls (one per rank block,
-//    straight into its offset of `out`); uneven reduceScatter is a group of
-//    ncclReduce calls (block r reduced to root r, straight into `out`). Equal
-//    sizes use ncclAllGather / ncclReduceScatter.
-//  - allToAllSingle is a group of per-peer ncclSend/ncclRecv (self included).
-//  - split() is ncclCommSplit (color = group index, key = position in the
-//    group's rank list; NCCL_SPLIT_NOCOLOR on non-members).
-//  - Every NCCL and CUDA status is checked at its call site; failures throw
-//    HarnessError naming the rank, the communicator, the call and NCCL's /
-//    CUDA's error text.
+//  - Tensors must be CUDA tensors on this communicator's device (the one
+//    selected at creation); anything else throws HarnessError naming the
+//    backend, the op and the tensor's device.
+//  - Synchronous: after c10d's Work completes, the current CUDA stream of
+//    the device is synchronised, so the output is ready when a call returns.
+//  - Timeouts: TORCH_NCCL_BLOCKING_WAIT=1 (set unless already set) makes a
+//    collective blocked longer than CommOptions::timeout throw, naming the
+//    op, instead of c10d's watchdog ending the process.
+//  - split() creates a new ProcessGroupNCCL per group over the job's store
+//    (prefix "nccl/<name>/<index>"); non-members take no part.
 #include <chrono>
 #include <memory>
 #include <string>
@@ -36,10 +25,9 @@
 namespace moe::comm {
 
 // Creates the world NCCL communicator of `rank` (collective over all
-// `worldSize` ranks). Rank 0 calls ncclGetUniqueId and publishes it in
-// `store`; the others read it. The store must be fresh (or prefixed) per
-// call: the key is fixed. Selects CUDA device opts.device, or
-// opts.localRank when opts.device is -1, with cudaSetDevice.
+// `worldSize` ranks) over `store` (c10d rendezvous under the prefix
+// "nccl/world"). Selects CUDA device opts.device, or opts.localRank when
+// opts.device is -1.
 std::shared_ptr<Communicator> createNcclWorld(std::shared_ptr<store::Store> store, int rank,
                                               int worldSize, const CommOptions& opts);
 

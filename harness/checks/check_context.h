@@ -75,9 +75,19 @@ struct ParityTolerance {
   std::string describe() const;  // "allclose(rtol 1e-4, atol 1e-6)" / "relative norm error <= 2e-2"
 };
 
+// The optimizer a run's final parameters went through, for the AdamW
+// allowance on final parameters (parity_check.h, adamwAllowance). lr <= 0:
+// no allowance (final parameters judged by the tolerance alone).
+struct ParityOptimizer {
+  double lr = 0;
+  double eps = 1e-8;
+  double maxGradNorm = 0;  // clip_grad_norm_ max_norm; <= 0: no clipping
+};
+
 struct ParityCheckOptions {
   std::string dtype = "fp32";                // picks the default tolerance
   std::optional<ParityTolerance> tolerance;  // overrides the dtype's defaults
+  ParityOptimizer optimizer;                 // the run's AdamW (run_plan fills it)
   ParityTolerance resolved() const {
     return tolerance ? *tolerance : ParityTolerance::forDtype(dtype);
   }

@@ -56,8 +56,26 @@ std::vector<int64_t> unflatten(int64_t flat, const std::vector<int64_t>& shape) 
 }
 }  // namespace
 
+at::Tensor adamwAllowance(const at::Tensor& refGrad, const ParityTolerance& tol, const ParityOptimizer& optimizer,
+                          int64_t steps, double clipFactor) {
+  at::Tensor g = refGrad.detach().to(at::kCPU, at::kDouble);
+  if (optimizer.lr <= 0 || steps <= 0 || g.numel() == 0) return at::zeros_like(g);
+  at::Tensor eta;
+  if (tol.metric == TensorMetric::kAllClose) {
+    eta = tol.atol + tol.rtol * g.abs();
+  } else {
+    const double rms = std::sqrt(g.pow(2).mean().item<double>());
+    eta = at::full_like(g, tol.relNorm * rms);
+  }
+  const double eps = optimizer.eps;
+  auto u = [eps](const at::Tensor& x) { return x / (x.abs() + eps); };
+  const at::Tensor cg = clipFactor * g, ce = clipFactor * eta;
+  const at::Tensor w = at::maximum(u(cg + ce) - u(cg), u(cg) - u(cg - ce));
+  return static_cast<double>(steps) * optimizer.lr * w;
+}
+
 TensorDiff compareTensor(const at::Tensor& run, const at::Tensor& ref, const ParityTolerance& tol,
-                         const ref::LocalLayout* layout) {
+                         const ref::LocalLayout* layout, const at::Tensor* allowance) {
   MOE_ASSERT(run.sizes() == ref.sizes(), "shapes ", shapeString(run.sizes()), " vs ", shapeString(ref.sizes()));
   TensorDiff d;
   if (run.numel() == 0) return d;
@@ -71,8 +89,15 @@ TensorDiff compareTensor(const at::Tensor& run, const at::Tensor& ref, const Par
   d.relNormError = diffNorm / std::max(refNorm, kTiny);
   d.normRatio = refNorm > 0 ? runNorm / refNorm : (runNorm > 0 ? std::numeric_limits<double>::infinity() : 1.0);
   int64_t worst;
+  at::Tensor extra;
+  if (allowance && allowance->defined()) {
+    MOE_ASSERT(allowance->numel() == run.numel(), "allowance of ", allowance->numel(), " elements for ", run.numel());
+    extra = allowance->detach().to(at::kCPU, at::kDouble).reshape({-1});
+  }
   if (tol.metric == TensorMetric::kAllClose) {
-    at::Tensor violation = diff / (tol.atol + tol.rtol * b.abs());
+    at::Tensor bound = tol.atol + tol.rtol * b.abs();
+    if (extra.defined()) bound = bound + extra;
+    at::Tensor violation = diff / bound;
     // NaN anywhere is the worst possible violation.
     violation = at::where(violation.isnan(), at::full_like(violation, std::numeric_limits<double>::infinity()),
                           violation);
@@ -80,10 +105,12 @@ TensorDiff compareTensor(const at::Tensor& run, const at::Tensor& ref, const Par
     d.score = violation[worst].item<double>();
   } else {
     worst = diff.argmax().item<int64_t>();
-    d.score = tol.relNorm > 0 ? d.relNormError / tol.relNorm : (d.relNormError > 0 ? 1e300 : 0);
+    const double bound = tol.relNorm * refNorm + (extra.defined() ? extra.norm().item<double>() : 0.0);
+    d.score = bound > 0 ? diffNorm / bound : (diffNorm > 0 ? 1e300 : 0);
   }
   if (std::isnan(d.relNormError) || std::isnan(d.maxAbsDiff)) d.score = std::numeric_limits<double>::infinity();
   d.ok = d.score <= 1.0;
+  if (extra.defined() && tol.metric == TensorMetric::kAllClose) d.allowanceAtWorst = extra[worst].item<double>();
   std::vector<int64_t> local = unflatten(worst, run.sizes().vec());
   d.worstAt = moe::str(layout ? "global " : "local ", shapeString(layout ? layout->globalIndex(local) : local),
                        " (run ", formatNumber(a[worst].item<double>()), " vs reference ",
@@ -99,7 +126,10 @@ std::string describeTensorFailure(int rank, const std::string& what, const std::
     return moe::str("rank ", rank, ": ", what, " of ", name, ": ", norms, " exceeds ", formatNumber(tol.relNorm),
                     "; max |diff| ", formatNumber(d.maxAbsDiff), " at ", d.worstAt);
   return moe::str("rank ", rank, ": ", what, " of ", name, ": max |diff| ", formatNumber(d.maxAbsDiff), " at ",
-                  d.worstAt, " exceeds ", tol.describe(), "; ", norms);
+                  d.worstAt, " exceeds ", tol.describe(),
+                  d.allowanceAtWorst > 0 ? moe::str(" + AdamW allowance ", formatNumber(d.allowanceAtWorst))
+                                         : std::string(),
+                  "; ", norms);
 }
 
 std::string mixedExpertsDiagnosis(const at::Tensor& run, const ref::LocalLayout& layout,
@@ -164,7 +194,18 @@ nlohmann::json worstJson(const Worst& w, int rank) {
 // is weighted by 1 / (number of ranks holding the same elements), the
 // product of the mesh dims it is not sharded on, so the world sum counts
 // every element of the global tensor once.
-using NormSums = std::map<std::string, std::array<double, 3>>;
+// The fourth entry: this rank's share of ||AdamW allowance||^2 (final
+// parameters only; adamwAllowance).
+using NormSums = std::map<std::string, std::array<double, 4>>;
+
+// Where the AdamW allowance of final parameters comes from: the reference's
+// step-1 gradients, read through each parameter's own layout.
+struct AllowanceSource {
+  const io::TensorSource* referenceGrads = nullptr;
+  ParityOptimizer optimizer;
+  int64_t steps = 0;
+  double clipFactor = 1;
+};
 
 // Compares every shard with the matching slice of its reference tensor.
 // Returns the per-quantity maxima and the worst parameter. With `sums`, the
@@ -172,7 +213,8 @@ using NormSums = std::map<std::string, std::array<double, 3>>;
 // shares over the world): a local piece does not fail on it here.
 nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShard>& shards,
                              const io::TensorSource& reference, const std::string& what,
-                             const ParityTolerance& tol, std::string& failure, NormSums* sums) {
+                             const ParityTolerance& tol, std::string& failure, NormSums* sums,
+                             const AllowanceSource* allowanceSource = nullptr) {
   Worst worst;
   double maxAbs = 0, maxRel = 0;
   auto fail = [&](const std::string& m) {
@@ -202,7 +244,11 @@ nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShar
       continue;
     }
     at::Tensor expected = readLocalSlice(reference, p.name, layout);
-    TensorDiff d = compareTensor(p.local, expected, tol, &layout);
+    at::Tensor allowance;
+    if (allowanceSource && allowanceSource->referenceGrads && allowanceSource->referenceGrads->has(p.name))
+      allowance = adamwAllowance(readLocalSlice(*allowanceSource->referenceGrads, p.name, layout), tol,
+                                 allowanceSource->optimizer, allowanceSource->steps, allowanceSource->clipFactor);
+    TensorDiff d = compareTensor(p.local, expected, tol, &layout, allowance.defined() ? &allowance : nullptr);
     maxAbs = std::max(maxAbs, d.maxAbsDiff);
     maxRel = std::max(maxRel, d.relNormError);
     if (!worst.any || d.score > worst.diff.score) worst = {p.name, d, true};
@@ -216,6 +262,7 @@ nlohmann::json compareShards(const ParityInputs& in, const std::vector<ParamShar
       s[0] += (a - b).pow(2).sum().item<double>() / replicas;
       s[1] += b.pow(2).sum().item<double>() / replicas;
       s[2] += a.pow(2).sum().item<double>() / replicas;
+      if (allowance.defined()) s[3] += allowance.pow(2).sum().item<double>() / replicas;
       // NaN must still fail even if the sums were to hide it.
       if (std::isnan(d.maxAbsDiff)) fail(describeTensorFailure(in.rank, what, p.name, d, tol));
     } else if (!d.ok) {
@@ -292,10 +339,27 @@ CheckResult checkParityImpl(const ParityInputs& in, const ParityCheckOptions& op
   if (in.step1Grads)
     r.measured["grads"] = compareShards(in, *in.step1Grads, require(in.referenceGrads, "parity", "reference gradients"),
                                         "step-1 gradient", tol, gradFailure, sums);
-  if (in.finalParams)
+  if (in.finalParams) {
+    // Final parameters get the AdamW allowance (adamwAllowance) when the
+    // optimizer and the reference's step-1 gradients are known.
+    AllowanceSource allowance;
+    if (options.optimizer.lr > 0 && in.referenceGrads) {
+      allowance.referenceGrads = in.referenceGrads;
+      allowance.optimizer = options.optimizer;
+      allowance.steps = static_cast<int64_t>(run.size());
+      if (!ref.empty() && options.optimizer.maxGradNorm > 0 && ref.front().gradNorm > options.optimizer.maxGradNorm)
+        allowance.clipFactor = options.optimizer.maxGradNorm / ref.front().gradNorm;
+    }
     r.measured["params"] = compareShards(in, *in.finalParams,
                                          require(in.referenceParams, "parity", "reference parameters"),
-                                         moe::str("parameter after step ", run.size()), tol, paramFailure, sums);
+                                         moe::str("parameter after step ", run.size()), tol, paramFailure, sums,
+                                         allowance.referenceGrads ? &allowance : nullptr);
+    if (allowance.referenceGrads)
+      r.measured["params"]["adamw_allowance"] = {{"lr", allowance.optimizer.lr},
+                                                 {"eps", allowance.optimizer.eps},
+                                                 {"steps", allowance.steps},
+                                                 {"clip_factor", allowance.clipFactor}};
+  }
   std::string failure;
   std::vector<std::string> others;
   const std::pair<const char*, const std::string*> kinds[] = {{"step count", &stepsFailure},
@@ -361,12 +425,12 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
   double maxWhole = 0;
   {
     nlohmann::json mine = nlohmann::json::object();
-    for (const auto& [key, s] : sums) mine[key] = {s[0], s[1], s[2]};
+    for (const auto& [key, s] : sums) mine[key] = {s[0], s[1], s[2], s[3]};
     NormSums total;
     for (const std::string& part : allGatherStrings(world, mine.dump())) {
       const auto j = nlohmann::json::parse(part);
       for (auto it = j.begin(); it != j.end(); ++it)
-        for (size_t i = 0; i < 3; ++i) total[it.key()][i] += it.value().at(i).get<double>();
+        for (size_t i = 0; i < 4; ++i) total[it.key()][i] += it.value().at(i).get<double>();
     }
     const ParityTolerance tol = options.resolved();
     double worstScore = -1;
@@ -375,12 +439,17 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
       const double ratio =
           s[1] > 0 ? std::sqrt(s[2] / s[1]) : (s[2] > 0 ? std::numeric_limits<double>::infinity() : 1.0);
       maxWhole = std::max(maxWhole, std::isnan(rel) ? std::numeric_limits<double>::infinity() : rel);
-      if ((rel > tol.relNorm || std::isnan(rel)) && rel > worstScore) {
+      // ||run - ref|| <= relNorm ||ref|| + ||AdamW allowance|| (final
+      // parameters; the allowance is 0 elsewhere), as a relative bound.
+      const double allowed = tol.relNorm + std::sqrt(s[3]) / std::max(std::sqrt(s[1]), kTiny);
+      if ((rel > allowed || std::isnan(rel)) && rel > worstScore) {
         worstScore = rel;
         const auto sep = key.find('\x1f');
         wholeFailure = moe::str(key.substr(0, sep), " of ", key.substr(sep + 1), ": relative norm error ",
                                 formatNumber(rel), " over the whole tensor (run/reference norm ratio ",
-                                ratioString(ratio), ") exceeds ", formatNumber(tol.relNorm));
+                                ratioString(ratio), ") exceeds ", formatNumber(tol.relNorm),
+                                s[3] > 0 ? moe::str(" + AdamW allowance ", formatNumber(allowed - tol.relNorm))
+                                         : std::string());
       }
     }
   }

@@ -229,6 +229,7 @@ int runPlan(const RunPlanOptions& o) {
   ctx.expectedPlacements = &o.expectedPlacements;
   if (!o.tolerance.empty()) ctx.parity.tolerance = parseTolerance(o.tolerance);
   ctx.parity.dtype = o.dtype;
+  ctx.parity.optimizer = {t.adamw.lr, t.adamw.eps, t.maxGradNorm};
   ctx.memoryOptions.expectedFactor = o.expectMemoryFactor;
   ctx.measuredMemoryOptions.assertAccounted = !o.allowUnaccountedMemory;
 

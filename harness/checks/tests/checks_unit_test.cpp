@@ -189,6 +189,57 @@ TEST(ChecksParity, ScaledGradientIsReportedBeforeTheGradNorm) {
   EXPECT_TRUE(contains(r.explanation, "(also off: step-1 gradients, grad norm)")) << r.explanation;
 }
 
+// The AdamW allowance, values derived by hand (fp32 defaults atol 1e-6,
+// rtol 1e-4; lr 1e-3, eps 1e-8, 4 steps, no clipping):
+//  - g = 0: eta = 1e-6, w = u(1e-6) - u(0) = 1e-6 / (1e-6 + 1e-8) = 0.990099,
+//    allowance = 4 * 1e-3 * 0.990099 = 3.960396e-3;
+//  - g = 1e-3: eta = 1e-6 + 1e-7; u(g + eta) - u(g) ~ eps * eta / g^2
+//    = 1e-8 * 1.1e-6 / 1e-6 = 1.1e-8, allowance ~ 4.4e-11 (well conditioned);
+//  - clip factor 0.5 on g = 0: eta' = 5e-7, w = 5e-7 / (5e-7 + 1e-8) = 0.980392.
+TEST(ChecksParityMath, AdamwAllowanceFollowsTheUpdatesConditioning) {
+  const ParityTolerance fp32 = ParityTolerance::forDtype("fp32");
+  ParityOptimizer opt{1e-3, 1e-8, 1.0};
+  at::Tensor g = at::tensor({0.0, 1e-3, -1e-3}, at::kDouble);
+  at::Tensor a = adamwAllowance(g, fp32, opt, 4, 1.0);
+  EXPECT_NEAR(a[0].item<double>(), 3.960396e-3, 1e-9);
+  EXPECT_NEAR(a[1].item<double>(), 4.4e-11, 1e-12);
+  EXPECT_NEAR(a[2].item<double>(), 4.4e-11, 1e-12);
+  EXPECT_NEAR(adamwAllowance(g, fp32, opt, 4, 0.5)[0].item<double>(), 4 * 1e-3 * 0.980392, 1e-9);
+  // No optimizer known: no allowance.
+  EXPECT_EQ(adamwAllowance(g, fp32, ParityOptimizer{}, 4, 1.0).abs().max().item<double>(), 0.0);
+}
+
+// A well-conditioned element off by 1e-4 still fails with the allowance;
+// the same difference on an element with a zero gradient passes.
+TEST(ChecksParityMath, AllowanceExcusesOnlyIllConditionedElements) {
+  const ParityTolerance fp32 = ParityTolerance::forDtype("fp32");
+  at::Tensor ref = at::tensor({0.5, 0.5}, at::kDouble);
+  at::Tensor grad = at::tensor({1e-3, 0.0}, at::kDouble);
+  at::Tensor allowance = adamwAllowance(grad, fp32, ParityOptimizer{1e-3, 1e-8, 0}, 4, 1.0);
+  at::Tensor run = ref.clone();
+  run[0] = 0.5 + 1e-4;  // tolerance there: 1e-6 + 1e-4 * 0.5 = 5.1e-5, allowance 4.4e-11
+  TensorDiff d = compareTensor(run, ref, fp32, nullptr, &allowance);
+  EXPECT_FALSE(d.ok);
+  EXPECT_TRUE(contains(d.worstAt, "local [0]")) << d.worstAt;
+  run = ref.clone();
+  run[1] = 0.5 + 1e-4;  // the zero-gradient element: allowance 3.96e-3
+  d = compareTensor(run, ref, fp32, nullptr, &allowance);
+  EXPECT_TRUE(d.ok) << d.score;
+  EXPECT_NEAR(d.allowanceAtWorst, 3.960396e-3, 1e-9);
+  // Without the allowance the same difference fails.
+  EXPECT_FALSE(compareTensor(run, ref, fp32).ok);
+  // Beyond 4 steps of lr (what AdamW can move an element at all) it fails.
+  run[1] = 0.5 + 5e-3;
+  EXPECT_FALSE(compareTensor(run, ref, fp32, nullptr, &allowance).ok);
+  // Relative norm: ||diff|| <= relNorm ||ref|| + ||allowance||.
+  const ParityTolerance bf16 = ParityTolerance::forDtype("bf16");
+  at::Tensor a2 = at::tensor({0.0, 0.01}, at::kDouble);
+  run = ref.clone();
+  run[0] = 0.5 + 0.02;  // ||diff|| = 0.02 > 0.02 * 0.7071 = 0.01414
+  EXPECT_FALSE(compareTensor(run, ref, bf16).ok);
+  EXPECT_TRUE(compareTensor(run, ref, bf16, nullptr, &a2).ok);  // 0.01414 + 0.01 >= 0.02
+}
+
 // Gradients of different experts summed (a reduction over a group mixing
 // expert sets): the message names the expert, its partner and the values; a
 // merely scaled expert gradient gets no such diagnosis.

@@ -6,7 +6,7 @@ JOBS ?= $(shell nproc)
 CTEST_ARGS ?= -LE nightly
 HARNESS := $(BUILD_DIR)/bin/moe-harness
 
-.PHONY: all setup configure build test run bench clean
+.PHONY: all setup configure build test test-gpu run bench clean
 
 all: build
 
@@ -25,6 +25,13 @@ build: configure
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+# The GPU tests (label multigpu) with ctest's GPU allocation
+# (ci/gpu-resources.sh): every test holds one GPU per rank. Set
+# MOE_HARNESS_REQUIRE_GPU=1 in GPU CI so a test that cannot run fails.
+test-gpu: build
+	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) -L multigpu \
+	  $$(bash $(CURDIR)/ci/gpu-resources.sh $(abspath $(BUILD_DIR))/ctest-gpus.json)
 
 # The default suite: every case run not labelled nightly (nor needs-dp:
 # waiting for a missing feature), reports in reports/latest/.

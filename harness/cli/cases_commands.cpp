@@ -145,6 +145,9 @@ void writeCtestFile(const Loaded& l, const std::string& path, const std::string&
            << quoted(r.id) << " --backend " << backend << " --reference-cache " << quoted(cache) << ")\n";
         os << "set_tests_properties(" << quoted(name) << " PROPERTIES LABELS " << quoted(join(labels, ";"))
            << " TIMEOUT " << timeout << " SKIP_RETURN_CODE 77 PROCESSORS " << std::min(r.worldSize, 2);
+        // One GPU per rank, allocated by ctest when it is given a resource
+        // spec (`make test-gpu`), so `ctest -j` never oversubscribes GPUs.
+        if (backend == "nccl") os << " RESOURCE_GROUPS " << quoted(moe::str(r.worldSize, ",gpus:1"));
         // Cases waiting for run-plan options of another branch stay listed
         // but disabled until the lead removes the label.
         if (r.hasLabel("needs-dp")) os << " DISABLED TRUE";

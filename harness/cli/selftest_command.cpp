@@ -12,6 +12,7 @@
 #include <iostream>
 #include <thread>
 
+#include "common/gpu_requirement.h"
 #include "harness/cli/commands.h"
 #include "harness/comm/collective_check.h"
 #include "harness/comm/flight_recorder.h"
@@ -21,7 +22,6 @@
 namespace moe::cli {
 namespace {
 
-constexpr int kSkipExitCode = 77;
 
 struct SelftestArgs {
   std::string backend = "gloo";
@@ -90,9 +90,10 @@ int runSelftest(const SelftestArgs& a) {
   if (a.backend == "nccl") {
     std::string reason;
     if (!comm::ncclUsable(env.worldSize, &reason)) {
-      // Exit code 77 = skipped (ctest SKIP_RETURN_CODE), never a pass.
-      std::cout << "selftest: SKIPPED: " << reason << std::endl;
-      return kSkipExitCode;
+      // Exit code 77 = skipped (ctest SKIP_RETURN_CODE), never a pass; 1
+      // under MOE_HARNESS_REQUIRE_GPU=1 (common/gpu_requirement.h).
+      std::cout << "selftest: " << moe::gpuUnavailableMessage(reason) << std::endl;
+      return moe::gpuUnavailableExitCode();
     }
   }
   if (!a.pidDir.empty()) std::ofstream(a.pidDir + "/rank" + std::to_string(env.rank) + ".pid") << getpid() << "\n";

@@ -17,6 +17,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "harness/launch/rank_env.h"
 #include "harness/store/store.h"
 
 namespace moe::launch {
@@ -143,6 +144,12 @@ class Job {
       setenv("GROUP_RANK", "0", 1);
       setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
       setenv("MOE_HARNESS_TRACE_DIR", traceDir_.c_str(), 1);
+      // Under ctest's GPU allocation the job sees exactly its GPUs (unless
+      // the user chose them), so concurrent tests never share one.
+      if (getenv("CUDA_VISIBLE_DEVICES") == nullptr) {
+        const std::string gpus = ctestAllocatedGpus([](const char* n) { return getenv(n); });
+        if (!gpus.empty()) setenv("CUDA_VISIBLE_DEVICES", gpus.c_str(), 1);
+      }
       for (const auto& [k, v] : opts_.env) setenv(k.c_str(), v.c_str(), 1);
       childMain(rank);
       _exit(127);

@@ -73,4 +73,25 @@ std::shared_ptr<comm::Communicator> initWorld(const RankEnv& env, comm::CommOpti
   return comm::createWorld(store, env.rank, env.worldSize, opts);
 }
 
+std::string ctestAllocatedGpus(const std::function<const char*(const char*)>& getenv) {
+  const char* count = getenv("CTEST_RESOURCE_GROUP_COUNT");
+  if (count == nullptr || *count == '\0') return "";
+  const int n = parseInt("CTEST_RESOURCE_GROUP_COUNT", count);
+  std::string ids;
+  for (int i = 0; i < n; ++i) {
+    const std::string name = "CTEST_RESOURCE_GROUP_" + std::to_string(i) + "_GPUS";
+    const char* v = getenv(name.c_str());
+    if (v == nullptr) continue;  // a group without gpus (another resource type)
+    // "id:<id>,slots:<n>" (one entry per group with our RESOURCE_GROUPS).
+    const std::string s = v;
+    const auto at = s.find("id:");
+    if (at == std::string::npos) fail("environment variable ", name, "='", s, "' has no 'id:' (ctest resource allocation)");
+    const auto end = s.find(',', at);
+    const std::string id = s.substr(at + 3, end == std::string::npos ? std::string::npos : end - at - 3);
+    if (id.empty()) fail("environment variable ", name, "='", s, "' has an empty id");
+    ids += (ids.empty() ? "" : ",") + id;
+  }
+  return ids;
+}
+
 }  // namespace moe::launch

@@ -9,6 +9,7 @@
 // launcher) the store server runs in the agent and every rank is a client;
 // otherwise rank 0 hosts it on MASTER_PORT, as torch's env:// init does.
 // MOE_HARNESS_FILE_STORE=DIR uses a file store in DIR instead of TCP.
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -30,6 +31,14 @@ struct RankEnv {
 // Throws HarnessError naming the missing or malformed variable.
 RankEnv rankEnvFromEnvironment();
 bool runningUnderLauncher();  // RANK and WORLD_SIZE are set
+
+// The GPUs ctest allocated to the running test (RESOURCE_GROUPS with
+// `gpus`, `ctest --resource-spec-file`): the ids of CTEST_RESOURCE_GROUP_<i>_GPUS
+// ("id:3,slots:1") for i < CTEST_RESOURCE_GROUP_COUNT, comma-joined ("3,5"),
+// for CUDA_VISIBLE_DEVICES, so rank r's LOCAL_RANK picks the r-th allocated
+// GPU; "" when ctest allocated none. `getenv` reads a variable (nullptr =
+// unset). Throws HarnessError naming a malformed variable.
+std::string ctestAllocatedGpus(const std::function<const char*(const char*)>& getenv);
 
 // Connects to (or hosts) the job's store.
 std::shared_ptr<store::Store> connectStore(const RankEnv& env, std::chrono::milliseconds timeout);

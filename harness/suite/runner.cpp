@@ -22,6 +22,7 @@
 #include "harness/comm/factory.h"
 #include "harness/conformance/run_result.h"
 #include "common/error.h"
+#include "common/gpu_requirement.h"
 #include "harness/launch/launcher.h"
 #include "reports/printer.h"
 
@@ -162,8 +163,10 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   if (backend == "nccl") {
     std::string why;
     if (!comm::ncclUsable(spec.worldSize, &why)) {
-      r.status = Status::kSkip;
-      r.reason = why;
+      // A skip with the reason, never a pass; an error under
+      // MOE_HARNESS_REQUIRE_GPU=1 (common/gpu_requirement.h).
+      r.status = moe::gpuRequired() ? Status::kError : Status::kSkip;
+      r.reason = moe::gpuRequired() ? "MOE_HARNESS_REQUIRE_GPU=1 and this run cannot run: " + why : why;
       return r;
     }
   }

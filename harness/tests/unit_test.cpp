@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <map>
 #include <filesystem>
 #include <fstream>
 
@@ -21,6 +22,25 @@ namespace fs = std::filesystem;
 namespace {
 
 using ::moe::testutil::errorOf;
+
+// ctest's GPU allocation becomes CUDA_VISIBLE_DEVICES: ids in group order.
+TEST(RankEnv, CtestAllocatedGpusAreJoinedInGroupOrder) {
+  std::map<std::string, std::string> env;
+  auto get = [&env](const char* n) -> const char* {
+    auto it = env.find(n);
+    return it == env.end() ? nullptr : it->second.c_str();
+  };
+  EXPECT_EQ(launch::ctestAllocatedGpus(get), "");  // not under ctest's allocation
+  env["CTEST_RESOURCE_GROUP_COUNT"] = "2";
+  env["CTEST_RESOURCE_GROUP_0_GPUS"] = "id:3,slots:1";
+  env["CTEST_RESOURCE_GROUP_1_GPUS"] = "id:1,slots:1";
+  EXPECT_EQ(launch::ctestAllocatedGpus(get), "3,1");
+  env["CTEST_RESOURCE_GROUP_1_GPUS"] = "slots:1";
+  const std::string e = errorOf([&] { launch::ctestAllocatedGpus(get); });
+  EXPECT_NE(e.find("CTEST_RESOURCE_GROUP_1_GPUS='slots:1' has no 'id:'"), std::string::npos) << e;
+  env["CTEST_RESOURCE_GROUP_COUNT"] = "two";
+  EXPECT_NE(errorOf([&] { launch::ctestAllocatedGpus(get); }).find("CTEST_RESOURCE_GROUP_COUNT"), std::string::npos);
+}
 
 TEST(MeshShape, RowMajorLayoutLastDimFastest) {
   mesh::MeshShape s(mesh::DeviceMesh::parse("{\"dp\":2,\"ep\":3}"), 6);

@@ -136,6 +136,37 @@ TEST_F(RunCases, NcclWithoutGpusIsSkippedNotPassed) {
   EXPECT_NE(p.out.find("skip ok.fp32: "), std::string::npos) << p.out;
 }
 
+// MOE_HARNESS_REQUIRE_GPU=1: the same run is an error (exit 1) naming the
+// reason, so a GPU CI with a broken CUDA set-up cannot go green on skips.
+TEST_F(RunCases, NcclWithoutGpusFailsWhenGpusAreRequired) {
+  writeCase("ok.json", goodCase("ok"));
+  const fs::path report = dir_ / "report";
+  const Proc p = runCommand("MOE_HARNESS_REQUIRE_GPU=1 " + kHarness + " run " + (dir_ / "cases").string() +
+                            " --backend nccl --report " + report.string());
+  if (p.code == 0) GTEST_SKIP() << "nccl usable here: " << p.out;
+  EXPECT_EQ(p.code, 1) << p.out;
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  EXPECT_EQ(j["runs"][0]["status"], "error");
+  EXPECT_NE(j["runs"][0]["reason"].get<std::string>().find("MOE_HARNESS_REQUIRE_GPU=1"), std::string::npos)
+      << j["runs"][0];
+}
+
+// The nccl variants of the case runs declare one GPU per rank to ctest.
+TEST_F(RunCases, CtestListDeclaresGpusOfNcclRuns) {
+  writeCase("ok.json", goodCase("ok"));
+  const fs::path list = dir_ / "tests.cmake";
+  const Proc p = runCommand(kHarness + " list " + (dir_ / "cases").string() + " --ctest " + list.string() +
+                            " --harness moe-harness --reference-cache /tmp/x");
+  ASSERT_EQ(p.code, 0) << p.out;
+  const std::string text = readFile(list);
+  // goodCase is a 2-rank ep=2 run: two groups of one GPU, nccl only.
+  EXPECT_NE(text.find("[==[ok.fp32.nccl]==] PROPERTIES LABELS [==[multigpu"), std::string::npos) << text;
+  EXPECT_NE(text.find("RESOURCE_GROUPS [==[2,gpus:1]==]"), std::string::npos) << text;
+  const auto gloo = text.find("[==[ok.fp32]==] PROPERTIES");
+  ASSERT_NE(gloo, std::string::npos) << text;
+  EXPECT_EQ(text.substr(gloo, text.find('\n', gloo) - gloo).find("RESOURCE_GROUPS"), std::string::npos) << text;
+}
+
 TEST_F(RunCases, ExpectedPlacementsFailOnAWrongShapeOrPlacement) {
   // ep=2 over 8 experts: rank 1 holds gate_up_proj rows 4..7, local [4, 32, 32], Shard(0).
   const std::string p = R"("model.layers.1.mlp.experts.gate_up_proj")";

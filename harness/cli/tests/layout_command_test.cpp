@@ -100,6 +100,27 @@ TEST(LayoutCommand, EmptyTrailingPiecesHaveNoElementsAndOffsetN) {
   }
 }
 
+// Shard of Shard: [5] over dp=2,ep=4. By hand: dp=0 holds rows 0..2
+// (ceil(5/2) = 3), dp=1 rows 3,4; ep chunks dp=0's 3 rows into 1,1,1,0 and
+// dp=1's 2 rows into 1,1,0,0. Rank 3 (dp0,ep3) and ranks 6, 7 (dp1, ep2/3)
+// are empty; DTensor gives every empty piece the offset 5 (the dim's size),
+// not "where it would start" inside its outer piece.
+TEST(LayoutCommand, EmptyPieceInsideAComposedShardHasOffsetN) {
+  const json r = ranksOf(layoutJson({"--mesh", "dp=2,ep=4", "--placements", "[Shard(0), Shard(0)]", "--shape", "5"}));
+  ASSERT_EQ(r.size(), 8u);
+  const std::vector<std::vector<int>> runs = {{0, 1}, {1, 1}, {2, 1}, {}, {3, 1}, {4, 1}, {}, {}};
+  for (int rank = 0; rank < 8; ++rank) {
+    SCOPED_TRACE(rank);
+    if (runs[rank].empty()) {
+      EXPECT_EQ(r[rank]["local_shape"], json({0}));
+      EXPECT_EQ(r[rank]["offsets"], json({5}));
+    } else {
+      EXPECT_EQ(r[rank]["index_runs"], json({runs[rank]}));
+      EXPECT_EQ(r[rank]["offsets"], json({runs[rank][0]}));
+    }
+  }
+}
+
 TEST(LayoutCommand, UserErrorsNameTheOption) {
   EXPECT_THROW(layoutJson({"--mesh", "tp", "--placements", "[Shard(0)]", "--shape", "4"}), HarnessError);
   EXPECT_THROW(layoutJson({"--mesh", "tp=2", "--placements", "[Shard(0)]", "--shape", "4,x"}), HarnessError);

@@ -146,6 +146,10 @@ LocalLayout computeLayout(const std::vector<int64_t>& globalShape,
       for (int64_t j = 0; j < p.splitFactor; ++j)
         selectLocal(held, j * block + piece.start, piece.length, next);
     }
+    // DTensor (compute_local_shape_and_global_offset) gives an empty piece
+    // the dim's global size as its offset, wherever inside the outer pieces
+    // it would have started.
+    if (next.empty()) L.offsets[p.dim] = globalShape[p.dim];
     held = std::move(next);
   }
   L.localShape.resize(ndim);

@@ -45,7 +45,8 @@ struct LocalLayout {
   // (unless the blocks touch). Empty when localShape[d] == 0.
   std::vector<std::vector<IndexRange>> ranges;
   // offsets[d]: global index of local element 0 of dim d (DTensor's "global
-  // offset"); for an empty piece, where it would start.
+  // offset"); for an empty piece, globalShape[d], as DTensor's
+  // compute_local_shape_and_global_offset (also inside a composed placement).
   std::vector<int64_t> offsets;
 
   int64_t numel() const;

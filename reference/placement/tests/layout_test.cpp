@@ -114,6 +114,20 @@ TEST(Layout, TwoMeshDimsOnOneTensorDimSplitInMeshDimOrder) {
   EXPECT_EQ(l.offsets, (std::vector<int64_t>{4, 0}));
 }
 
+TEST(Layout, EmptyPieceOffsetIsTheDimSizeAsInDTensor) {
+  // 5 rows, Shard(0) on dp (2) then Shard(0) on ep (4): dp=0 holds rows
+  // [0, 3), chunked 1, 1, 1, 0 over ep, so (dp0, ep3) is empty. DTensor's
+  // compute_local_shape_and_global_offset says 5 there, not 3 (found by the
+  // upstream placement oracle, harness/cli/tests/placement_oracle.py).
+  LocalLayout l = computeLayout({5}, {Placement::shard(0), Placement::shard(0)}, {2, 4}, {0, 3});
+  EXPECT_EQ(l.localShape, (std::vector<int64_t>{0}));
+  EXPECT_EQ(l.offsets, (std::vector<int64_t>{5}));
+  // StridedShard(0, 2) of 6 rows over 4: blocks of 3 give 1, 1, 1, 0 rows, so
+  // rank 3 holds nothing: offset 6 (not 3, where its piece of block 0 would be).
+  EXPECT_EQ(computeLayout({6, 2}, {Placement::stridedShard(0, 2)}, {4}, {3}).offsets,
+            (std::vector<int64_t>{6, 0}));
+}
+
 TEST(Layout, BadArgumentsAreErrors) {
   EXPECT_THROW(computeLayout({4}, {Placement::shard(0)}, {2, 2}, {0, 0}), HarnessError);
   EXPECT_THROW(computeLayout({4}, {Placement::shard(1)}, {2}, {0}), HarnessError);

@@ -28,7 +28,9 @@ PermutePlan makePermutePlan(const torch::Tensor& topkIdx, int64_t numExperts) {
   p.numTokensPerExpert = torch::bincount(flat, /*weights=*/{}, /*minlength=*/numExperts);
   if (numSlots == 0) p.numTokensPerExpert = torch::zeros({numExperts}, opts);
   p.offsets = torch::cat({torch::zeros({1}, opts), p.numTokensPerExpert.cumsum(0)});
-  auto counts = p.numTokensPerExpert.contiguous();
+  // The host copy of the counts (split sizes steer host loops); a no-op
+  // on the CPU, one small device-to-host copy on CUDA.
+  auto counts = p.numTokensPerExpert.to(torch::kCPU).contiguous();
   p.numTokensPerExpertHost.assign(counts.data_ptr<int64_t>(), counts.data_ptr<int64_t>() + numExperts);
   return p;
 }

@@ -9,6 +9,11 @@
 //
 // permuteTokens and unpermuteCombine are differentiable with respect to x,
 // the expert outputs and the routing weights.
+//
+// Device: every tensor of the plan lives on topkIdx's device and the
+// permutation runs there with libtorch's ops (sort, scatter, bincount,
+// index_select: CUDA ops on the CUDA lane, no kernel of ours);
+// numTokensPerExpertHost is the one explicit device-to-host copy.
 #include <torch/torch.h>
 
 #include <vector>

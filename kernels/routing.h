@@ -8,7 +8,9 @@
 //    expert index (a stated rule, not torch::topk's unspecified order);
 //  - when normTopkProb, the k selected weights are divided by their sum;
 //  - gradients flow from topkWeights and probs back to the logits; topkIdx is
-//    an integer selection and carries none.
+//    an integer selection and carries none;
+//  - every result lives on the logits' device (libtorch ops only: CUDA ops
+//    on the CUDA lane).
 #include <torch/torch.h>
 
 namespace moe::kernels {

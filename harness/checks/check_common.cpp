@@ -79,11 +79,16 @@ at::Tensor readLocalSlice(const io::TensorSource& source, const std::string& nam
   });
 }
 
+// The checks' own collectives run on the communicator's device (the run's
+// device lane: CPU, or the rank's GPU) and copy their results to the host
+// explicitly; on the CPU lane both moves are no-ops.
 std::vector<std::string> allGatherStrings(comm::Communicator& comm, const std::string& s) {
   const int n = comm.size();
-  at::Tensor len = at::full({1}, static_cast<int64_t>(s.size()), at::kLong);
-  at::Tensor lens = at::empty({n}, at::kLong);
-  comm.allGather(lens, len);
+  const auto onDevice = at::TensorOptions(at::kLong).device(comm.device());
+  at::Tensor len = at::full({1}, static_cast<int64_t>(s.size()), onDevice);
+  at::Tensor lensDev = at::empty({n}, onDevice);
+  comm.allGather(lensDev, len);
+  const at::Tensor lens = lensDev.cpu();
   int64_t maxLen = lens.max().item<int64_t>();
   // int64 words: the communicator has no byte dtype.
   const int64_t words = (maxLen + 7) / 8;
@@ -91,8 +96,9 @@ std::vector<std::string> allGatherStrings(comm::Communicator& comm, const std::s
   if (words == 0) return out;
   at::Tensor mine = at::zeros({words}, at::kLong);
   std::memcpy(mine.data_ptr(), s.data(), s.size());
-  at::Tensor all = at::empty({n * words}, at::kLong);
-  comm.allGather(all, mine);
+  at::Tensor allDev = at::empty({n * words}, onDevice);
+  comm.allGather(allDev, mine.to(comm.device()));
+  const at::Tensor all = allDev.cpu();
   const char* base = static_cast<const char*>(all.data_ptr());
   for (int r = 0; r < n; ++r)
     out[r].assign(base + r * words * 8, static_cast<size_t>(lens[r].item<int64_t>()));
@@ -119,10 +125,12 @@ namespace {
 std::vector<double> allReduceDoubles(comm::Communicator& comm, const std::vector<double>& values,
                                      comm::ReduceOp op) {
   if (values.empty()) return {};
-  at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::kDouble);
-  std::copy(values.begin(), values.end(), t.data_ptr<double>());
+  at::Tensor host = at::empty({static_cast<int64_t>(values.size())}, at::kDouble);
+  std::copy(values.begin(), values.end(), host.data_ptr<double>());
+  at::Tensor t = host.to(comm.device());  // the run's device lane (no-op on CPU)
   comm.allReduce(t, op);
-  return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + values.size());
+  host = t.cpu();
+  return std::vector<double>(host.data_ptr<double>(), host.data_ptr<double>() + values.size());
 }
 }  // namespace
 

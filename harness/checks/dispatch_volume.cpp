@@ -32,9 +32,10 @@ CheckResult describeDispatchVolume(int64_t measured, const DispatchExpectation& 
 }
 
 CheckResult checkDispatchVolume(comm::Communicator& world, int64_t sentRows, const DispatchExpectation& expected) {
-  at::Tensor total = at::full({1}, sentRows, at::kLong);
+  // On the world's device (the run's lane); read back on the host.
+  at::Tensor total = at::full({1}, sentRows, at::TensorOptions(at::kLong).device(world.device()));
   world.allReduce(total);
-  return describeDispatchVolume(total.item<int64_t>(), expected);
+  return describeDispatchVolume(total.cpu().item<int64_t>(), expected);
 }
 
 }  // namespace moe::checks

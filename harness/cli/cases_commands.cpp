@@ -87,13 +87,16 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
 void addRunCommandImpl(CLI::App& app) {
   struct Args {
     Selection sel;
-    std::string backend, report, cache;
+    std::string backend, device, report, cache;
     int jobs = 1;
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("run", "Run conformance cases, each run in its own launched job, and write reports");
   addSelectionOptions(cmd, a->sel);
   cmd->add_option("--backend", a->backend, "override every case's backend")->check(CLI::IsMember({"gloo", "nccl"}));
+  cmd->add_option("--device", a->device,
+                  "override every case's device lane (default: the case's, else the backend's: gloo cpu, nccl cuda)")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--report", a->report, "write report.json, report.md, report.html and junit.xml (and per-run files) here");
   cmd->add_option("--jobs,-j", a->jobs, "runs in parallel")->capture_default_str()->check(CLI::Range(1, 64));
   cmd->add_option("--reference-cache", a->cache, "directory of cached single-device references (default: in the report or a temp dir)");
@@ -103,6 +106,7 @@ void addRunCommandImpl(CLI::App& app) {
     RunnerOptions o;
     o.jobs = a->jobs;
     o.backend = a->backend;
+    o.device = a->device;
     o.workDir = a->report;
     o.referenceCache = a->cache;
     o.selection = {{"cases", a->sel.paths.empty() ? std::vector<std::string>{defaultCasesDir()} : a->sel.paths},

@@ -25,6 +25,10 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();
   sub->add_option("--backend", o->backend, "communication backend")->check(CLI::IsMember({"gloo", "nccl"}))->capture_default_str();
+  sub->add_option("--device", o->device,
+                  "device of the distributed run (parameters, batches, collectives): cpu|cuda; default: the backend's "
+                  "(gloo: cpu, nccl: cuda); a rank's GPU comes from LOCAL_RANK")
+      ->check(CLI::IsMember({"cpu", "cuda"}));
   sub->add_option("--result-json", o->resultJson, "also write rank 0's JSON document to FILE");
   sub->add_option("--tolerance", o->tolerance,
                   "parity tolerance JSON: {\"loss_abs\":x,\"rtol\":r,\"atol\":a} or {\"loss_abs\":x,\"rel_norm\":n}; default: the dtype's");

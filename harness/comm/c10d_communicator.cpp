@@ -73,7 +73,8 @@ void C10dCommunicator::doBroadcast(at::Tensor& t, int root) {
 
 void C10dCommunicator::doBarrier() {
   c10d::BarrierOptions o;
-  if (device().is_cuda()) o.device_ids = {device().index()};
+  // nccl's barrier runs on the rank's GPU; gloo's (even on a CUDA lane) on the host.
+  if (device().is_cuda() && backendName() == "nccl") o.device_ids = {device().index()};
   runWork("barrier", [&] { return pg_->barrier(o); });
 }
 

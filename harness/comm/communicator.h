@@ -5,8 +5,9 @@
 //  - Every collective is called by every member of the group, in the same
 //    order, with matching arguments (same op, dtype, element counts; for
 //    all-to-all, what rank i sends to j is what j expects from i).
-//  - Tensors must be contiguous and live on the backend's device (CPU for
-//    gloo, CUDA for nccl). Ops are synchronous: when a call returns, the
+//  - Tensors must be contiguous and live on device() (CPU, or the rank's
+//    GPU: always for nccl, for gloo when created with device type "cuda").
+//    Ops are synchronous: when a call returns, the
 //    output is ready to read.
 //  - Reductions run in the tensor's dtype (see ReduceOp in types.h).
 //  - Supported dtypes: float32, bfloat16, float16, float64, int64. Anything
@@ -54,6 +55,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   const std::vector<int>& globalRanks() const { return globalRanks_; }
   virtual std::string backendName() const = 0;
   bool verifying() const { return verify_; }
+  // The device every tensor given to this communicator must live on (the
+  // run's device lane): CPU, or the rank's GPU (nccl; gloo created with
+  // device type "cuda"). Callers allocate collective buffers here and copy
+  // results to the host explicitly; the verification exchange uses it too.
+  virtual at::Device device() const { return at::kCPU; }
   void setVerify(bool on) { verify_ = on; }
 
   // t: any shape; reduced in place over the group.
@@ -124,10 +130,6 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   virtual std::shared_ptr<Communicator> doSplit(
       const std::string& name, const std::vector<std::vector<int>>& groups,
       int groupIndex) = 0;
-
-  // Device the backend's tensors live on (CPU for gloo, the rank's GPU for
-  // nccl); the verification exchange allocates there.
-  virtual at::Device device() const { return at::kCPU; }
 
   // Throws HarnessError naming this backend, `op` and the dtype when the
   // dtype is not supported.

@@ -10,6 +10,7 @@
 
 #include "harness/checks/check_registry.h"
 #include "harness/checks/comm_check.h"
+#include "harness/comm/factory.h"
 #include "harness/comm/flight_recorder.h"
 #include "harness/conformance/reference_cache.h"
 #include "harness/conformance/run_plan_memory.h"
@@ -96,9 +97,25 @@ void validateWrapper(const RunPlanOptions& o) {
   }
 }
 
+// The checks read host tensors: a snapshot is a new host copy (clone on the
+// CPU lane, as before; one device-to-host copy on CUDA) ...
 std::vector<checks::ParamShard> cloned(std::vector<checks::ParamShard> shards) {
-  for (auto& s : shards) s.local = s.local.clone();
+  for (auto& s : shards)
+    if (s.local.defined()) s.local = s.local.is_cpu() ? s.local.clone() : s.local.to(at::kCPU);
   return shards;
+}
+
+// ... and a view the checks read at once is copied only off the CPU.
+std::vector<checks::ParamShard> onHost(std::vector<checks::ParamShard> shards) {
+  for (auto& s : shards)
+    if (s.local.defined()) s.local = s.local.to(at::kCPU);
+  return shards;
+}
+
+std::vector<checks::FlatPartition> onHost(std::vector<checks::FlatPartition> partitions) {
+  for (auto& p : partitions)
+    if (p.local.defined()) p.local = p.local.to(at::kCPU);
+  return partitions;
 }
 
 // The single-device reference: the independent code path every rank
@@ -160,18 +177,38 @@ void writeResult(const RunResult& result, const std::string& path) {
   std::filesystem::rename(tmp, path);
 }
 
+// cuBLAS keeps a workspace per (handle, stream), taken from the caching
+// allocator at a thread's first GEMM, and autograd runs the backward on its
+// own device thread with its own handle. Made here, before the memory
+// baseline, they are not counted as the wrapper's memory (they are the
+// library's, and live for the process).
+void warmUpCudaLibraries(at::Device device) {
+  for (const auto dt : {at::kFloat, at::kBFloat16}) {
+    auto a = at::ones({16, 16}, at::TensorOptions(dt).device(device)).requires_grad_(true);
+    at::mm(a, a).sum().backward();
+  }
+}
+
 }  // namespace
 
 int runPlan(const RunPlanOptions& o) {
   RunMemoryProbe memProbe;  // counts tensor storage from here on (run_plan_memory.h)
   at::set_num_threads(1);  // ranks share the machine's cores
   const auto t0 = std::chrono::steady_clock::now();
-  auto env = launch::rankEnvFromEnvironment();
   comm::CommOptions co;
   co.backend = o.backend;
+  // Validated first: an unknown device or nccl with cpu fails here, on every
+  // rank, with the option's name.
+  try {
+    co.deviceType = comm::resolveDeviceType(o.backend, o.device);
+  } catch (const HarnessError& e) {
+    fail("--device/--backend: ", e.what());
+  }
+  auto env = launch::rankEnvFromEnvironment();
   co.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.commTimeout * 1000));
   validateWrapper(o);
   auto world = launch::initWorld(env, co);
+  const at::Device device = world->device();  // the device lane of every distributed tensor
   const ModelConfig cfg = ModelConfig::fromFile(o.configPath);
   mesh::DeviceMesh mesh(world, mesh::DeviceMesh::parse(o.mesh));
   const plan::AppliedPlan applied = plan::applyPlan(plan::Plan::fromFile(o.planPath), cfg, mesh.shape());
@@ -211,7 +248,8 @@ int runPlan(const RunPlanOptions& o) {
   parallel::DistOptions dopt;
   dopt.wrapper = o.wrapper;
   dopt.expertSharding = o.fsdpExperts;
-  memProbe.beforeLoad();
+  if (device.is_cuda()) warmUpCudaLibraries(device);
+  memProbe.beforeLoad(device);
   // The loaded plan-local tensors are a temporary: every store copies what it
   // keeps, and a copy kept here would be measured as the wrapper's memory.
   parallel::DistTrainer trainer(cfg, mesh, applied, parallel::loadParams(lo), t, dopt);
@@ -235,7 +273,7 @@ int runPlan(const RunPlanOptions& o) {
 
   // ---- after loading
   const auto loaded = cloned(trainer.paramShards());
-  std::vector<checks::FlatPartition> flat = trainer.store().flatPartitions();
+  std::vector<checks::FlatPartition> flat = onHost(trainer.store().flatPartitions());
   ctx.params = &loaded;
   ctx.checkpoint = source.get();
   ctx.flatPartitions = &flat;
@@ -258,9 +296,9 @@ int runPlan(const RunPlanOptions& o) {
   for (int64_t s = 1; s <= o.steps; ++s) {
     const auto tStep = std::chrono::steady_clock::now();
     checks::CommWindow window;
-    memProbe.beginStep(snapshotBytes({&loaded, &grads1, &afterStep1}));
+    memProbe.beginStep(snapshotBytes({&loaded, &grads1, &afterStep1}, device));
     steps.push_back(trainer.step());
-    memProbe.endStep(snapshotBytes({&loaded, &grads1, &afterStep1}));
+    memProbe.endStep(snapshotBytes({&loaded, &grads1, &afterStep1}, device));
     if (s == 1) {
       step1Comm = window.delta();  // before the checks' own gathers (zero3's gradShards)
       grads1 = cloned(trainer.gradShards());
@@ -274,7 +312,7 @@ int runPlan(const RunPlanOptions& o) {
       std::cerr << "run-plan: step " << s << "/" << o.steps << " loss " << steps.back().loss << " (reference "
                 << reference.result.steps[s - 1].loss << ")" << std::endl;
   }
-  const auto finalShards = trainer.paramShards();
+  const auto finalShards = onHost(trainer.paramShards());
 
   // ---- after the last step
   std::map<std::string, at::Tensor> refGradMap, refParamMap;
@@ -319,6 +357,7 @@ int runPlan(const RunPlanOptions& o) {
     result.worldSize = env.worldSize;
     result.wrapper = o.wrapper;
     result.fsdpExperts = o.fsdpExperts;
+    result.device = co.deviceType;
     result.memory = memoryJson(memory);
     result.measuredMemory = checks::measuredMemoryJson(measuredMemory);
     for (size_t i = 0; i < steps.size(); ++i) result.steps.push_back({steps[i], reference.result.steps[i]});

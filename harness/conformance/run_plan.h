@@ -37,6 +37,14 @@ struct RunPlanOptions {
   std::string load = "shard_on_read";  // parallel::loadPathNames()
   double commTimeout = 120;
   std::string backend = "gloo";
+  // The device lane: where the distributed run's parameters, masters,
+  // gradients, optimizer state, batches, routing and dispatch tensors live
+  // and what the collectives take: "cpu" | "cuda"; "" = the backend's
+  // default (gloo: cpu, nccl: cuda). The single-device reference stays on
+  // the CPU; checks compare host copies. CUDA that cannot run, nccl with
+  // cpu, or ranks given different backends or devices are HarnessErrors
+  // before the first collective (comm::createWorld).
+  std::string device;
   std::string resultJson;      // also write rank 0's JSON document here
   std::string tolerance;       // JSON (see parseTolerance); empty: the dtype's defaults
   std::string referenceCache;  // directory of cached single-device references

@@ -12,21 +12,36 @@ namespace moe::ref {
 
 RunMemoryProbe::RunMemoryProbe() : tracker_(AllocTracker::install()) {}
 
-void RunMemoryProbe::beforeLoad() { baseline_.emplace(tracker_); }
+int64_t RunMemoryProbe::liveBytes() const {
+  return device_.is_cuda() ? cudaMemoryStats(device_.index()).current : tracker_.liveBytes();
+}
+
+int64_t RunMemoryProbe::peakBytes() const {
+  return device_.is_cuda() ? cudaMemoryStats(device_.index()).peak : tracker_.peakBytes();
+}
+
+int64_t RunMemoryProbe::resetPeak() {
+  if (!device_.is_cuda()) return tracker_.resetPeak();
+  cudaResetPeakMemory(device_.index());
+  return cudaMemoryStats(device_.index()).current;
+}
+
+void RunMemoryProbe::beforeLoad(c10::Device device) {
+  device_ = device;
+  baseline_ = resetPeak();
+}
 
 void RunMemoryProbe::beginStep(int64_t heldBytes) {
   MOE_ASSERT(baseline_, "RunMemoryProbe: beginStep before beforeLoad");
-  if (!atStep1_) atStep1_ = baseline_->liveDelta() - heldBytes;
-  // The step's window restarts the tracker's peak (the baseline only needs
-  // its start).
-  step_.emplace(tracker_);
+  if (!atStep1_) atStep1_ = liveBytes() - *baseline_ - heldBytes;
+  // The step's window restarts the peak (the baseline only needs its start).
+  step_ = resetPeak();
 }
 
 void RunMemoryProbe::endStep(int64_t heldBytes) {
   MOE_ASSERT(step_, "RunMemoryProbe: endStep without beginStep");
-  const int64_t base = baseline_->startBytes();
-  stepPeaks_.push_back(step_->startBytes() + step_->peakDelta() - base - heldBytes);
-  afterLast_ = baseline_->liveDelta() - heldBytes;
+  stepPeaks_.push_back(peakBytes() - *baseline_ - heldBytes);
+  afterLast_ = liveBytes() - *baseline_ - heldBytes;
   step_.reset();
 }
 
@@ -42,12 +57,12 @@ checks::MeasuredMemory RunMemoryProbe::measured(int64_t declaredBytes, int64_t r
   return m;
 }
 
-int64_t snapshotBytes(const std::vector<const std::vector<checks::ParamShard>*>& snapshots) {
+int64_t snapshotBytes(const std::vector<const std::vector<checks::ParamShard>*>& snapshots, c10::Device device) {
   std::set<const void*> seen;
   int64_t bytes = 0;
   for (const auto* v : snapshots)
     for (const auto& s : *v) {
-      if (!s.local.defined() || !s.local.has_storage()) continue;
+      if (!s.local.defined() || !s.local.has_storage() || s.local.device() != device) continue;
       const auto& st = s.local.storage();
       if (st.data() && !seen.insert(st.data()).second) continue;
       bytes += static_cast<int64_t>(st.nbytes());
@@ -143,5 +158,16 @@ nlohmann::json memoryJson(const checks::MemoryInputs& m) {
           {"replicated_total_bytes", m.replicatedBytes},
           {"ratio", m.replicatedBytes ? static_cast<double>(total) / static_cast<double>(m.replicatedBytes) : 0.0}};
 }
+
+#ifndef MOE_WITH_NCCL
+// A build without CUDA never reaches a CUDA lane (createWorld refuses it);
+// these exist so the probe links.
+CudaMemoryStats cudaMemoryStats(int device) {
+  fail("CUDA memory counters of device ", device, ": this moe-harness was built without CUDA");
+}
+void cudaResetPeakMemory(int device) {
+  fail("CUDA memory counters of device ", device, ": this moe-harness was built without CUDA");
+}
+#endif
 
 }  // namespace moe::ref

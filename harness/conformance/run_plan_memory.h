@@ -1,8 +1,11 @@
 #pragma once
-// run-plan's measured memory per rank (issue 5): the CPU allocation tracker
-// (common/alloc_tracker.h) counts libtorch's tensor storage, and
-// this probe turns its counters into the inputs of the measured_memory
-// check (harness/checks/measured_memory_check.h).
+// run-plan's measured memory per rank (issue 5): on the CPU lane the CPU
+// allocation tracker (common/alloc_tracker.h) counts libtorch's tensor
+// storage; on the CUDA lane the CUDA caching allocator's counters of the
+// rank's GPU do (c10::cuda::CUDACachingAllocator device stats: requested
+// bytes, current and peak, so the allocator's block rounding is not
+// counted). This probe turns those counters into the inputs of the
+// measured_memory check (harness/checks/measured_memory_check.h).
 //
 // Every number is relative to the live bytes just before loading (the
 // baseline: the single-device reference's results, the checkpoint source
@@ -10,6 +13,8 @@
 // storage of the snapshots run-plan keeps for its own checks (the loaded
 // shards, step-1 gradients and parameters: `heldBytes`, see snapshotBytes).
 // What remains is what the trainer and its data-parallel wrapper hold.
+#include <c10/core/Device.h>
+
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -26,10 +31,12 @@ namespace moe::ref {
 
 class RunMemoryProbe {
  public:
-  // Installs the tracker: construct at start-up, before loading.
+  // Installs the CPU tracker: construct at start-up, before loading.
   RunMemoryProbe();
   // Opens the baseline: call right before loading the rank's parameters.
-  void beforeLoad();
+  // `device`: the run's device lane; its counters are the ones read from
+  // here on (CPU: the tracker; CUDA: the caching allocator of that GPU).
+  void beforeLoad(c10::Device device = c10::kCPU);
   // Brackets one trainer.step(). heldBytes: storage of run-plan's check
   // snapshots alive at that moment (snapshotBytes).
   void beginStep(int64_t heldBytes);
@@ -39,18 +46,35 @@ class RunMemoryProbe {
   checks::MeasuredMemory measured(int64_t declaredBytes, int64_t replicatedBytes, int64_t allowanceBytes) const;
 
  private:
+  int64_t liveBytes() const;
+  int64_t peakBytes() const;
+  int64_t resetPeak();  // returns the live bytes
+
   AllocTracker& tracker_;
-  std::optional<MemoryWindow> baseline_;
-  std::optional<MemoryWindow> step_;
+  c10::Device device_ = c10::kCPU;
+  std::optional<int64_t> baseline_;  // live bytes before loading
+  std::optional<int64_t> step_;      // live bytes when the current step began
   std::optional<int64_t> atStep1_;
   std::vector<int64_t> stepPeaks_;
   int64_t afterLast_ = 0;
 };
 
-// Bytes of the distinct storages the shards' tensors hold (a storage shared
-// by several shards counts once). Counts what the tracker counted for them
-// when they were allocated after install (clones: numel x element size).
-int64_t snapshotBytes(const std::vector<const std::vector<checks::ParamShard>*>& snapshots);
+// Bytes of the distinct storages on `device` the shards' tensors hold (a
+// storage shared by several shards counts once; storages elsewhere count 0,
+// so host copies are not subtracted from a GPU's counters). Counts what the
+// tracker counted for them when they were allocated after install (clones:
+// numel x element size).
+int64_t snapshotBytes(const std::vector<const std::vector<checks::ParamShard>*>& snapshots,
+                      c10::Device device = c10::kCPU);
+
+// The CUDA caching allocator's requested bytes of one GPU (cuda_memory.cpp;
+// HarnessError in a build without CUDA).
+struct CudaMemoryStats {
+  int64_t current = 0;
+  int64_t peak = 0;
+};
+CudaMemoryStats cudaMemoryStats(int device);
+void cudaResetPeakMemory(int device);
 
 // Into how many pieces the data-parallel wrapper splits a plan-local tensor:
 // the product of the sizes of the mesh dims the shard's placements shard and

@@ -19,6 +19,7 @@ nlohmann::json RunResult::toJson() const {
   j["world_size"] = worldSize;
   j["wrapper"] = wrapper;
   j["fsdp_experts"] = fsdpExperts;
+  j["device"] = device;
   j["memory"] = memory;
   j["measured_memory"] = measuredMemory;
   j["steps"] = nlohmann::json::array();
@@ -71,6 +72,7 @@ RunResult RunResult::fromJson(const nlohmann::json& j) {
   r.worldSize = j.value("world_size", 0);
   r.wrapper = j.value("wrapper", "");
   r.fsdpExperts = j.value("fsdp_experts", "");
+  r.device = j.value("device", "");
   r.memory = j.value("memory", nlohmann::json::object());
   r.measuredMemory = j.value("measured_memory", nlohmann::json::object());
   for (const auto& s : j.value("steps", nlohmann::json::array())) {

@@ -5,7 +5,7 @@
 // (harness/mutate/mutation_runner.cpp) read it with fromJson(). The JSON's
 // field names and shapes are what reports and older documents use:
 //   {"config", "mesh", "plan", "dtype", "load", "mutant" (null when none),
-//    "seed", "world_size", "wrapper", "fsdp_experts",
+//    "seed", "world_size", "wrapper", "fsdp_experts", "device" (cpu | cuda),
 //    "steps": [{"step", "loss", "reference_loss", "ce", "reference_ce", "aux",
 //               "reference_aux", "grad_norm", "reference_grad_norm"}],
 //    "checks": [{"check", "passed", "explanation", "measured"}],
@@ -50,6 +50,7 @@ struct RunResult {
   int worldSize = 0;
   std::string wrapper;
   std::string fsdpExperts;
+  std::string device;  // the device lane the distributed run ran on: "cpu" | "cuda" ("" in older documents)
   std::vector<StepComparison> steps;
   std::vector<checks::CheckResult> checks;  // in report order (Check::order())
   bool passed = false;                      // every check passed

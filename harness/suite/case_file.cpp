@@ -8,6 +8,7 @@
 #include "harness/suite/json_schema.h"
 #include "common/error.h"
 #include "harness/checks/check_registry.h"
+#include "harness/comm/factory.h"
 #include "harness/mesh/device_mesh.h"
 #include "reference/model/config.h"
 #include "reference/parallel/param_store.h"
@@ -188,6 +189,10 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
   }
   b.worldSize = doc.at("world_size").get<int>();
   b.backend = doc.value("backend", "gloo");
+  b.device = doc.value("device", "");
+  // nccl with device cpu can never run: a broken case, not a run error.
+  if (b.backend == "nccl" && b.device == "cpu")
+    fail("device: 'cpu' with backend 'nccl': NCCL moves CUDA tensors only (use backend gloo, or device cuda)");
   b.mesh = doc.at("mesh");
   const auto& plan = doc.at("plan");
   if (plan.is_string()) {
@@ -292,6 +297,7 @@ nlohmann::json RunSpec::toJson() const {
                       {"model", modelSource},
                       {"world_size", worldSize},
                       {"backend", backend},
+                      {"device", device.empty() ? comm::defaultDeviceType(backend) : device},
                       {"mesh", nlohmann::json::parse(mesh.dump())},
                       {"plan", planSource},
                       {"wrapper", wrapper},

@@ -53,6 +53,7 @@ struct RunSpec {
   std::string modelSource;    // path it came from, or "inline"
   int worldSize = 1;
   std::string backend = "gloo";
+  std::string device;         // "cpu" | "cuda"; "" = the backend's default (gloo: cpu, nccl: cuda)
   nlohmann::ordered_json mesh;  // {"ep":2}, key order kept
   nlohmann::ordered_json plan;  // the plan JSON
   std::string planSource;       // "ep (cases/plans/ep.json)" or "inline"

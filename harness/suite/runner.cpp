@@ -160,9 +160,20 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   const std::string backend = o.backend.empty() ? spec.backend : o.backend;
   r.spec["backend"] = backend;
   const std::string tag = moe::str("run ", index + 1, "/", progress.total, " ", spec.id);
-  if (backend == "nccl") {
+  // The device lane: --device, else the case's, else the backend's default.
+  std::string device;
+  try {
+    device = comm::resolveDeviceType(backend, o.device.empty() ? spec.device : o.device);
+  } catch (const HarnessError& e) {
+    r.status = Status::kError;
+    r.reason = e.what();
+    return r;
+  }
+  r.spec["device"] = device;
+  if (device == "cuda") {
+    // nccl needs one GPU per rank; gloo ranks may share one.
     std::string why;
-    if (!comm::ncclUsable(spec.worldSize, &why)) {
+    if (backend == "nccl" ? !comm::ncclUsable(spec.worldSize, &why) : !comm::cudaUsable(1, &why)) {
       // A skip with the reason, never a pass; an error under
       // MOE_HARNESS_REQUIRE_GPU=1 (common/gpu_requirement.h).
       r.status = moe::gpuRequired() ? Status::kError : Status::kSkip;
@@ -189,6 +200,9 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
                                    "--result-json", resultPath,
                                    "--reference-cache", cache,
                                    "--backend", backend};
+  // Only a non-default lane is passed, so run-plan builds without --device
+  // still run every CPU case.
+  if (device != comm::defaultDeviceType(backend)) argv.insert(argv.end(), {"--device", device});
   // Defaults are not passed, so run-plan builds without these options still
   // run every case that does not need them.
   if (spec.wrapper != "none") argv.insert(argv.end(), {"--wrapper", spec.wrapper});
@@ -321,6 +335,7 @@ reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOption
   report.suite = {{"selection", o.selection},
                   {"jobs", o.jobs},
                   {"backend", o.backend.empty() ? "per case" : o.backend},
+                  {"device", o.device.empty() ? "per case" : o.device},
                   {"runs", items.size()}};
   const bool tempWork = o.workDir.empty();
   std::string workRoot = o.workDir;

@@ -11,7 +11,9 @@
 //    ended, its last collective) and the path of flight_recorder.json.
 //  - A run that finished is `pass` when every requested check passed and
 //    every expected placement matched, else `fail`.
-//  - nccl runs without usable GPUs are `skip` with the reason.
+//  - runs on the CUDA lane (nccl, or --device cuda) without usable GPUs are
+//    `skip` with the reason (nccl: one GPU per rank; gloo: one GPU shared);
+//    nccl with device cpu is `error` (a user error naming both).
 //  - The single-device reference of each (config, dtype, seed, steps, batch,
 //    sequence length, checkpoint) is computed once per cache directory
 //    (run-plan --reference-cache).
@@ -30,6 +32,7 @@ struct RunnerOptions {
   std::string harnessBinary;   // moe-harness to exec; "" = this process's binary
   int jobs = 1;                // concurrent jobs
   std::string backend;         // "" = each case's; "gloo" / "nccl" override
+  std::string device;          // "" = each case's (or its backend's default); "cpu" / "cuda" override
   std::string workDir;         // per-run files (config, plan, result, output); "" = a temp dir, removed after
   std::string referenceCache;  // "" = <workDir>/reference-cache
   std::ostream* progress = nullptr;  // nullptr: std::cerr

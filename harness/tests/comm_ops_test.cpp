@@ -164,4 +164,39 @@ TEST(DeviceMeshRanks, GroupsFollowRowMajorLayout) {
   ASSERT_TRUE(run.result.ok) << run.all();
 }
 
+// Ranks told different device lanes fail before the first collective, on
+// every rank, naming both ranks and both choices (the descriptor exchange
+// through the job's store at rendezvous), instead of hanging in two
+// different rendezvous or exchanging tensors of different devices.
+void expectLaneDisagreement(const comm::CommOptions& rank1, const std::string& rank1Text) {
+  auto run = ranktest::runRanks(2, [&](const launch::RankContext& ctx) {
+    comm::CommOptions o = ctx.rank == 1 ? rank1 : comm::CommOptions{};
+    try {
+      ranktest::rankWorld(o);
+    } catch (const HarnessError& e) {
+      const std::string what = e.what();
+      RANK_CHECK(what.find("the ranks disagree on the device lane before the first collective: rank 0 has backend "
+                           "gloo, device cpu, rank 1 has " + rank1Text) != std::string::npos,
+                 "unexpected error: ", what);
+      RANK_CHECK(comm::FlightRecorder::instance().snapshot().empty(), "a collective ran before the check");
+      return 0;
+    }
+    std::cerr << "rank " << ctx.rank << " created its world despite the disagreement" << std::endl;
+    return 1;
+  });
+  ASSERT_TRUE(run.result.ok) << run.all();
+}
+
+TEST(DeviceLane, RanksThatDisagreeOnTheDeviceFailBeforeTheFirstCollective) {
+  comm::CommOptions cuda;
+  cuda.deviceType = "cuda";
+  expectLaneDisagreement(cuda, "backend gloo, device cuda");
+}
+
+TEST(DeviceLane, RanksThatDisagreeOnTheBackendFailBeforeTheFirstCollective) {
+  comm::CommOptions nccl;
+  nccl.backend = "nccl";  // its device defaults to cuda
+  expectLaneDisagreement(nccl, "backend nccl, device cuda");
+}
+
 }  // namespace

@@ -249,4 +249,39 @@ TEST(RunPlan, ToleranceWithANonNumberIsAUserErrorNamingTheField) {
   EXPECT_NE(r.err.find("--tolerance: loss_abs must be a number, got \"tiny\""), std::string::npos) << r.err;
 }
 
+// The device lane through the CLI: `--device cuda` where CUDA cannot run is
+// a user error (exit 2) naming why, on every rank, before any collective.
+TEST(RunPlan, DeviceCudaWithoutCudaIsAUserErrorNamingTheReason) {
+  std::string why;
+  if (comm::cudaUsable(1, &why)) GTEST_SKIP() << "a GPU is usable here: this test is about machines without one";
+  auto r = execJob(2, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":2}",
+                       "--plan", kSource + "/cases/plans/ep.json", "--steps", "1", "--device", "cuda"},
+                   60);
+  ASSERT_FALSE(r.result.ok);
+  EXPECT_EQ(r.result.exitCode(), 2) << r.all();
+  EXPECT_NE(r.err.find("CUDA is not available in this process: " + why), std::string::npos) << r.err;
+}
+
+TEST(RunPlan, NcclWithDeviceCpuIsAUserError) {
+  auto r = execJob(1, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":1}",
+                       "--plan", kSource + "/cases/plans/ep.json", "--steps", "1", "--backend", "nccl", "--device",
+                       "cpu"},
+                   60);
+  ASSERT_FALSE(r.result.ok);
+  EXPECT_EQ(r.result.exitCode(), 2) << r.all();
+  EXPECT_NE(r.err.find("--device/--backend: device cpu with backend nccl: NCCL moves CUDA tensors only"),
+            std::string::npos)
+      << r.err;
+}
+
+// On the CPU lane nothing changes, and the result says where it ran.
+TEST(RunPlan, ResultRecordsTheDeviceLane) {
+  auto r = execJob(2, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":2}",
+                       "--plan", kSource + "/cases/plans/ep.json", "--steps", "2", "--device", "cpu"},
+                   120);
+  ASSERT_TRUE(r.result.ok) << r.all();
+  EXPECT_NE(r.out.find("\"device\": \"cpu\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"passed\": true"), std::string::npos) << r.out;
+}
+
 }  // namespace

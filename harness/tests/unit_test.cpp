@@ -294,4 +294,59 @@ TEST(Factory, UnknownBackendAndNcclAvailability) {
   fs::remove_all(dir);
 }
 
+// The device lane (issue 16): the default device follows the backend, and
+// the combinations that cannot work are user errors naming the option.
+TEST(DeviceLane, DefaultDeviceFollowsTheBackend) {
+  EXPECT_EQ(comm::defaultDeviceType("gloo"), "cpu");
+  EXPECT_EQ(comm::defaultDeviceType("nccl"), "cuda");
+  EXPECT_EQ(comm::resolveDeviceType("gloo", ""), "cpu");
+  EXPECT_EQ(comm::resolveDeviceType("nccl", ""), "cuda");
+  EXPECT_EQ(comm::resolveDeviceType("gloo", "cpu"), "cpu");
+  EXPECT_EQ(comm::resolveDeviceType("gloo", "cuda"), "cuda");  // ranks may share a GPU
+  EXPECT_EQ(comm::resolveDeviceType("nccl", "cuda"), "cuda");
+}
+
+TEST(DeviceLane, ImpossibleCombinationsAreUserErrors) {
+  EXPECT_NE(errorOf([] { comm::resolveDeviceType("nccl", "cpu"); }).find("NCCL moves CUDA tensors only"),
+            std::string::npos);
+  EXPECT_NE(errorOf([] { comm::resolveDeviceType("gloo", "tpu"); }).find("unknown device 'tpu' (known: cpu, cuda)"),
+            std::string::npos);
+  EXPECT_NE(errorOf([] { comm::resolveDeviceType("mpi", ""); }).find("unknown backend 'mpi'"), std::string::npos);
+}
+
+// Here (no GPU) the probe says no, naming the missing piece; with a GPU the
+// impossible request still says no, naming the count.
+TEST(DeviceLane, CudaUsableNamesTheMissingPiece) {
+  std::string reason;
+  EXPECT_FALSE(comm::cudaUsable(1 << 20, &reason));
+  EXPECT_TRUE(reason.find("fewer GPUs than needed: needs 1048576 GPUs") != std::string::npos ||
+              reason.find("no usable CUDA driver or device") != std::string::npos ||
+              reason.find("built without CUDA") != std::string::npos)
+      << reason;
+}
+
+// A one-rank gloo world on the CPU lane: tensors live on the CPU, as before.
+TEST(DeviceLane, GlooWorldOnTheCpuLaneHasCpuTensors) {
+  auto dir = fs::temp_directory_path() / ("moe-lane-" + std::to_string(getpid()));
+  auto s = store::makeFileStore(dir.string(), std::chrono::seconds(5));
+  comm::CommOptions o;  // gloo, device = the backend's default
+  auto world = comm::createWorld(s, 0, 1, o);
+  EXPECT_TRUE(world->device().is_cpu());
+  fs::remove_all(dir);
+}
+
+// --device cuda where CUDA cannot run: a user error naming the reason, before
+// any process group exists.
+TEST(DeviceLane, CudaLaneWithoutCudaIsAUserErrorNamingTheReason) {
+  std::string why;
+  if (comm::cudaUsable(1, &why)) GTEST_SKIP() << "a GPU is usable here: this test is about machines without one";
+  auto dir = fs::temp_directory_path() / ("moe-lane-cuda-" + std::to_string(getpid()));
+  auto s = store::makeFileStore(dir.string(), std::chrono::seconds(5));
+  comm::CommOptions o;
+  o.deviceType = "cuda";
+  const std::string e = errorOf([&] { comm::createWorld(s, 0, 1, o); });
+  EXPECT_NE(e.find("CUDA is not available in this process: " + why), std::string::npos) << e;
+  fs::remove_all(dir);
+}
+
 }  // namespace

@@ -194,5 +194,38 @@ TEST(GroupedMatmul, MatchesNaiveRowsIncludingEmptyGroups) {
   EXPECT_EQ(w.grad()[1].abs().sum().item<double>(), 0.0);
 }
 
+// The CPU lane always takes the loop (so CPU results are what they were).
+TEST(GroupedMatmul, CpuTensorsTakeTheLoopPath) {
+  auto x = torch::randn({4, 8});
+  auto w = torch::randn({2, 3, 8});
+  EXPECT_EQ(groupedMatmulPath(x, w), GroupedMatmulPath::kLoop);
+  EXPECT_STREQ(groupedMatmulPathName(GroupedMatmulPath::kGroupedMm), "grouped_mm");
+}
+
+// The grouped-GEMM path's call convention (int32 end offsets, the weight
+// transposed, empty groups) checked where it can run here: libtorch's CPU
+// implementation of at::_grouped_mm, against the loop, values and gradients.
+TEST(GroupedMatmul, GroupedMmPathMatchesTheLoopIncludingEmptyGroups) {
+  torch::manual_seed(7);
+  std::vector<int64_t> sizes{3, 0, 5, 0, 2};
+  auto x0 = torch::randn({10, 8});
+  auto w0 = torch::randn({5, 4, 8});
+  auto gy = torch::randn({10, 4});
+  auto run = [&](GroupedMatmulPath path) {
+    auto x = x0.clone().requires_grad_(true);
+    auto w = w0.clone().requires_grad_(true);
+    auto y = groupedMatmul(x, w, sizes, path);
+    (y * gy).sum().backward();
+    return std::make_tuple(y.detach(), x.grad(), w.grad());
+  };
+  auto [yLoop, gxLoop, gwLoop] = run(GroupedMatmulPath::kLoop);
+  auto [yMm, gxMm, gwMm] = run(GroupedMatmulPath::kGroupedMm);
+  EXPECT_TRUE(torch::allclose(yMm, yLoop, 1e-5, 1e-6)) << (yMm - yLoop).abs().max().item<float>();
+  EXPECT_TRUE(torch::allclose(gxMm, gxLoop, 1e-5, 1e-6)) << (gxMm - gxLoop).abs().max().item<float>();
+  ASSERT_TRUE(gwMm.defined());
+  EXPECT_TRUE(torch::allclose(gwMm, gwLoop, 1e-5, 1e-6)) << (gwMm - gwLoop).abs().max().item<float>();
+  EXPECT_EQ(gwMm[1].abs().sum().item<float>(), 0.0f);  // an empty group gets a zero gradient
+}
+
 }  // namespace
 }  // namespace moe::kernels

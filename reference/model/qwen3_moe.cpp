@@ -64,7 +64,10 @@ torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
   auto k = rmsNorm(project(x, wk, in).view({b, s, numKv, d}), getParam(params, prefix + "self_attn.k_norm.weight"),
                    config.rmsNormEps).transpose(1, 2);
   auto v = project(x, w("self_attn.v_proj.weight"), in).view({b, s, numKv, d}).transpose(1, 2);
-  auto [cos, sin] = ropeTables(s, d, config.ropeTheta, dtype);
+  // The tables are computed on the host (the same numbers on every device)
+  // and moved to the activations' device.
+  auto [cosHost, sinHost] = ropeTables(s, d, config.ropeTheta, dtype);
+  auto cos = cosHost.to(x.device()), sin = sinHost.to(x.device());
   q = q * cos + rotateHalf(q) * sin;
   k = k * cos + rotateHalf(k) * sin;
   // GQA: query head h reads kv head h / (numHeads / numKv).
@@ -72,7 +75,7 @@ torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
   k = k.repeat_interleave(groups, /*dim=*/1);
   v = v.repeat_interleave(groups, /*dim=*/1);
   auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(d)));
-  auto future = torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool)).triu(/*diagonal=*/1);
+  auto future = torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(/*diagonal=*/1);
   auto probs = torch::softmax(scores.to(statDtype(dtype)).masked_fill(future, -INFINITY), /*dim=*/-1)
                    .to(dtype);
   auto ctx = torch::matmul(probs, v).transpose(1, 2).reshape({b, s, numHeads * d});

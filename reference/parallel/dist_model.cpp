@@ -90,10 +90,18 @@ struct DistTrainer::Impl {
   // each parameter is fetched once per step.
   std::map<std::pair<std::string, int>, torch::Tensor> stepParams;
 
-  Impl(ref::ModelConfig c, mesh::DeviceMesh& m, AppliedPlan p, const ParamMap& local,
+  // The run's device lane: every tensor of the step lives where the world
+  // communicator's collectives take them (CPU, or the rank's GPU).
+  torch::Device device;
+
+  Impl(ref::ModelConfig c, mesh::DeviceMesh& m, AppliedPlan p, const ParamMap& hostOrDevice,
        ref::TrainOptions o, DistOptions d)
       : config(std::move(c)), mesh(m), plan(std::move(p)), options(o), distOptions(std::move(d)),
-        optimizer(o.adamw) {
+        optimizer(o.adamw), device(m.world()->device()) {
+    // Shards on another device are moved once (a no-op for those already
+    // there); the store copies what it keeps.
+    ParamMap local;
+    for (const auto& kv : hostOrDevice) local.insert(kv.key(), kv.value().to(device));
     tp = mesh.comm("tp");
     ep = mesh.comm("ep");
     tpSize = mesh.size("tp");
@@ -328,7 +336,7 @@ struct DistTrainer::Impl {
       auto st = ref::routerAuxStats(routerLogits, config.numExpertsPerTok);
       auto counts = st.selectionCounts.detach().clone().contiguous();
       auto probs = st.probSums.detach().clone().contiguous();
-      auto n = torch::tensor({static_cast<double>(st.numTokens)}, torch::kDouble);
+      auto n = torch::tensor({static_cast<double>(st.numTokens)}, torch::TensorOptions(torch::kDouble).device(device));
       const auto auxLocal = mutants::points().auxStatsLocal;
       if (!auxLocal || !auxLocal()) {
         stats->allReduce(counts, comm::ReduceOp::kSum);
@@ -356,7 +364,8 @@ struct DistTrainer::Impl {
     dispatch = {};
     auto global = ref::trainBatch(config, options, stepCount);
     auto rows = batchRowsOf(mesh.shape(), mesh.world()->rank(), options.batchSize);
-    auto ids = global.narrow(0, rows.start, rows.length).contiguous();
+    // The deterministic batch is made on the host and moved once.
+    auto ids = global.narrow(0, rows.start, rows.length).contiguous().to(device);
     store->beginStep();
     stepParams.clear();
     auto loss = forwardLoss(ids);
@@ -371,7 +380,7 @@ struct DistTrainer::Impl {
     // Clipping scales copies: the store's reduced gradients stay as reduced,
     // so gradShards() can read them after the step (lazily: zero3 gathers).
     auto gs = store->grads();
-    auto total = torch::tensor({sumSq}, torch::kDouble);
+    auto total = torch::tensor({sumSq}, torch::TensorOptions(torch::kDouble).device(device));
     mesh.world()->allReduce(total, comm::ReduceOp::kSum);
     auto norm = torch::sqrt(total.to(torch::kFloat)).squeeze();
     rec.gradNorm = norm.item<double>();

@@ -26,8 +26,11 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
   auto recvCounts = torch::empty_like(sendCounts);
   std::vector<int64_t> ones(numRanks, 1);
   ep.allToAllSingle(recvCounts, sendCounts, ones, ones);
-  auto sendAcc = sendCounts.accessor<int64_t, 2>();
-  auto recvAcc = recvCounts.accessor<int64_t, 2>();
+  // The split sizes steer the host's loops: read them on the host (a
+  // no-op on the CPU lane, one small copy each on CUDA).
+  const auto sendHost = sendCounts.cpu(), recvHost = recvCounts.cpu();
+  auto sendAcc = sendHost.accessor<int64_t, 2>();
+  auto recvAcc = recvHost.accessor<int64_t, 2>();
   std::vector<int64_t> inSplits(numRanks, 0), outSplits(numRanks, 0);
   for (int64_t j = 0; j < numRanks; ++j)
     for (int64_t l = 0; l < numLocal; ++l) {
@@ -59,7 +62,8 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
       perExpert[l] += recvAcc[i][l];
     }
   const int64_t n = static_cast<int64_t>(order.size());
-  auto longOpts = torch::TensorOptions().dtype(torch::kLong);
+  // Routing and dispatch index tensors live on the tokens' device.
+  auto longOpts = torch::TensorOptions().dtype(torch::kLong).device(x.device());
   auto orderT = torch::tensor(order, longOpts);
   auto xLocal = xRecv.index_select(0, orderT);  // [N, H] local-expert-major
   torch::Tensor y;

@@ -32,8 +32,12 @@ void checkGlobalShape(const LoadOptions& o, const ParamPlacement& p) {
          torch::IntArrayRef(shape), ", config expects ", torch::IntArrayRef(p.globalShape));
 }
 
+// Every path ends here: the shard moves to the world's device (once: read on
+// the host, a no-op on the CPU lane) before the hooks, which may issue
+// collectives on it.
 void finish(const LoadOptions& o, comm::Communicator& world, const ParamPlacement& p, at::Tensor local,
             ParamMap& out) {
+  local = local.to(world.device());
   if (o.hooks.afterParam) o.hooks.afterParam(world, p, local);
   if (auto f = mutants::points().afterLoadParam) f(world, o.mesh->shape(), o.path, p, local);
   out.insert(p.name, std::move(local));
@@ -43,7 +47,6 @@ ParamMap loadShardOnRead(const LoadOptions& o) {
   // loadLocalParams is the shard-on-read implementation; the hook runs on
   // its result so every path offers the same seam.
   ParamMap read = loadLocalParams(*o.plan, *o.mesh, *o.source);
-  if (!o.hooks.afterParam && !mutants::points().afterLoadParam) return read;
   ParamMap out;
   for (const auto& p : o.plan->params) finish(o, *o.world, p, read[p.name], out);
   return out;
@@ -66,9 +69,11 @@ int64_t nameHash(const std::vector<std::string>& names) {
 // fingerprint check reports it (CollectiveMismatch) instead of letting the
 // next phase hang or start from wrong tensors.
 void checkManifest(const LoadOptions& o, comm::Communicator& world, const std::vector<std::string>& names) {
-  at::Tensor mine = at::tensor({static_cast<int64_t>(names.size()), nameHash(names)}, at::kLong).view({1, 2});
-  at::Tensor all = at::empty({world.size(), 2}, at::kLong);
-  world.allGather(all, mine);
+  const auto dev = at::TensorOptions(at::kLong).device(world.device());
+  at::Tensor mine = at::tensor({static_cast<int64_t>(names.size()), nameHash(names)}, dev).view({1, 2});
+  at::Tensor gathered = at::empty({world.size(), 2}, dev);
+  world.allGather(gathered, mine);
+  const at::Tensor all = gathered.cpu();  // compared on the host
   for (int r = 1; r < world.size(); ++r)
     if (!at::equal(all[r], all[0]))
       fail("rank ", worldRank(o), ": rank0_broadcast manifests differ: group rank 0 broadcast ",
@@ -91,9 +96,11 @@ ParamMap loadRank0Broadcast(const LoadOptions& o) {
       continue;
     }
     // fp32 on the wire: the masters are fp32 and bf16 -> fp32 is exact, so
-    // non-root ranks need neither the checkpoint's dtype nor its data.
-    at::Tensor full = world.rank() == 0 ? o.source->read(p.name).to(at::kFloat).contiguous()
-                                        : at::empty(p.globalShape, at::kFloat);
+    // non-root ranks need neither the checkpoint's dtype nor its data. Read
+    // on the host, moved once to the world's device for the broadcast.
+    at::Tensor full = world.rank() == 0
+                          ? o.source->read(p.name).to(at::kFloat).contiguous().to(world.device())
+                          : at::empty(p.globalShape, at::TensorOptions(at::kFloat).device(world.device()));
     if (o.hooks.broadcast)
       o.hooks.broadcast(world, p, full);
     else
@@ -146,8 +153,8 @@ ParamMap loadInitThenLoad(const LoadOptions& o) {
              ref::toString(p.placements), " (a Partial parameter has no checkpoint slice)");
     layouts.push_back(ref::computeLayout(p.globalShape, p.placements, sizes, coords));
     const auto& shape = layouts.back().localShape;
-    empty.insert(p.name, o.hooks.emptyFill ? at::full(shape, *o.hooks.emptyFill, at::kFloat)
-                                           : at::empty(shape, at::kFloat));
+    const auto f32 = at::TensorOptions(at::kFloat).device(o.world->device());  // created where they live
+    empty.insert(p.name, o.hooks.emptyFill ? at::full(shape, *o.hooks.emptyFill, f32) : at::empty(shape, f32));
   }
   // 2. Fill each in place from the checkpoint, one box (StridedShard block)
   //    per read, and account for every element.

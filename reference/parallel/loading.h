@@ -26,7 +26,9 @@
 //  - Collective over the world (every rank calls loadParams with the same
 //    plan and path); the result is bitwise identical across paths: for every
 //    parameter of plan.params, in plan order, the piece computeLayout gives
-//    this rank, as contiguous float32 (the same as loadLocalParams).
+//    this rank, as contiguous float32 (the same values as loadLocalParams),
+//    on the world communicator's device (Communicator::device(): the run's
+//    device lane). Checkpoint data is read on the host and moved once.
 //  - Every collective goes through moe::comm::Communicator, so it is
 //    flight-recorded and fingerprint-verified: ranks whose loading issues
 //    different collectives fail with comm::CollectiveMismatch naming both

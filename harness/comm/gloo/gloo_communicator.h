@@ -3,6 +3,9 @@
 // c10d::ProcessGroupGloo (TCP transport; loopback by default,
 // CommOptions::iface for multi-host). See communicator.h for the contract
 // and c10d_communicator.h for how each op maps onto the process group.
+// With CommOptions::deviceType "cuda" its tensors live on the rank's GPU
+// (LOCAL_RANK modulo the visible devices, so ranks may share one): each op
+// stages them through host memory and copies the results back.
 //
 // One process group per communicator: the world's rendezvous under the
 // store prefix "gloo/world", a sub-group's under "gloo/<name>/<index>";

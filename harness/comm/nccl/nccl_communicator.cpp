@@ -49,12 +49,11 @@ class NcclCommunicator final : public C10dCommunicator {
   }
 
   std::string backendName() const override { return kBackend; }
-
- protected:
-  // The base class allocates its fingerprint exchange here.
   at::Device device() const override {
     return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_));
   }
+
+ protected:
 
   void checkTensor(const at::Tensor& t, const char* op) const override {
     if (!t.is_cuda())
@@ -165,16 +164,33 @@ DeviceProbe probeDevices() {
 
 std::string gpus(int n) { return n == 1 ? "1 GPU" : str(n, " GPUs"); }
 
+// Forked ranks inherit the cached answer and never probe again.
+const DeviceProbe& cachedProbe() {
+  static const DeviceProbe probe = probeDevices();
+  return probe;
+}
+
 }  // namespace
 
 bool ncclUsableImpl(int worldSize, std::string* reason) {
-  // Forked ranks inherit the cached answer and never probe again.
-  static const DeviceProbe probe = probeDevices();
+  const DeviceProbe& probe = cachedProbe();
   std::string why;
   if (!probe.ok) {
     why = str("nccl backend needs ", gpus(worldSize), "; ", probe.error);
   } else if (probe.count < worldSize) {
     why = str("nccl backend needs ", gpus(worldSize), "; found ", probe.count);
+  }
+  if (reason != nullptr) *reason = why;
+  return why.empty();
+}
+
+bool cudaUsableImpl(int needed, std::string* reason) {
+  const DeviceProbe& probe = cachedProbe();
+  std::string why;
+  if (!probe.ok) {
+    why = str("no usable CUDA driver or device: ", probe.error);
+  } else if (probe.count < needed) {
+    why = str("fewer GPUs than needed: needs ", gpus(needed), ", found ", probe.count);
   }
   if (reason != nullptr) *reason = why;
   return why.empty();
@@ -195,7 +211,8 @@ std::shared_ptr<Communicator> createNcclWorld(std::shared_ptr<store::Store> stor
   if (device < 0 || device >= count)
     fail(where, ": CUDA device ", device, " (from ",
          opts.device >= 0 ? "CommOptions::device" : "LOCAL_RANK", ") does not exist; found ",
-         count, " device(s)");
+         count, " device(s): fewer GPUs than needed (nccl needs one GPU per rank on a host; "
+         "--backend gloo --device cuda lets ranks share a GPU)");
   c10::cuda::set_device(static_cast<c10::DeviceIndex>(device));
   // A blocking wait makes Work::wait() honour CommOptions::timeout and throw
   // (naming the op) instead of leaving the timeout to c10d's watchdog, which

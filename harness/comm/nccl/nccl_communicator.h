@@ -41,4 +41,10 @@ std::shared_ptr<Communicator> createNcclWorld(std::shared_ptr<store::Store> stor
 // can still use their GPUs (CUDA does not survive fork()).
 bool ncclUsableImpl(int worldSize, std::string* reason);
 
+// The same probe for the CUDA device lane (comm::cudaUsable): true when at
+// least `gpus` devices are usable, else false with `reason` naming the
+// missing piece ("no usable CUDA driver or device: ...", "fewer GPUs than
+// needed: ...").
+bool cudaUsableImpl(int gpus, std::string* reason);
+
 }  // namespace moe::comm

@@ -10,13 +10,15 @@ namespace {
 
 void dropLastRow(at::Tensor& counts) {
   // counts: [ep, local experts] int64, expert-major = the permuted row order
-  auto flat = counts.view({-1});
+  // Edited on the host and written back, so the mutant runs on either device lane.
+  auto flat = counts.view({-1}).cpu();
   auto acc = flat.accessor<int64_t, 1>();
   for (int64_t i = flat.size(0) - 1; i >= 0; --i)
     if (acc[i] > 0) {
       acc[i] -= 1;
-      return;
+      break;
     }
+  if (!counts.is_cpu()) counts.view({-1}).copy_(flat);
 }
 
 }  // namespace

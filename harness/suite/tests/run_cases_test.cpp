@@ -281,4 +281,55 @@ TEST_F(RunCases, AMalformedFilterIsAUserErrorNamingTheOption) {
   }
 }
 
+// `run --device cuda --backend gloo` applies to every case (even one that
+// says cpu) and the report records each run's device: here, without a GPU,
+// every run is skipped with the reason (exit 77), never passed; with a GPU
+// they run on it. On the CPU lane the report says cpu and the run passes.
+TEST_F(RunCases, DeviceAndBackendOverridesApplyToEveryCaseAndTheReportRecordsTheDevice) {
+  writeCase("a_lane.json", goodCase("a_lane"));
+  writeCase("b_lane.json", goodCase("b_lane", R"( "device": "cpu",)"));
+  const fs::path report = dir_ / "report";
+  const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --device cuda --backend gloo --report " +
+                            report.string());
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  ASSERT_EQ(j["runs"].size(), 2u) << j.dump(1);
+  EXPECT_EQ(j["suite"]["device"], "cuda");
+  bool allSkipped = true;
+  for (const auto& r : j["runs"]) {
+    EXPECT_EQ(r["spec"]["device"], "cuda") << r.dump(1);
+    EXPECT_EQ(r["spec"]["backend"], "gloo") << r.dump(1);
+    const std::string status = r["status"];
+    if (status == "skip") {
+      EXPECT_NE(r["reason"].get<std::string>().find("CUDA"), std::string::npos) << r.dump(1);
+    } else {
+      allSkipped = false;
+      EXPECT_EQ(status, "pass") << r.dump(1);  // only where a GPU ran it
+    }
+  }
+  EXPECT_EQ(p.code, allSkipped ? 77 : 0) << p.out;
+
+  // The CPU lane (the cases' default): recorded as cpu, passing as before.
+  const fs::path cpuReport = dir_ / "cpu_report";
+  const Proc c = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --id a_lane.fp32 --report " +
+                            cpuReport.string());
+  EXPECT_EQ(c.code, 0) << c.out;
+  const auto cj = nlohmann::json::parse(readFile(cpuReport / "report.json"));
+  ASSERT_EQ(cj["runs"].size(), 1u);
+  EXPECT_EQ(cj["runs"][0]["spec"]["device"], "cpu");
+  EXPECT_EQ(cj["runs"][0]["status"], "pass");
+}
+
+TEST_F(RunCases, NcclWithDeviceCpuIsAnErrorNamingBoth) {
+  writeCase("a_nccl.json", goodCase("a_nccl"));
+  const fs::path report = dir_ / "report";
+  const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --device cpu --backend nccl --report " +
+                            report.string());
+  EXPECT_EQ(p.code, 1) << p.out;
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  ASSERT_EQ(j["runs"].size(), 1u);
+  EXPECT_EQ(j["runs"][0]["status"], "error");
+  EXPECT_NE(j["runs"][0]["reason"].get<std::string>().find("NCCL moves CUDA tensors only"), std::string::npos)
+      << j.dump(1);
+}
+
 }  // namespace

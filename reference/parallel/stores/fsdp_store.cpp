@@ -220,9 +220,10 @@ class FsdpStore : public ParamStore {
         if (e.fetched.empty()) {
           // Not used this step on any rank (the trainer's fetches are the
           // same everywhere): nothing to reduce.
-          block = torch::zeros(e.blockShape(e.maxPiece), torch::kFloat);
+          block = torch::zeros(e.blockShape(e.maxPiece), e.master.options().dtype(torch::kFloat));
         } else {
-          auto full = e.pending.defined() ? e.pending : torch::zeros(e.planLocalShape, torch::kFloat);
+          auto full = e.pending.defined() ? e.pending
+                                          : torch::zeros(e.planLocalShape, e.master.options().dtype(torch::kFloat));
           block = e.reduceScatter(full);
         }
         // Reduce-scattered: only the shard's gradient lives on (memory()).

@@ -289,7 +289,7 @@ double Zero3Store::reduceGradients() {
   for (auto& gp : impl_->groups) {
     auto& g = *gp;
     auto grad = g.master.grad();
-    grad = grad.defined() ? grad.detach().to(torch::kFloat).contiguous() : torch::zeros({g.part});
+    grad = grad.defined() ? grad.detach().to(torch::kFloat).contiguous() : torch::zeros({g.part}, g.master.options().dtype(torch::kFloat));
     const bool tpSum = g.tpPartial && g.tp->size() > 1;
     if (tpSum) g.tp->allReduce(grad, comm::ReduceOp::kSum);
     g.grad = grad;

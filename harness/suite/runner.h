@@ -32,6 +32,7 @@ struct RunnerOptions {
   std::string backend;         // "" = each case's; "gloo" / "nccl" override
   std::string workDir;         // per-run files (config, plan, result, output); "" = a temp dir, removed after
   std::string referenceCache;  // "" = <workDir>/reference-cache
+  std::string iface;           // launch::LaunchOptions::iface of every job ("" = loopback)
   std::ostream* progress = nullptr;  // nullptr: std::cerr
   nlohmann::json selection = nlohmann::json::object();  // recorded in the report's suite section
 };

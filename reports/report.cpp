@@ -51,23 +51,26 @@ nlohmann::json toJson(const RunResult& r) {
                       {"explanation", c.explanation}, {"measured", c.measured}});
   nlohmann::json m = nlohmann::json::object();
   for (const auto& [k, v] : margins(r)) m[k] = v;
-  return {{"id", r.id},
-          {"case", r.caseName},
-          {"case_file", r.caseFile},
-          {"status", statusName(r.status)},
-          {"reason", r.reason},
-          {"spec", r.spec},
-          {"steps", steps},
-          {"loss_tolerance", r.lossTolerance},
-          {"checks", checks},
-          {"margins", m},
-          {"collectives_step1_rank0", r.collectives},
-          {"timings", r.timings},
-          {"measured_memory", r.measuredMemory},
-          {"seconds", r.seconds},
-          {"environment", r.environment},
-          {"log", r.log},
-          {"flight_recorder", r.flightRecorder}};
+  nlohmann::json j = {{"id", r.id},
+                      {"case", r.caseName},
+                      {"case_file", r.caseFile},
+                      {"status", statusName(r.status)},
+                      {"reason", r.reason},
+                      {"spec", r.spec},
+                      {"steps", steps},
+                      {"loss_tolerance", r.lossTolerance},
+                      {"checks", checks},
+                      {"margins", m},
+                      {"collectives_step1_rank0", r.collectives},
+                      {"timings", r.timings},
+                      {"measured_memory", r.measuredMemory},
+                      {"seconds", r.seconds},
+                      {"environment", r.environment},
+                      {"log", r.log},
+                      {"flight_recorder", r.flightRecorder}};
+  // Only a job that failed has an attribution.
+  if (!r.failure.empty()) j["failure"] = r.failure;
+  return j;
 }
 
 nlohmann::json toJson(const Report& r) {
@@ -107,6 +110,7 @@ RunResult runResultFromJson(const nlohmann::json& j) {
   r.environment = j.value("environment", nlohmann::json::object());
   r.log = j.value("log", "");
   r.flightRecorder = j.value("flight_recorder", "");
+  r.failure = j.value("failure", nlohmann::json::object());
   return r;
 }
 

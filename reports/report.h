@@ -58,6 +58,10 @@ struct RunResult {
   nlohmann::json environment = nlohmann::json::object();
   std::string log;             // tail of the job's output on fail/error
   std::string flightRecorder;  // flight_recorder.json of a failed job, if any
+  // Root-cause attribution of an `error` run whose job failed
+  // (harness/launch/failure.h): {"primary": {"rank", "class", "error",
+  // "time"}, "other_primary": [...], "secondary": [...]}; {} otherwise.
+  nlohmann::json failure = nlohmann::json::object();
 };
 
 struct Totals {

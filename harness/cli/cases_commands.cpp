@@ -88,6 +88,7 @@ void addRunCommandImpl(CLI::App& app) {
   struct Args {
     Selection sel;
     std::string backend, device, report, cache;
+    std::string iface;
     int jobs = 1;
   };
   auto a = std::make_shared<Args>();
@@ -100,6 +101,8 @@ void addRunCommandImpl(CLI::App& app) {
   cmd->add_option("--report", a->report, "write report.json, report.md, report.html and junit.xml (and per-run files) here");
   cmd->add_option("--jobs,-j", a->jobs, "runs in parallel")->capture_default_str()->check(CLI::Range(1, 64));
   cmd->add_option("--reference-cache", a->cache, "directory of cached single-device references (default: in the report or a temp dir)");
+  cmd->add_option("--iface", a->iface,
+                  "network interface or address each job's store listens on and its Gloo ranks bind (default loopback)");
   cmd->callback([a] {
     auto loaded = load(a->sel);
     if (loaded->items.empty()) fail("no case runs selected (", loaded->cases.size(), " case files read)");
@@ -109,6 +112,7 @@ void addRunCommandImpl(CLI::App& app) {
     o.device = a->device;
     o.workDir = a->report;
     o.referenceCache = a->cache;
+    o.iface = a->iface;
     o.selection = {{"cases", a->sel.paths.empty() ? std::vector<std::string>{defaultCasesDir()} : a->sel.paths},
                    {"filter", a->sel.filter},
                    {"ids", a->sel.ids},

@@ -1,4 +1,4 @@
-// `moe-harness launch -n N [--timeout S] -- PROGRAM [ARGS...]`
+// `moe-harness launch -n N [--timeout S] [--iface IF] -- PROGRAM [ARGS...]`
 #include <iostream>
 
 #include "harness/cli/commands.h"
@@ -13,6 +13,7 @@ void addLaunchCommand(CLI::App& app) {
     double grace = 2;
     double desyncGrace = 2;
     std::string traceDir;
+    std::string iface;
     bool noPrefix = false;
     std::vector<std::string> program;
   };
@@ -27,6 +28,9 @@ void addLaunchCommand(CLI::App& app) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   cmd->add_option("--trace-dir", args->traceDir, "Keep the flight-recorder traces in this directory");
+  cmd->add_option("--iface", args->iface,
+                  "Network interface name or address the job's store listens on, passed to the ranks' Gloo devices "
+                  "(MOE_HARNESS_IFACE); default loopback (127.0.0.1), which no other host can reach");
   cmd->add_flag("--no-prefix", args->noPrefix, "Do not prefix output lines with [rank R]");
   cmd->add_option("program", args->program, "PROGRAM [ARGS...] after --")->required();
   cmd->callback([args] {
@@ -37,6 +41,7 @@ void addLaunchCommand(CLI::App& app) {
     o.desyncGrace = std::chrono::milliseconds(static_cast<int64_t>(args->desyncGrace * 1000));
     o.traceDir = args->traceDir;
     o.prefixOutput = !args->noPrefix;
+    o.iface = args->iface;
     auto r = launch::launchProgram(o, args->program);
     if (!r.ok) throw CommandExit{r.exitCode()};
   });

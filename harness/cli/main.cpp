@@ -9,6 +9,7 @@
 
 #include "common/error.h"
 #include "harness/cli/commands.h"
+#include "harness/launch/failure.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"moe-harness: conformance harness for distributed Mixture-of-Experts training"};
@@ -21,9 +22,13 @@ int main(int argc, char** argv) {
   } catch (const moe::cli::CommandExit& e) {
     return e.code;
   } catch (const moe::HarnessError& e) {
+    // Inside a launched job the launcher reads this record to tell the rank
+    // that failed on its own from those that failed because of it.
+    moe::launch::recordRankFailure("user_error", e.what());
     std::cerr << "moe-harness: error: " << e.what() << std::endl;
     return 2;
   } catch (const std::exception& e) {
+    moe::launch::recordRankFailure("internal_error", e.what());
     std::cerr << "moe-harness: internal error: " << e.what() << std::endl;
     return 3;
   }

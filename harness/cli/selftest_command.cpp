@@ -3,10 +3,13 @@
 // non-contiguous subgroup, and verifies every result against a local ground
 // truth (see collective_check.h). The smoke job of `make run`.
 //
-// --fault injects a failure on one rank so tests can prove the launcher and
-// the desync detection report it: abort | exit | sleep | desync | bad-splits.
+// --fault injects a failure on one rank (--fault-rank) or several
+// (--fault-ranks) so tests can prove the launcher, its root-cause attribution
+// and the desync detection report it: abort | exit | sleep | desync |
+// bad-splits | user-error.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <iostream>
@@ -31,6 +34,8 @@ struct SelftestArgs {
   bool noVerify = false;
   std::string fault;
   int faultRank = 1;
+  std::vector<int> faultRanks;  // overrides faultRank when given
+  double faultStagger = 0;      // user-error: the i-th listed rank raises i * this many seconds late
   double sleepSeconds = 30;
   std::string pidDir;
 };
@@ -41,7 +46,9 @@ std::string defaultMesh(int world) {
 }
 
 void injectFault(const SelftestArgs& a, comm::Communicator& world) {
-  if (a.fault.empty() || world.rank() != a.faultRank) {
+  const std::vector<int> faulty = a.faultRanks.empty() ? std::vector<int>{a.faultRank} : a.faultRanks;
+  const auto me = std::find(faulty.begin(), faulty.end(), world.rank());
+  if (a.fault.empty() || me == faulty.end()) {
     // The other ranks run what everybody else runs at this point.
     if (!a.fault.empty()) {
       at::Tensor t = at::ones({16}, at::kFloat);
@@ -58,6 +65,12 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
   }
   std::cerr << "selftest: injecting fault '" << a.fault << "' on rank " << world.rank() << std::endl;
   if (a.fault == "abort") std::abort();
+  if (a.fault == "user-error") {
+    // A user error (exit 2) while the other ranks wait in an all_reduce:
+    // they fail because this rank is gone, which makes their errors secondary.
+    std::this_thread::sleep_for(std::chrono::duration<double>(a.faultStagger * (me - faulty.begin())));
+    fail("selftest: planted user error on rank ", world.rank(), " (--fault user-error)");
+  }
   if (a.fault == "exit") std::exit(3);
   if (a.fault == "sleep") {
     std::this_thread::sleep_for(std::chrono::duration<double>(a.sleepSeconds));
@@ -81,7 +94,7 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
     world.allToAllSingle(out, in, outSplits, inSplits);
     return;
   }
-  fail("selftest: unknown --fault '", a.fault, "' (known: abort, exit, sleep, desync, bad-splits)");
+  fail("selftest: unknown --fault '", a.fault, "' (known: abort, exit, sleep, desync, bad-splits, user-error)");
 }
 
 int runSelftest(const SelftestArgs& a) {
@@ -149,8 +162,12 @@ void addSelftestCommand(CLI::App& app) {
   cmd->add_option("--mesh", a->mesh, "Mesh JSON, e.g. {\"dp\":2,\"ep\":2} (default depends on the world size)");
   cmd->add_option("--comm-timeout", a->commTimeout, "Seconds a collective may block");
   cmd->add_flag("--no-verify", a->noVerify, "Skip the fingerprint cross-check before collectives");
-  cmd->add_option("--fault", a->fault, "Inject a fault: abort|exit|sleep|desync|bad-splits");
+  cmd->add_option("--fault", a->fault, "Inject a fault: abort|exit|sleep|desync|bad-splits|user-error");
   cmd->add_option("--fault-rank", a->faultRank, "Rank that injects the fault");
+  cmd->add_option("--fault-ranks", a->faultRanks, "Ranks that inject the fault, comma-separated (overrides --fault-rank)")
+      ->delimiter(',');
+  cmd->add_option("--fault-stagger", a->faultStagger,
+                  "user-error: the i-th rank of --fault-ranks raises i times this many seconds after the first");
   cmd->add_option("--sleep", a->sleepSeconds, "Seconds the faulty rank sleeps (--fault sleep)");
   cmd->add_option("--pid-dir", a->pidDir, "Write rank{R}.pid files here (used by tests)");
   cmd->callback([a] {

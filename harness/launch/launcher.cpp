@@ -18,7 +18,7 @@
 
 #include "common/error.h"
 #include "harness/launch/rank_env.h"
-#include "harness/store/store.h"
+#include "harness/store/job_store.h"
 
 namespace moe::launch {
 namespace {
@@ -26,6 +26,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 double since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
+double wallNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 std::string makeTempDir() {
   const char* tmp = std::getenv("TMPDIR");
@@ -56,8 +59,9 @@ struct Stream {
 struct Child {
   RankStatus st;
   Stream out, err;
-  int portFd = -1;  // write end: the launcher sends the store port here
+  int portFd = -1;  // write end: the launcher sends the store address and port here
   bool done = false;
+  double endedAt = 0;  // wall clock when reaped
 };
 
 class Job {
@@ -68,33 +72,41 @@ class Job {
     if (!opts_.traceDir.empty()) mkdir(traceDir_.c_str(), 0755);
     out_ = opts_.out ? opts_.out : &std::cout;
     err_ = opts_.err ? opts_.err : &std::cerr;
+    clearRankFailureRecords(traceDir_, opts_.nranks);
+    token_ = store::newJobToken();
   }
 
   // Forks every rank; `childMain` runs in the child after its environment is
   // set and never returns.
   LaunchResult run(const std::function<void(int rank)>& childMain) {
     start_ = Clock::now();
+    wallStart_ = wallNow();
     std::cout.flush();
     std::cerr.flush();
     fflush(nullptr);
     for (int r = 0; r < opts_.nranks; ++r) spawn(r, childMain);
     // Only now start the store (and its thread): the children were forked
     // from a process without extra threads.
-    int port = 0;
-    store::TcpStoreOptions so;
-    so.isServer = true;
-    so.port = 0;
+    store::JobStoreOptions so;
+    so.iface = opts_.iface;
     so.numWorkers = opts_.nranks;
-    std::shared_ptr<store::Store> server;
+    so.jobToken = token_;
+    store::HostedStore hosted;
     try {
-      server = store::makeTcpStore(so, &port);
+      hosted = store::hostJobStore(so);
     } catch (...) {
       killAll(SIGKILL);
       reapAll();
       throw;
     }
+    storeAddress_ = hosted.address;
+    storePort_ = hosted.port;
+    std::shared_ptr<store::Store> server = hosted.store;
+    // Ranks on this machine reach a wildcard bind through loopback.
+    const std::string masterAddr =
+        (hosted.address == "0.0.0.0" || hosted.address == "::") ? "127.0.0.1" : hosted.address;
     for (auto& c : children_) {
-      std::string msg = std::to_string(port) + "\n";
+      std::string msg = masterAddr + " " + std::to_string(hosted.port) + "\n";
       if (write(c.portFd, msg.data(), msg.size()) < 0) {}  // a dead child is noticed by waitpid
       close(c.portFd);
       c.portFd = -1;
@@ -127,16 +139,20 @@ class Job {
         close(c.out.fd); close(c.err.fd);
         if (c.portFd >= 0) close(c.portFd);
       }
-      // The port arrives as one line; stop at the newline rather than at EOF.
-      char buf[32] = {};
+      // "ADDRESS PORT" arrives as one line; stop at the newline rather than at EOF.
+      char buf[128] = {};
       ssize_t n = 0, got = 0;
       while (got < static_cast<ssize_t>(sizeof(buf)) - 1 && !memchr(buf, '\n', got) &&
              (n = read(portPipe[0], buf + got, sizeof(buf) - 1 - got)) > 0)
         got += n;
       close(portPipe[0]);
       if (got <= 0) _exit(112);  // launcher could not start the store
-      setenv("MASTER_PORT", std::to_string(std::atoi(buf)).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      const char* space = strchr(buf, ' ');
+      if (!space) _exit(112);
+      setenv("MASTER_PORT", std::to_string(std::atoi(space + 1)).c_str(), 1);
+      setenv("MASTER_ADDR", std::string(static_cast<const char*>(buf), space).c_str(), 1);
+      setenv(store::kJobTokenEnv, token_.c_str(), 1);
+      if (!opts_.iface.empty()) setenv("MOE_HARNESS_IFACE", opts_.iface.c_str(), 1);
       setenv("RANK", std::to_string(rank).c_str(), 1);
       setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
       setenv("WORLD_SIZE", std::to_string(opts_.nranks).c_str(), 1);
@@ -228,6 +244,7 @@ class Job {
       if (p != c.st.pid) continue;
       c.done = true;
       c.st.seconds = since(start_);
+      c.endedAt = wallNow();
       if (WIFEXITED(status)) {
         c.st.exited = true;
         c.st.exitCode = WEXITSTATUS(status);
@@ -242,9 +259,11 @@ class Job {
         sweepSignaled = !c.st.exited;
       }
     }
-    if (sweepFailed >= 0) {
+    // The first failure starts the grace in which the others may still fail
+    // on their own (LaunchOptions::failureGrace); finish() attributes.
+    if (sweepFailed >= 0 && firstFailed_ < 0) {
       firstFailed_ = sweepFailed;
-      startTeardown();
+      failedAt_ = Clock::now();
     }
   }
 
@@ -294,8 +313,9 @@ class Job {
     while (!allDone()) {
       pollOutput(20);
       reap(false);
-      if (!tearingDown_) watchForDesync();
-      if (!tearingDown_ && opts_.timeout.count() > 0 && Clock::now() - start_ > opts_.timeout) {
+      if (!tearingDown_ && firstFailed_ >= 0 && Clock::now() - failedAt_ >= opts_.failureGrace) startTeardown();
+      if (!tearingDown_ && firstFailed_ < 0) watchForDesync();
+      if (!tearingDown_ && firstFailed_ < 0 && opts_.timeout.count() > 0 && Clock::now() - start_ > opts_.timeout) {
         timedOut_ = true;
         // Collect every rank's state while the ranks still hang, then kill.
         traces_ = comm::readTraceDir(traceDir_, opts_.nranks);
@@ -329,8 +349,14 @@ class Job {
     r.seconds = since(start_);
     r.timedOut = timedOut_;
     r.desync = desync_;
-    r.firstFailedRank = firstFailed_;
+    r.storeAddress = storeAddress_;
+    r.storePort = storePort_;
     for (const auto& c : children_) r.ranks.push_back(c.st);
+    if (!timedOut_ && !desync_ && firstFailed_ >= 0) {
+      r.failure = attribute();
+      if (const RankFailure* root = r.failure.root()) firstFailed_ = root->rank;
+    }
+    r.firstFailedRank = firstFailed_;
     r.ok = !timedOut_ && !desync_ && firstFailed_ < 0;
     if (r.ok) {
       r.summary = moe::str("job ok: ", opts_.nranks, " rank(s) in ", r.seconds, " s");
@@ -365,6 +391,7 @@ class Job {
       else os << comm::describeRecord(t.records.back()) << " ["
               << comm::callStateName(static_cast<comm::CallState>(t.records.back().state)) << "]";
       os << "\n";
+      os << r.failure.describe(wallStart_);
       for (const auto& o : r.ranks) {
         if (o.rank == firstFailed_) continue;
         os << "  rank " << o.rank << ": " << (o.stoppedByLauncher ? "stopped by the launcher (" + o.describe() + ")" : o.describe()) << "\n";
@@ -377,6 +404,7 @@ class Job {
     j["timed_out"] = timedOut_;
     j["desync"] = desync_ ? nlohmann::json(deadlock_) : nlohmann::json();
     j["first_failed_rank"] = firstFailed_;
+    j["failure"] = r.failure.toJson();
     j["divergence"] = div;
     for (const auto& st : r.ranks) {
       auto tj = comm::traceToJson(traces_[st.rank]);
@@ -391,7 +419,39 @@ class Job {
     return r;
   }
 
+  // Every failed rank with its class, from its failure record (failure.h)
+  // or, without one, from how it ended.
+  FailureAttribution attribute() const {
+    std::vector<RankFailure> all;
+    for (const auto& c : children_) {
+      const auto& st = c.st;
+      if (st.exited && st.exitCode == 0) continue;
+      RankFailure f;
+      f.rank = st.rank;
+      f.time = c.endedAt;
+      if (auto rec = readRankFailureRecord(traceDir_, st.rank)) {
+        f.error = rec->message;
+        f.time = rec->time;
+        const std::string secondary = classifyError(rec->message);
+        f.cls = secondary.empty() ? (rec->kind.empty() ? "user_error" : rec->kind) : secondary;
+      } else if (st.stoppedByLauncher) {
+        f.cls = "stopped";
+        f.error = "stopped by the launcher (" + st.describe() + ")";
+      } else {
+        f.cls = st.exited ? "exit" : "crash";
+        f.error = st.describe();
+      }
+      all.push_back(std::move(f));
+    }
+    return attributeFailures(std::move(all));
+  }
+
   LaunchOptions opts_;
+  std::string token_;
+  std::string storeAddress_;
+  int storePort_ = 0;
+  double wallStart_ = 0;
+  Clock::time_point failedAt_;
   std::string traceDir_;
   std::ostream* out_;
   std::ostream* err_;
@@ -445,7 +505,12 @@ LaunchResult launchLocal(const LaunchOptions& opts, const std::function<int(cons
     int code = 1;
     try {
       code = body(RankContext{rank, opts.nranks});
+    } catch (const HarnessError& e) {
+      recordRankFailure("user_error", e.what());
+      fprintf(stderr, "rank %d: error: %s\n", rank, e.what());
+      code = 1;
     } catch (const std::exception& e) {
+      recordRankFailure("internal_error", e.what());
       fprintf(stderr, "rank %d: error: %s\n", rank, e.what());
       code = 1;
     }

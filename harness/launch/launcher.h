@@ -7,10 +7,16 @@
 //    launcher hosts the job's TCP store on a free port, so concurrent jobs
 //    never collide. MOE_HARNESS_TRACE_DIR points at a per-job directory where
 //    every rank's flight recorder keeps its trace file.
+//  - The store listens on loopback (127.0.0.1) unless `iface` names an
+//    interface or address (multi-host jobs); MASTER_ADDR is the address it
+//    bound, and MOE_HARNESS_IFACE passes `iface` on to the ranks' Gloo
+//    devices. Every job has a random token (MOE_HARNESS_JOB_TOKEN) without
+//    which a client is refused (harness/store/job_store.h).
 //  - Output lines of each rank are prefixed "[rank R] " (optional).
 //  - Success only if every rank exits 0.
-//  - When a rank dies (non-zero exit or signal) the others get SIGTERM, then
-//    SIGKILL after `killGrace`; each rank runs in its own process group, which
+//  - When a rank dies (non-zero exit or signal) the others may fail on their
+//    own for `failureGrace` (so their errors are recorded), then get SIGTERM,
+//    then SIGKILL after `killGrace`; each rank runs in its own process group, which
 //    is killed whole, and ranks die with the launcher (PR_SET_PDEATHSIG), so
 //    no process of the job is left behind.
 //  - On timeout every rank's flight-recorder state is read first, then the
@@ -21,8 +27,12 @@
 //    some of its members) and the same proof holds for `desyncGrace`, the
 //    job is stopped at once and reported as a collective desync, with every
 //    rank's state, instead of waiting for a communication timeout.
+//  - Root-cause attribution (failure.h): the job's failed rank is the one
+//    that failed first on its own; errors raised because a peer died are
+//    secondary and never chosen while such a failure exists.
 //  - On failure or timeout the summary names the failed rank, its exit
-//    status and its last collective, shows a per-rank table of the last
+//    status, its error and its last collective, the other primary errors and
+//    the secondary ones (one line), shows a per-rank table of the last
 //    collectives and where the ranks diverge, and the traces are written as
 //    JSON to <traceDir>/flight_recorder.json (the directory is kept).
 //
@@ -41,6 +51,7 @@
 #include <vector>
 
 #include "harness/comm/flight_recorder.h"
+#include "harness/launch/failure.h"
 
 namespace moe::launch {
 
@@ -61,6 +72,14 @@ struct LaunchOptions {
   // two reads: a proven deadlock never resolves.
   std::chrono::milliseconds desyncGrace{2000};
   std::chrono::milliseconds desyncPoll{250};
+  // After the first rank fails, how long the others may still fail on their
+  // own (and record why) before they are stopped: two ranks that fail at
+  // once are both reported, and a peer's consequent error never hides the
+  // cause because the launcher killed the cause first.
+  std::chrono::milliseconds failureGrace{1000};
+  // Interface name or address the job's store listens on (and the ranks'
+  // Gloo devices bind, via MOE_HARNESS_IFACE); "" = loopback.
+  std::string iface;
 };
 
 struct RankStatus {
@@ -78,7 +97,12 @@ struct LaunchResult {
   bool ok = false;
   bool timedOut = false;
   bool desync = false;  // stopped by the desync watchdog (summary starts "collective desync")
+  // The root cause (failure.h): the earliest rank that failed on its own;
+  // without one, the earliest secondary failure.
   int firstFailedRank = -1;
+  FailureAttribution failure;  // empty on success, timeout and desync
+  std::string storeAddress;    // the address the job's store was bound to
+  int storePort = 0;
   std::vector<RankStatus> ranks;
   std::vector<comm::RankTrace> traces;  // read on failure/timeout
   std::string summary;

@@ -4,6 +4,7 @@
 
 #include "harness/comm/flight_recorder.h"
 #include "common/error.h"
+#include "harness/store/job_store.h"
 
 namespace moe::launch {
 namespace {
@@ -39,6 +40,8 @@ RankEnv rankEnvFromEnvironment() {
   e.worldSize = parseInt("WORLD_SIZE", world);
   if (e.worldSize < 1) fail("WORLD_SIZE=", e.worldSize, " must be at least 1");
   if (e.rank < 0 || e.rank >= e.worldSize) fail("RANK=", e.rank, " is outside WORLD_SIZE=", e.worldSize);
+  if (const char* t = getEnv(store::kJobTokenEnv)) e.jobToken = t;
+  if (const char* i = getEnv("MOE_HARNESS_IFACE")) e.iface = i;
   if (const char* lr = getEnv("LOCAL_RANK", "SLURM_LOCALID")) e.localRank = parseInt("LOCAL_RANK", lr);
   if (const char* fs = getEnv("MOE_HARNESS_FILE_STORE")) {
     e.fileStoreDir = fs;
@@ -63,12 +66,16 @@ std::shared_ptr<store::Store> connectStore(const RankEnv& env, std::chrono::mill
   o.isServer = !env.agentStore && env.rank == 0;
   o.numWorkers = env.worldSize;
   o.timeout = timeout;
-  return store::makeTcpStore(o);
+  if (o.isServer) return store::hostRankStore(o, env.jobToken);
+  // Our launcher publishes the token before any rank learns the port; a
+  // rank-0-hosted store publishes it once rank 0 is up.
+  return store::connectJobStore(o, env.jobToken, env.agentStore ? std::chrono::milliseconds(0) : timeout);
 }
 
 std::shared_ptr<comm::Communicator> initWorld(const RankEnv& env, comm::CommOptions opts) {
   comm::FlightRecorder::instance().configure(env.rank, env.worldSize);
   opts.localRank = env.localRank;
+  if (opts.iface.empty()) opts.iface = env.iface;
   auto store = connectStore(env, opts.timeout);
   return comm::createWorld(store, env.rank, env.worldSize, opts);
 }

@@ -9,6 +9,10 @@
 // launcher) the store server runs in the agent and every rank is a client;
 // otherwise rank 0 hosts it on MASTER_PORT, as torch's env:// init does.
 // MOE_HARNESS_FILE_STORE=DIR uses a file store in DIR instead of TCP.
+// MOE_HARNESS_JOB_TOKEN (set by our launcher): the job's token, checked
+// against the store's before any key is used (harness/store/job_store.h).
+// MOE_HARNESS_IFACE (set by `launch --iface`): the interface or address the
+// ranks' Gloo devices bind when the program gives none.
 #include <functional>
 #include <memory>
 #include <string>
@@ -26,6 +30,8 @@ struct RankEnv {
   int masterPort = 0;
   bool agentStore = false;
   std::string fileStoreDir;
+  std::string jobToken;  // MOE_HARNESS_JOB_TOKEN; "" = no check
+  std::string iface;     // MOE_HARNESS_IFACE; "" = loopback
 };
 
 // Throws HarnessError naming the missing or malformed variable.
@@ -44,7 +50,8 @@ std::string ctestAllocatedGpus(const std::function<const char*(const char*)>& ge
 std::shared_ptr<store::Store> connectStore(const RankEnv& env, std::chrono::milliseconds timeout);
 
 // Store + world communicator for this rank; also configures the flight
-// recorder (trace file when MOE_HARNESS_TRACE_DIR is set).
+// recorder (trace file when MOE_HARNESS_TRACE_DIR is set). An empty
+// opts.iface takes env.iface.
 std::shared_ptr<comm::Communicator> initWorld(const RankEnv& env, comm::CommOptions opts);
 
 }  // namespace moe::launch

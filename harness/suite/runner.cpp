@@ -87,7 +87,8 @@ std::string lastLines(const std::deque<std::string>& lines) {
   return out;
 }
 
-// The message of a run-plan user error ("moe-harness: error: ..."), if any.
+// The message of a run-plan user error ("moe-harness: error: ..."), if any;
+// for ranks that left no failure record (a program other than moe-harness).
 std::string userErrorOf(const std::deque<std::string>& lines) {
   for (const auto& l : lines) {
     const auto p = l.find("moe-harness: error: ");
@@ -235,6 +236,7 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   lo.err = &err;
   lo.quiet = true;
   lo.traceDir = (dir / "trace").string();
+  lo.iface = o.iface;
   lo.env["MOE_HARNESS_GIT_REVISION"] = gitRevision();
   {
     std::ostringstream cmd;
@@ -278,11 +280,21 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
     return r;
   }
   r.status = Status::kError;
-  const std::string userError = userErrorOf(tail);
   const std::string firstSummaryLine = lr.summary.substr(0, lr.summary.find('\n'));
+  // The launcher's root cause (harness/launch/failure.h): the rank that
+  // failed first on its own, with its own message; a peer's consequent
+  // error (a closed connection, a store timeout) is never the reason while
+  // such a failure exists. Ranks that ended without a message (a crash, an
+  // exit) are described by the summary's first line.
+  const launch::RankFailure* root = lr.failure.root();
+  const bool rootHasMessage = root && (root->cls == "user_error" || root->cls == "internal_error" || root->secondary()) &&
+                              root->cls != "stopped";
   if (lr.timedOut || lr.desync) r.reason = firstSummaryLine.empty() ? "timed out" : firstSummaryLine;
-  else if (!userError.empty()) r.reason = userError;
+  else if (rootHasMessage)
+    r.reason = moe::str("rank ", root->rank, ": ", root->cls == "internal_error" ? "internal error: " : "", root->error);
+  else if (const std::string userError = userErrorOf(tail); !userError.empty()) r.reason = userError;
   else r.reason = firstSummaryLine.empty() ? moe::str("job failed with exit code ", lr.exitCode()) : firstSummaryLine;
+  r.failure = lr.failure.toJson();
   r.log = lastLines(tail) + (lr.summary.empty() ? "" : "\n" + lr.summary + "\n");
   const fs::path fr = fs::path(lr.traceDir.empty() ? (dir / "trace").string() : lr.traceDir) / "flight_recorder.json";
   if (fs::exists(fr)) r.flightRecorder = fr.string();

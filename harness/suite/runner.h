@@ -35,6 +35,7 @@ struct RunnerOptions {
   std::string device;          // "" = each case's (or its backend's default); "cpu" / "cuda" override
   std::string workDir;         // per-run files (config, plan, result, output); "" = a temp dir, removed after
   std::string referenceCache;  // "" = <workDir>/reference-cache
+  std::string iface;           // launch::LaunchOptions::iface of every job ("" = loopback)
   std::ostream* progress = nullptr;  // nullptr: std::cerr
   nlohmann::json selection = nlohmann::json::object();  // recorded in the report's suite section
 };

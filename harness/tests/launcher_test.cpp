@@ -4,8 +4,11 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <sys/wait.h>
+
 #include <filesystem>
 #include <fstream>
+#include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
@@ -159,6 +162,142 @@ TEST(Launcher, RanksSeeTorchrunEnvironment) {
     return 0;
   });
   ASSERT_TRUE(run.result.ok) << run.all();
+}
+
+// Root-cause attribution (issue 17 point 2, harness/launch/failure.h),
+// through the binary with selftest's fault injection.
+
+// Every failed rank other than those listed in `primaries` is secondary.
+void expectSecondaryExcept(const launch::LaunchResult& r, const std::set<int>& primaries, int n) {
+  std::set<int> seen;
+  for (const auto& f : r.failure.secondary) {
+    EXPECT_TRUE(f.secondary()) << f.cls;
+    EXPECT_EQ(primaries.count(f.rank), 0u) << "rank " << f.rank << " is secondary: " << f.error;
+    seen.insert(f.rank);
+  }
+  for (int k = 0; k < n; ++k) {
+    if (!primaries.count(k)) {
+      EXPECT_EQ(seen.count(k), 1u) << "rank " << k << " is not listed as secondary";
+    }
+  }
+}
+
+TEST(Attribution, OneRanksUserErrorIsTheRootCauseItsPeersErrorsAreSecondary) {
+  auto r = execJob(4, {"selftest", "--fault", "user-error", "--fault-ranks", "1"}, 60);
+  ASSERT_FALSE(r.result.ok) << r.all();
+  EXPECT_EQ(r.result.firstFailedRank, 1) << r.all();
+  EXPECT_EQ(r.result.exitCode(), 2) << r.all();
+  ASSERT_EQ(r.result.failure.primary.size(), 1u) << r.all();
+  const auto& p = r.result.failure.primary[0];
+  EXPECT_EQ(p.rank, 1);
+  EXPECT_EQ(p.cls, "user_error");
+  EXPECT_EQ(p.error, "selftest: planted user error on rank 1 (--fault user-error)");
+  expectSecondaryExcept(r.result, {1}, 4);
+  // At least one peer failed in its collective because rank 1 was gone.
+  bool peerGone = false;
+  for (const auto& f : r.result.failure.secondary) peerGone |= f.cls == "peer_gone";
+  EXPECT_TRUE(peerGone) << r.all();
+  const auto& s = r.result.summary;
+  EXPECT_EQ(s.find("job failed: rank 1 exited with code 2"), 0u) << s;
+  EXPECT_NE(s.find("\n  root cause: rank 1 (user_error, at "), std::string::npos) << s;
+  EXPECT_NE(s.find("): selftest: planted user error on rank 1 (--fault user-error)\n"), std::string::npos) << s;
+  EXPECT_NE(s.find("\n  secondary (failed because a peer did): rank "), std::string::npos) << s;
+  // flight_recorder.json carries the same attribution.
+  std::ifstream in(r.result.traceDir + "/flight_recorder.json");
+  const auto j = nlohmann::json::parse(in);
+  EXPECT_EQ(j["first_failed_rank"], 1);
+  EXPECT_EQ(j["failure"]["primary"]["rank"], 1);
+  EXPECT_EQ(j["failure"]["secondary"].size(), 3u);
+  fs::remove_all(r.result.traceDir);
+}
+
+TEST(Attribution, TwoRanksRaisingAtOnceTheEarlierIsTheRootBothAreListed) {
+  // Rank 2 raises first, rank 1 0.3 s later (within the launcher's failure
+  // grace): time decides, not the rank number.
+  auto r = execJob(4, {"selftest", "--fault", "user-error", "--fault-ranks", "2,1", "--fault-stagger", "0.3"}, 60);
+  ASSERT_FALSE(r.result.ok) << r.all();
+  EXPECT_EQ(r.result.firstFailedRank, 2) << r.all();
+  ASSERT_EQ(r.result.failure.primary.size(), 2u) << r.all();
+  EXPECT_EQ(r.result.failure.primary[0].rank, 2);
+  EXPECT_EQ(r.result.failure.primary[1].rank, 1);
+  EXPECT_LT(r.result.failure.primary[0].time, r.result.failure.primary[1].time);
+  for (const auto& p : r.result.failure.primary) EXPECT_EQ(p.cls, "user_error");
+  expectSecondaryExcept(r.result, {1, 2}, 4);
+  const auto& s = r.result.summary;
+  EXPECT_EQ(s.find("job failed: rank 2 exited with code 2"), 0u) << s;
+  EXPECT_NE(s.find("\n  also failed on its own: rank 1 (user_error, at "), std::string::npos) << s;
+  fs::remove_all(r.result.traceDir);
+
+  // Unstaggered, either may be first; both are primary, the others not.
+  auto both = execJob(4, {"selftest", "--fault", "user-error", "--fault-ranks", "1,2"}, 60);
+  ASSERT_EQ(both.result.failure.primary.size(), 2u) << both.all();
+  EXPECT_TRUE(both.result.firstFailedRank == 1 || both.result.firstFailedRank == 2) << both.all();
+  expectSecondaryExcept(both.result, {1, 2}, 4);
+  fs::remove_all(both.result.traceDir);
+}
+
+TEST(Attribution, ARankAbortingMidCollectiveIsPrimaryTheOthersSecondary) {
+  auto r = execJob(4, {"selftest", "--fault", "abort", "--fault-rank", "3"}, 60);
+  ASSERT_FALSE(r.result.ok) << r.all();
+  EXPECT_EQ(r.result.firstFailedRank, 3) << r.all();
+  EXPECT_EQ(r.result.exitCode(), 128 + SIGABRT);
+  ASSERT_EQ(r.result.failure.primary.size(), 1u) << r.all();
+  EXPECT_EQ(r.result.failure.primary[0].cls, "crash");
+  EXPECT_EQ(r.result.failure.primary[0].error, "killed by signal 6 (SIGABRT)");
+  expectSecondaryExcept(r.result, {3}, 4);
+  EXPECT_EQ(r.result.summary.find("job failed: rank 3 killed by signal 6 (SIGABRT)"), 0u) << r.all();
+  fs::remove_all(r.result.traceDir);
+}
+
+// A rendezvous nobody else can join (issue 17 point 5).
+
+TEST(JobRendezvous, StoreIsOnLoopbackAndRanksGetTheJobToken) {
+  auto run = ranktest::runRanks(2, [](const launch::RankContext&) {
+    const char* token = std::getenv("MOE_HARNESS_JOB_TOKEN");
+    RANK_CHECK(token != nullptr && std::string(token).size() == 32, "token");
+    RANK_CHECK(std::string(std::getenv("MASTER_ADDR")) == "127.0.0.1", "MASTER_ADDR ", std::getenv("MASTER_ADDR"));
+    auto world = ranktest::rankWorld();  // the right token connects
+    world->barrier();
+    return 0;
+  });
+  ASSERT_TRUE(run.result.ok) << run.all();
+  EXPECT_EQ(run.result.storeAddress, "127.0.0.1");
+  EXPECT_GT(run.result.storePort, 0);
+}
+
+TEST(JobRendezvous, ARankWithAnotherJobsTokenIsRefused) {
+  // A stale rank of another job that reaches this job's port: refused before
+  // it touches a key, with the reason.
+  auto run = ranktest::runRanks(2, [](const launch::RankContext&) {
+    setenv("MOE_HARNESS_JOB_TOKEN", "0123456789abcdef0123456789abcdef", 1);
+    try {
+      ranktest::rankWorld();
+    } catch (const HarnessError& e) {
+      const std::string m = e.what();
+      RANK_CHECK(m.find("refused: job token mismatch: this store belongs to another job") != std::string::npos, m);
+      return 0;
+    }
+    std::cerr << "a rank with a wrong token joined the job" << std::endl;
+    return 1;
+  });
+  ASSERT_TRUE(run.result.ok) << run.all();
+}
+
+TEST(JobRendezvous, IfaceBindsTheStoreAndTheRanksGlooDevice) {
+  // `launch --iface lo`: the store on lo's address, selftest's Gloo devices
+  // on lo through MOE_HARNESS_IFACE.
+  const auto p = [](const std::string& cmd) {
+    FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
+    return std::make_pair(WEXITSTATUS(pclose(f)), out);
+  }(kHarness + " launch -n 2 --iface lo --timeout 60 -- /bin/sh -c 'echo addr=$MASTER_ADDR iface=$MOE_HARNESS_IFACE && exec " +
+    kHarness + " selftest'");
+  EXPECT_EQ(p.first, 0) << p.second;
+  EXPECT_NE(p.second.find("[rank 1] addr=127.0.0.1 iface=lo"), std::string::npos) << p.second;
+  EXPECT_NE(p.second.find("backend gloo: ok"), std::string::npos) << p.second;
 }
 
 }  // namespace

@@ -128,6 +128,31 @@ TEST_F(RunCases, AHungRunIsAnErrorWithTheLaunchersExplanation) {
   EXPECT_EQ(j["runs"][1]["status"], "pass");
 }
 
+TEST_F(RunCases, AFailedJobsReasonIsTheRootCauseRanksOwnError) {
+  // Rank 0 cannot create the reference cache under /proc and fails on its
+  // own; rank 1, waiting for it in a collective, fails with Gloo's
+  // "Connection closed by peer" (and may record it first). The reason is
+  // rank 0's error, the peer's is secondary (issue 17 point 2).
+  writeCase("a.json", goodCase("a"));
+  const fs::path report = dir_ / "report";
+  const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string() +
+                            " --reference-cache /proc/moe-harness-no-cache");
+  EXPECT_EQ(p.code, 1) << p.out;
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  const auto& run = j["runs"][0];
+  EXPECT_EQ(run["status"], "error");
+  const std::string reason = run["reason"];
+  EXPECT_EQ(reason.rfind("rank 0: ", 0), 0u) << reason;
+  EXPECT_NE(reason.find("/proc/moe-harness-no-cache"), std::string::npos) << reason;
+  EXPECT_EQ(reason.find("Connection closed by peer"), std::string::npos) << reason;
+  ASSERT_TRUE(run.contains("failure")) << run;
+  EXPECT_EQ(run["failure"]["primary"]["rank"], 0) << run["failure"];
+  ASSERT_EQ(run["failure"]["secondary"].size(), 1u) << run["failure"];
+  EXPECT_EQ(run["failure"]["secondary"][0]["rank"], 1);
+  const std::string cls = run["failure"]["secondary"][0]["class"];
+  EXPECT_TRUE(cls == "peer_gone" || cls == "stopped") << cls;
+}
+
 TEST_F(RunCases, NcclWithoutGpusIsSkippedNotPassed) {
   writeCase("ok.json", goodCase("ok"));
   const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --backend nccl");

@@ -216,6 +216,7 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
     b.checkpoint = resolvePath(path, doc["checkpoint"].get<std::string>());
     if (b.checkpoint.empty()) fail("checkpoint: '", doc["checkpoint"].get<std::string>(), "' not found");
   }
+  b.allowNonFiniteCheckpoint = doc.value("allow_nonfinite_checkpoint", false);
   if (doc.contains("experts_implementation"))
     b.model["experts_implementation"] = doc["experts_implementation"].get<std::string>();
   b.labels = doc.value("labels", std::vector<std::string>{});
@@ -308,6 +309,7 @@ nlohmann::json RunSpec::toJson() const {
                       {"timeout", timeoutSeconds}};
   if (!fsdpExperts.empty()) j["fsdp_experts"] = fsdpExperts;
   if (!checkpoint.empty()) j["checkpoint"] = checkpoint;
+  if (allowNonFiniteCheckpoint) j["allow_nonfinite_checkpoint"] = true;
   return j;
 }
 

@@ -4,7 +4,9 @@
 // truth (see collective_check.h). The smoke job of `make run`.
 //
 // --fault injects a failure on one rank so tests can prove the launcher and
-// the desync detection report it: abort | exit | sleep | desync | bad-splits.
+// the desync detection report it: abort | exit | sleep | desync | bad-splits
+// | internal (an internal error, MOE_ASSERT: the CLI's exit 3, which no input
+// of a user can otherwise cause).
 #include <unistd.h>
 
 #include <chrono>
@@ -59,6 +61,9 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
   std::cerr << "selftest: injecting fault '" << a.fault << "' on rank " << world.rank() << std::endl;
   if (a.fault == "abort") std::abort();
   if (a.fault == "exit") std::exit(3);
+  // A failed invariant, as a bug of the harness would raise it: main maps it
+  // to "moe-harness: internal error: ..." and exit 3 (tests/exit_codes_test.cpp).
+  if (a.fault == "internal") MOE_ASSERT(a.fault != "internal", "selftest --fault internal (test-only)");
   if (a.fault == "sleep") {
     std::this_thread::sleep_for(std::chrono::duration<double>(a.sleepSeconds));
     at::Tensor t = at::ones({16}, at::kFloat);
@@ -81,7 +86,7 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
     world.allToAllSingle(out, in, outSplits, inSplits);
     return;
   }
-  fail("selftest: unknown --fault '", a.fault, "' (known: abort, exit, sleep, desync, bad-splits)");
+  fail("selftest: unknown --fault '", a.fault, "' (known: abort, exit, sleep, desync, bad-splits, internal)");
 }
 
 int runSelftest(const SelftestArgs& a) {
@@ -149,7 +154,7 @@ void addSelftestCommand(CLI::App& app) {
   cmd->add_option("--mesh", a->mesh, "Mesh JSON, e.g. {\"dp\":2,\"ep\":2} (default depends on the world size)");
   cmd->add_option("--comm-timeout", a->commTimeout, "Seconds a collective may block");
   cmd->add_flag("--no-verify", a->noVerify, "Skip the fingerprint cross-check before collectives");
-  cmd->add_option("--fault", a->fault, "Inject a fault: abort|exit|sleep|desync|bad-splits");
+  cmd->add_option("--fault", a->fault, "Inject a fault: abort|exit|sleep|desync|bad-splits|internal");
   cmd->add_option("--fault-rank", a->faultRank, "Rank that injects the fault");
   cmd->add_option("--sleep", a->sleepSeconds, "Seconds the faulty rank sleeps (--fault sleep)");
   cmd->add_option("--pid-dir", a->pidDir, "Write rank{R}.pid files here (used by tests)");

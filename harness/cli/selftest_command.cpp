@@ -43,6 +43,16 @@ std::string defaultMesh(int world) {
 }
 
 void injectFault(const SelftestArgs& a, comm::Communicator& world) {
+  // desync: the faulty rank gathers on a group of its own name (every rank is
+  // a member, all create it) while the others all-reduce on the world. The
+  // two calls are on different groups, so no fingerprint exchange meets and
+  // only the launcher's desync watchdog can stop the job (exit 125).
+  std::shared_ptr<comm::Communicator> desyncGroup;
+  if (a.fault == "desync") {
+    std::vector<int> all(world.size());
+    for (int r = 0; r < world.size(); ++r) all[r] = r;
+    desyncGroup = world.subgroup("fault_desync", all);
+  }
   if (a.fault.empty() || world.rank() != a.faultRank) {
     // The other ranks run what everybody else runs at this point.
     if (!a.fault.empty()) {
@@ -73,7 +83,7 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
   if (a.fault == "desync") {
     at::Tensor in = at::ones({16}, at::kFloat);
     at::Tensor out = at::empty({16 * world.size()}, at::kFloat);
-    world.allGather(out, in);
+    desyncGroup->allGather(out, in);
     return;
   }
   if (a.fault == "bad-splits") {

@@ -242,6 +242,11 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
     if (!b.checks.empty() && !b.expectedPlacements.empty() &&
         std::find(b.checks.begin(), b.checks.end(), expectedPlacements) == b.checks.end())
       b.checks.push_back(expectedPlacements);
+    // A run whose values became non-finite is a failed run under any
+    // selection: the finite check always decides too (docs/checks.md).
+    const std::string finite = "finite";
+    if (!b.checks.empty() && std::find(b.checks.begin(), b.checks.end(), finite) == b.checks.end())
+      b.checks.push_back(finite);
   }
 
   p.dtypes = doc.at("dtypes").get<std::vector<std::string>>();

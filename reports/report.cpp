@@ -4,6 +4,7 @@
 #include <fstream>
 
 #include "common/error.h"
+#include "common/json_number.h"
 
 namespace moe::reports {
 
@@ -95,11 +96,12 @@ RunResult runResultFromJson(const nlohmann::json& j) {
   r.reason = j.value("reason", "");
   r.spec = j.value("spec", nlohmann::json::object());
   for (const auto& s : j.value("steps", nlohmann::json::array()))
-    r.steps.push_back({s.at("step").get<int>(), s.value("loss", 0.0), s.value("reference_loss", 0.0),
-                       s.value("ce", 0.0), s.value("reference_ce", 0.0), s.value("aux", 0.0),
-                       s.value("reference_aux", 0.0), s.value("grad_norm", 0.0),
-                       s.value("reference_grad_norm", 0.0)});
-  r.lossTolerance = j.value("loss_tolerance", 0.0);
+    // Non-finite numbers are "nan" / "inf" / "-inf" (common/json_number.h).
+    r.steps.push_back({s.at("step").get<int>(), numberOr(s, "loss", 0.0), numberOr(s, "reference_loss", 0.0),
+                       numberOr(s, "ce", 0.0), numberOr(s, "reference_ce", 0.0), numberOr(s, "aux", 0.0),
+                       numberOr(s, "reference_aux", 0.0), numberOr(s, "grad_norm", 0.0),
+                       numberOr(s, "reference_grad_norm", 0.0)});
+  r.lossTolerance = numberOr(j, "loss_tolerance", 0.0);
   for (const auto& c : j.value("checks", nlohmann::json::array()))
     r.checks.push_back({c.at("check").get<std::string>(), c.value("passed", false), c.value("requested", true),
                         c.value("explanation", ""), c.value("measured", nlohmann::json::object())});
@@ -145,10 +147,10 @@ std::map<std::string, double> margins(const RunResult& r) {
     const auto& m = c.measured;
     const double lossAbs = m.contains("tolerance") ? m["tolerance"].value("loss_abs", 0.0) : 0.0;
     if (lossAbs > 0 && m.contains("loss_max_abs_diff"))
-      out["loss"] = m["loss_max_abs_diff"].get<double>() / lossAbs;
+      out["loss"] = numberOf(m["loss_max_abs_diff"], "loss_max_abs_diff") / lossAbs;
     for (const char* what : {"grads", "params"})
       if (m.contains(what) && m[what].contains("worst") && m[what]["worst"].contains("score"))
-        out[what] = m[what]["worst"]["score"].get<double>();
+        out[what] = numberOf(m[what]["worst"]["score"], "score");
   }
   return out;
 }

@@ -1,5 +1,7 @@
 #include "harness/checks/check_common.h"
 
+#include <limits>
+
 #include "common/pattern.h"
 
 #include <algorithm>
@@ -158,10 +160,12 @@ ValueComparison compareValues(const at::Tensor& actual, const at::Tensor& expect
   at::Tensor a = actual.detach().to(at::kCPU, at::kDouble).reshape({-1});
   at::Tensor e = expected.detach().to(at::kCPU, at::kDouble).reshape({-1});
   at::Tensor diff = (a - e).abs();
-  at::Tensor bothNan = a.isnan().logical_and(e.isnan());
-  at::Tensor bad = diff.gt(atol + rtol * e.abs()).logical_or(diff.isnan()).logical_and(bothNan.logical_not());
-  at::Tensor finiteDiff = at::where(bothNan, at::zeros_like(diff), diff);
-  c.maxAbsDiff = finiteDiff.max().item<double>();
+  // Non-finite values are never equal, not even NaN to NaN or Inf to Inf:
+  // they are named (the finite check, the checkpoint's own check) instead.
+  at::Tensor nonFinite = at::isfinite(a).logical_and(at::isfinite(e)).logical_not();
+  at::Tensor bad = diff.gt(atol + rtol * e.abs()).logical_or(nonFinite);
+  at::Tensor finiteDiff = at::where(nonFinite, at::zeros_like(diff), diff);
+  c.maxAbsDiff = nonFinite.any().item<bool>() ? std::numeric_limits<double>::quiet_NaN() : finiteDiff.max().item<double>();
   int64_t nbad = bad.sum().item<int64_t>();
   if (nbad == 0) return c;
   c.ok = false;
@@ -173,7 +177,11 @@ ValueComparison compareValues(const at::Tensor& actual, const at::Tensor& expect
   }
   c.message = moe::str("local ", shapeString(local), " (global ", shapeString(layout.globalIndex(local)),
                        ") = ", a[flat].item<double>(), " vs ", expectedWhat, " ", e[flat].item<double>(),
-                       " (", nbad, " of ", a.numel(), " elements differ, max |diff| ", c.maxAbsDiff, ")");
+                       " (", nbad, " of ", a.numel(), " elements differ, max |diff| ", c.maxAbsDiff,
+                       nonFinite.any().item<bool>()
+                           ? moe::str("; ", nonFinite.sum().item<int64_t>(), " non-finite elements, never equal")
+                           : std::string(),
+                       ")");
   return c;
 }
 

@@ -64,8 +64,9 @@ namespace moe::checks {
 // Plan-pattern match: segments split on '.', '*' matches exactly one segment.
 bool matchesPattern(const std::string& pattern, const std::string& name);
 
-// Compares `actual` with `expected` element-wise (|a - e| <= atol + rtol*|e|,
-// NaN equal only to NaN). On a mismatch `message` is "local [i, j] (global
+// Compares `actual` with `expected` element-wise (|a - e| <= atol + rtol*|e|).
+// A non-finite value on either side is never equal (NaN to NaN included);
+// maxAbsDiff is then NaN. On a mismatch `message` is "local [i, j] (global
 // [gi, gj]) = a vs <expectedWhat> e (k of n elements differ, max |diff| d)".
 //   actual, expected: [layout.localShape]
 struct ValueComparison {

@@ -20,6 +20,7 @@
 #include "reference/io/tensor_source.h"
 #include "reference/model/config.h"
 #include "reference/plan/plan.h"
+#include "reference/train/nonfinite_value.h"
 #include "reference/train/step_record.h"
 
 namespace moe::checks {
@@ -191,6 +192,12 @@ struct CheckContext {
   const std::vector<CommExpectation>* wrapperCommExpected = nullptr;
   std::string parameterGatherPrefix;
   int64_t computeElementBytes = 4;  // bytes of the compute dtype (bf16: 2)
+
+  // ---- finite (after the last step)
+  // This rank's non-finite values at the first step that had any (run-plan
+  // scans every step; empty: none), and the reference's (findNonFinite).
+  const std::vector<ref::NonFiniteValue>* runNonFinite = nullptr;
+  const std::vector<ref::NonFiniteValue>* referenceNonFinite = nullptr;
 
   // ---- memory (after the last step)
   const MemoryInputs* memory = nullptr;                         // this rank's

@@ -1,5 +1,7 @@
 #include "harness/checks/expert_check.h"
 
+#include "reference/io/nonfinite.h"
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -181,6 +183,11 @@ CheckResult checkExpertUniqueness(mesh::DeviceMesh& mesh, const std::vector<Para
         h.experts.clear();
       }
     }
+    // Hashes would call a NaN equal to the same NaN bits: non-finite expert
+    // weights fail here, named, whatever the checkpoint holds.
+    if (const io::NonFiniteScan bad = io::scanNonFinite(p.local); bad.found())
+      localFails.add(moe::str("rank ", rank, ": ", p.name, " holds non-finite values (never equal to anything): local ",
+                              io::describeNonFinite(bad)));
     for (size_t row = 0; row < h.experts.size(); ++row) {
       h.actual.push_back(hashTensor(p.local[row]));
       if (!options.compareCheckpoint) continue;

@@ -9,6 +9,7 @@
 
 #include "harness/checks/check_common.h"
 #include "common/error.h"
+#include "common/json_number.h"
 #include "common/registry.h"
 #include "reference/placement/dist_tensor.h"
 
@@ -26,6 +27,7 @@ ParityTolerance ParityTolerance::forDtype(const std::string& dtype) {
 }
 
 std::string formatNumber(double x) {
+  if (!std::isfinite(x)) return nonFiniteName(x);  // "nan", never printf's "-nan"
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.3g", x);
   return buf;
@@ -392,18 +394,37 @@ CheckResult checkParity(const ParityInputs& in, const ParityCheckOptions& option
 
 namespace {
 // Keeps the element-wise maximum of numbers and the worst-scoring "worst".
+// A measured number as exchanged between ranks: a JSON number or a
+// non-finite one's "nan" / "inf" / "-inf" (common/json_number.h).
+bool isNumberField(const nlohmann::json& j) {
+  if (j.is_number()) return true;
+  if (!j.is_string()) return false;
+  const auto& s = j.get_ref<const std::string&>();
+  return s == "nan" || s == "inf" || s == "-inf";
+}
+// The larger of two measured numbers; NaN is larger than anything (it must
+// never hide behind a finite maximum).
+double maxNaN(double a, double b) {
+  if (std::isnan(a) || std::isnan(b)) return std::numeric_limits<double>::quiet_NaN();
+  return std::max(a, b);
+}
+
 void mergeMax(nlohmann::json& into, const nlohmann::json& other) {
   for (auto it = other.begin(); it != other.end(); ++it) {
     const std::string& k = it.key();
     if (!into.contains(k)) {
       into[k] = *it;
     } else if (k == "worst") {
-      if (into[k].is_null() || (!it->is_null() && (*it)["score"].get<double>() > into[k]["score"].get<double>()))
+      if (into[k].is_null()) {
         into[k] = *it;
+      } else if (!it->is_null()) {
+        const double mine = numberOf(into[k]["score"], "score"), theirs = numberOf((*it)["score"], "score");
+        if ((std::isnan(theirs) && !std::isnan(mine)) || theirs > mine) into[k] = *it;
+      }
     } else if (it->is_object()) {
       mergeMax(into[k], *it);
-    } else if (it->is_number() && into[k].is_number()) {
-      into[k] = std::max(into[k].get<double>(), it->get<double>());
+    } else if (isNumberField(*it) && isNumberField(into[k])) {
+      into[k] = jsonNumber(maxNaN(numberOf(into[k], k), numberOf(*it, k)));
     }
   }
 }
@@ -427,10 +448,12 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
     nlohmann::json mine = nlohmann::json::object();
     for (const auto& [key, s] : sums) mine[key] = {s[0], s[1], s[2], s[3]};
     NormSums total;
-    for (const std::string& part : allGatherStrings(world, mine.dump())) {
+    // Non-finite sums travel as "nan" / "inf" (a plain dump() would write
+    // null, which no rank could read back).
+    for (const std::string& part : allGatherStrings(world, dumpJson(mine))) {
       const auto j = nlohmann::json::parse(part);
       for (auto it = j.begin(); it != j.end(); ++it)
-        for (size_t i = 0; i < 4; ++i) total[it.key()][i] += it.value().at(i).get<double>();
+        for (size_t i = 0; i < 4; ++i) total[it.key()][i] += numberOf(it.value().at(i), it.key());
     }
     const ParityTolerance tol = options.resolved();
     double worstScore = -1;
@@ -458,7 +481,7 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
   if (mineFailure.empty() && !wholeFailure.empty() && world.rank() == 0) mineFailure = wholeFailure;
   Verdict v = agreeVerdict(world, mineFailure);
   nlohmann::json merged = local.measured;
-  for (const std::string& s : allGatherStrings(world, local.measured.dump())) {
+  for (const std::string& s : allGatherStrings(world, dumpJson(local.measured))) {
     if (s == "null" || s.empty()) continue;
     mergeMax(merged, nlohmann::json::parse(s));
   }
@@ -471,10 +494,10 @@ CheckResult checkParityCollective(comm::Communicator& world, const ParityInputs&
   r.explanation = v.failed ? v.explanation : local.explanation;
   if (!v.failed) {
     r.explanation = moe::str(
-        "max |diff| loss ", formatNumber(merged.value("loss_max_abs_diff", 0.0)), "; worst gradient ",
+        "max |diff| loss ", formatNumber(numberOr(merged, "loss_max_abs_diff", 0.0)), "; worst gradient ",
         merged.contains("grads") && !merged["grads"]["worst"].is_null()
             ? moe::str(merged["grads"]["worst"]["param"].get<std::string>(), " (relative norm error ",
-                       formatNumber(merged["grads"]["worst"]["rel_norm_error"].get<double>()), ")")
+                       formatNumber(numberOf(merged["grads"]["worst"]["rel_norm_error"], "rel_norm_error")), ")")
             : std::string("-"),
         "; within ", options.resolved().describe(), " on ", world.size(), " ranks");
   }

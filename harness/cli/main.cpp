@@ -1,4 +1,6 @@
-// moe-harness: the command-line entry point. Exit codes: README "Exit codes".
+// moe-harness: the command-line entry point. Exit codes (README "Exit codes",
+// docs/errors.md): 0 success, 1 a negative verdict, 2 a user error (a rejected
+// command line included), 3 an internal error, 77 skipped, 124/125 from launch.
 // How to add a subcommand (the project's one plug-in idiom,
 // common/registry.h): write harness/cli/<name>_command.cpp with a function
 // creating the subcommand, end it with
@@ -18,7 +20,10 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints its message and usage. A rejected command line is a user
+    // error: exit 2, not CLI11's own codes (100-127 would collide with the
+    // launcher's 111/112/124/125/127); --help (CLI11 code 0) stays 0.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const moe::cli::CommandExit& e) {
     return e.code;
   } catch (const moe::HarnessError& e) {

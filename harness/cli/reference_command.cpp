@@ -15,6 +15,8 @@ void addReferenceCommand(CLI::App& app) {
   sub->add_option("--checkpoint", opts->checkpoint,
                   "safetensors checkpoint (dir with model.safetensors, or the file); fused or "
                   "HF per-expert layout. Default: deterministic init from --seed");
+  sub->add_flag("--allow-nonfinite-checkpoint", opts->allowNonFiniteCheckpoint,
+                "load a checkpoint holding NaN or Inf (refused by default: a user error naming the tensor)");
   sub->add_option("--steps", opts->train.steps, "training steps")->required();
   sub->add_option("--dtype", opts->dtype, "precision policy")
       ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();

@@ -21,6 +21,9 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--batch-size", o->batchSize, "global batch rows")->capture_default_str();
   sub->add_option("--seq-len", o->seqLen, "sequence length")->capture_default_str();
   sub->add_option("--checkpoint", o->checkpoint, "model.safetensors to start from (fused or hub layout); default: init of --seed");
+  sub->add_flag("--allow-nonfinite-checkpoint", o->allowNonFiniteCheckpoint,
+                "load a checkpoint holding NaN or Inf (refused by default: a user error naming the tensor); the "
+                "finite check then fails the run");
   sub->add_option("--dump-shards", o->dumpShards, "write each rank's local tensors to DIR/rank{r}.safetensors");
   sub->add_option("--load", o->load, "loading path: shard_on_read|rank0_broadcast|init_then_load")->capture_default_str();
   sub->add_option("--comm-timeout", o->commTimeout, "seconds a collective may block")->capture_default_str();

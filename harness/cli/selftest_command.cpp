@@ -6,7 +6,8 @@
 // --fault injects a failure on one rank (--fault-rank) or several
 // (--fault-ranks) so tests can prove the launcher, its root-cause attribution
 // and the desync detection report it: abort | exit | sleep | desync |
-// bad-splits | user-error.
+// bad-splits | user-error | internal (an internal error, MOE_ASSERT: the
+// CLI's exit 3, which no input of a user can otherwise cause).
 #include <unistd.h>
 
 #include <algorithm>
@@ -46,6 +47,16 @@ std::string defaultMesh(int world) {
 }
 
 void injectFault(const SelftestArgs& a, comm::Communicator& world) {
+  // desync: the faulty rank gathers on a group of its own name (every rank is
+  // a member, all create it) while the others all-reduce on the world. The
+  // two calls are on different groups, so no fingerprint exchange meets and
+  // only the launcher's desync watchdog can stop the job (exit 125).
+  std::shared_ptr<comm::Communicator> desyncGroup;
+  if (a.fault == "desync") {
+    std::vector<int> all(world.size());
+    for (int r = 0; r < world.size(); ++r) all[r] = r;
+    desyncGroup = world.subgroup("fault_desync", all);
+  }
   const std::vector<int> faulty = a.faultRanks.empty() ? std::vector<int>{a.faultRank} : a.faultRanks;
   const auto me = std::find(faulty.begin(), faulty.end(), world.rank());
   if (a.fault.empty() || me == faulty.end()) {
@@ -72,6 +83,9 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
     fail("selftest: planted user error on rank ", world.rank(), " (--fault user-error)");
   }
   if (a.fault == "exit") std::exit(3);
+  // A failed invariant, as a bug of the harness would raise it: main maps it
+  // to "moe-harness: internal error: ..." and exit 3 (tests/exit_codes_test.cpp).
+  if (a.fault == "internal") MOE_ASSERT(a.fault != "internal", "selftest --fault internal (test-only)");
   if (a.fault == "sleep") {
     std::this_thread::sleep_for(std::chrono::duration<double>(a.sleepSeconds));
     at::Tensor t = at::ones({16}, at::kFloat);
@@ -81,7 +95,7 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
   if (a.fault == "desync") {
     at::Tensor in = at::ones({16}, at::kFloat);
     at::Tensor out = at::empty({16 * world.size()}, at::kFloat);
-    world.allGather(out, in);
+    desyncGroup->allGather(out, in);
     return;
   }
   if (a.fault == "bad-splits") {
@@ -94,7 +108,7 @@ void injectFault(const SelftestArgs& a, comm::Communicator& world) {
     world.allToAllSingle(out, in, outSplits, inSplits);
     return;
   }
-  fail("selftest: unknown --fault '", a.fault, "' (known: abort, exit, sleep, desync, bad-splits, user-error)");
+  fail("selftest: unknown --fault '", a.fault, "' (known: abort, exit, sleep, desync, bad-splits, user-error, internal)");
 }
 
 int runSelftest(const SelftestArgs& a) {
@@ -162,7 +176,7 @@ void addSelftestCommand(CLI::App& app) {
   cmd->add_option("--mesh", a->mesh, "Mesh JSON, e.g. {\"dp\":2,\"ep\":2} (default depends on the world size)");
   cmd->add_option("--comm-timeout", a->commTimeout, "Seconds a collective may block");
   cmd->add_flag("--no-verify", a->noVerify, "Skip the fingerprint cross-check before collectives");
-  cmd->add_option("--fault", a->fault, "Inject a fault: abort|exit|sleep|desync|bad-splits|user-error");
+  cmd->add_option("--fault", a->fault, "Inject a fault: abort|exit|sleep|desync|bad-splits|user-error|internal");
   cmd->add_option("--fault-rank", a->faultRank, "Rank that injects the fault");
   cmd->add_option("--fault-ranks", a->faultRanks, "Ranks that inject the fault, comma-separated (overrides --fault-rank)")
       ->delimiter(',');

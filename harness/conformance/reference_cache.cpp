@@ -11,6 +11,7 @@
 
 #include "harness/checks/check_common.h"
 #include "common/error.h"
+#include "common/json_number.h"
 #include "reference/io/safetensors.h"
 
 namespace moe::ref {
@@ -82,10 +83,11 @@ std::optional<TrainResult> ReferenceCache::load(const std::string& key) const {
   for (const auto& s : j.at("steps")) {
     StepRecord rec;
     rec.step = s.at("step");
-    rec.loss = s.at("loss");
-    rec.ce = s.at("ce");
-    rec.aux = s.at("aux");
-    rec.gradNorm = s.at("grad_norm");
+    // Non-finite values are stored as "nan" / "inf" / "-inf" (json_number.h).
+    rec.loss = numberOf(s.at("loss"), "loss");
+    rec.ce = numberOf(s.at("ce"), "ce");
+    rec.aux = numberOf(s.at("aux"), "aux");
+    rec.gradNorm = numberOf(s.at("grad_norm"), "grad_norm");
     r.steps.push_back(rec);
   }
   r.gradsStep1 = readAll((entry / "grads_step1.safetensors").string());
@@ -107,7 +109,7 @@ void ReferenceCache::store(const std::string& key, const ReferenceKey& inputs, c
   j["steps"] = nlohmann::json::array();
   for (const auto& s : result.steps)
     j["steps"].push_back({{"step", s.step}, {"loss", s.loss}, {"ce", s.ce}, {"aux", s.aux}, {"grad_norm", s.gradNorm}});
-  std::ofstream(tmp / "steps.json") << j.dump(1) << "\n";
+  std::ofstream(tmp / "steps.json") << dumpJson(j, 1) << "\n";
   // rename(2) of a directory onto an existing non-empty one fails: the entry
   // another job stored first is kept, ours is dropped.
   if (std::rename(tmp.c_str(), entry.c_str()) != 0) fs::remove_all(tmp);

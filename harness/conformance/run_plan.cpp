@@ -8,9 +8,12 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "common/json_number.h"
+
 #include "harness/checks/check_registry.h"
 #include "harness/checks/comm_check.h"
 #include "harness/comm/factory.h"
+#include "harness/checks/finite_check.h"
 #include "harness/comm/flight_recorder.h"
 #include "harness/conformance/reference_cache.h"
 #include "harness/conformance/run_plan_memory.h"
@@ -168,12 +171,14 @@ void runStage(const checks::CheckContext& ctx, bool afterLoad,
 }
 
 void writeResult(const RunResult& result, const std::string& path) {
+  // Non-finite numbers are written as "nan" / "inf" / "-inf" (never null:
+  // common/json_number.h); RunResult::fromJson reads them back.
   const nlohmann::json j = result.toJson();
-  std::cout << j.dump(2) << std::endl;
+  std::cout << dumpJson(j, 2) << std::endl;
   if (path.empty()) return;
   // Written next to the target and renamed: a reader never sees half a file.
   const std::string tmp = path + ".tmp";
-  std::ofstream(tmp) << j.dump(1) << "\n";
+  std::ofstream(tmp) << dumpJson(j, 1) << "\n";
   std::filesystem::rename(tmp, path);
 }
 
@@ -231,7 +236,9 @@ int runPlan(const RunPlanOptions& o) {
     if (std::filesystem::is_directory(file)) file += "/model.safetensors";
     reader = std::make_unique<io::SafetensorsReader>(file);
     source = std::make_unique<io::FusedExpertView>(*reader);
-    initial = loadCheckpoint(o.checkpoint, cfg);
+    // Every tensor is read whole here, before any training: a NaN or Inf is
+    // a user error naming the file, the tensor and the first index.
+    initial = loadCheckpoint(o.checkpoint, cfg, CheckpointOptions{o.allowNonFiniteCheckpoint});
   } else {
     initial = initParameters(cfg, o.seed);
     std::map<std::string, at::Tensor> m;
@@ -293,6 +300,13 @@ int runPlan(const RunPlanOptions& o) {
   std::vector<checks::CommExpectation> wrapperStep1, step1Expected;
   checks::DispatchInputs dispatch;
   dispatch.globalTokens = t.batchSize * t.seqLen;
+  // The first step whose loss, ce, aux or grad norm is not finite: this
+  // rank's shards are scanned then to name the first tensor and index. The
+  // record's values are global (the same on every rank), so every rank
+  // scans at the same step (gradShards() is collective under zero3).
+  std::vector<NonFiniteValue> runNonFinite;
+  const std::vector<int> meshSizes = ref::meshSizes(mesh);
+  const std::vector<int> meshCoords = mesh.coords();
   for (int64_t s = 1; s <= o.steps; ++s) {
     const auto tStep = std::chrono::steady_clock::now();
     checks::CommWindow window;
@@ -307,6 +321,13 @@ int runPlan(const RunPlanOptions& o) {
       wrapperStep1 = trainer.store().expectedStepComm();
       afterStep1 = cloned(trainer.paramShards());
     }
+    if (runNonFinite.empty() && !checks::finiteRecord(steps.back())) {
+      const auto g = trainer.gradShards();
+      const auto p = trainer.paramShards();
+      runNonFinite = checks::scanStep(steps.back(), &g, &p, meshSizes, meshCoords);
+      if (env.rank == 0)
+        std::cerr << "run-plan: non-finite values at step " << s << " (the finite check fails the run)" << std::endl;
+    }
     result.timings.stepSeconds.push_back(secondsSince(tStep));
     if (env.rank == 0)
       std::cerr << "run-plan: step " << s << "/" << o.steps << " loss " << steps.back().loss << " (reference "
@@ -320,7 +341,10 @@ int runPlan(const RunPlanOptions& o) {
   for (const auto& kv : reference.result.finalParams) refParamMap[kv.key()] = kv.value();
   io::MapTensorSource refGrads(refGradMap, "reference step-1 gradients");
   io::MapTensorSource refParams(refParamMap, "reference final parameters");
+  const std::vector<NonFiniteValue> referenceNonFinite = findNonFinite(reference.result);
   ctx.runSteps = &steps;
+  ctx.runNonFinite = &runNonFinite;
+  ctx.referenceNonFinite = &referenceNonFinite;
   ctx.referenceSteps = &reference.result.steps;
   ctx.step1Grads = &grads1;
   ctx.referenceGrads = &refGrads;

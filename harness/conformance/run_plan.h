@@ -33,6 +33,10 @@ struct RunPlanOptions {
   int64_t batchSize = 4;
   int64_t seqLen = 16;
   std::string checkpoint;
+  // A checkpoint holding NaN or Inf is refused before any training (a user
+  // error naming the file, the tensor, the first index and the count) unless
+  // this is set; the run then fails the finite check.
+  bool allowNonFiniteCheckpoint = false;
   std::string dumpShards;
   std::string load = "shard_on_read";  // parallel::loadPathNames()
   double commTimeout = 120;
@@ -65,7 +69,9 @@ struct RunPlanOptions {
 
 // Runs one conformance run in this rank (collective over the job: every
 // rank calls it with the same options). Returns the exit code: 0 when
-// every check passed, 1 otherwise; throws HarnessError on bad input.
+// every check passed, 1 otherwise (a loss, gradient or parameter that became
+// non-finite fails the `finite` check: 1); throws HarnessError on bad input
+// (a non-finite checkpoint included).
 int runPlan(const RunPlanOptions& options);
 
 }  // namespace moe::conformance

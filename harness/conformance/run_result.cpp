@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/json_number.h"
 #include "torch/version.h"
 
 namespace moe::conformance {
@@ -48,6 +49,23 @@ nlohmann::json RunTimings::toJson() const {
 }
 
 namespace {
+// A number field: a JSON number or "nan" / "inf" / "-inf" (json_number.h).
+double requiredNumber(const nlohmann::json& j, const char* key, const std::string& where) {
+  if (!j.is_object() || !j.contains(key)) fail("run result: ", where, " has no \"", key, "\"");
+  try {
+    return numberOf(j.at(key), key);
+  } catch (const HarnessError& e) {
+    fail("run result: ", where, " \"", key, "\": ", e.what());
+  }
+}
+double optionalNumber(const nlohmann::json& j, const char* key, const std::string& where) {
+  try {
+    return numberOr(j, key, 0.0);
+  } catch (const HarnessError& e) {
+    fail("run result: ", where, " \"", key, "\": ", e.what());
+  }
+}
+
 template <typename T>
 T required(const nlohmann::json& j, const char* key, const std::string& where) {
   if (!j.is_object() || !j.contains(key)) fail("run result: ", where, " has no \"", key, "\"");
@@ -78,14 +96,15 @@ RunResult RunResult::fromJson(const nlohmann::json& j) {
   for (const auto& s : j.value("steps", nlohmann::json::array())) {
     StepComparison c;
     c.run.step = c.reference.step = required<int64_t>(s, "step", "a step");
-    c.run.loss = required<double>(s, "loss", "a step");
-    c.reference.loss = required<double>(s, "reference_loss", "a step");
-    c.run.ce = s.value("ce", 0.0);
-    c.reference.ce = s.value("reference_ce", 0.0);
-    c.run.aux = s.value("aux", 0.0);
-    c.reference.aux = s.value("reference_aux", 0.0);
-    c.run.gradNorm = s.value("grad_norm", 0.0);
-    c.reference.gradNorm = s.value("reference_grad_norm", 0.0);
+    const std::string where = moe::str("step ", c.run.step);
+    c.run.loss = requiredNumber(s, "loss", where);
+    c.reference.loss = requiredNumber(s, "reference_loss", where);
+    c.run.ce = optionalNumber(s, "ce", where);
+    c.reference.ce = optionalNumber(s, "reference_ce", where);
+    c.run.aux = optionalNumber(s, "aux", where);
+    c.reference.aux = optionalNumber(s, "reference_aux", where);
+    c.run.gradNorm = optionalNumber(s, "grad_norm", where);
+    c.reference.gradNorm = optionalNumber(s, "reference_grad_norm", where);
     r.steps.push_back(c);
   }
   for (const auto& c : j.value("checks", nlohmann::json::array())) {
@@ -100,10 +119,10 @@ RunResult RunResult::fromJson(const nlohmann::json& j) {
   r.passed = j.value("passed", false);
   r.environment = j.value("environment", nlohmann::json::object());
   const auto t = j.value("timings", nlohmann::json::object());
-  r.timings.referenceSeconds = t.value("reference_seconds", 0.0);
+  r.timings.referenceSeconds = optionalNumber(t, "reference_seconds", "timings");
   r.timings.referenceFromCache = t.value("reference_from_cache", false);
   r.timings.stepSeconds = t.value("step_seconds", std::vector<double>{});
-  r.timings.totalSeconds = t.value("total_seconds", 0.0);
+  r.timings.totalSeconds = optionalNumber(t, "total_seconds", "timings");
   return r;
 }
 

@@ -65,7 +65,10 @@ struct RunResult {
   nlohmann::json toJson() const;
   // Fields a reader cannot do without (each check's "check" and "passed",
   // each step's "step", "loss" and "reference_loss") are required
-  // (HarnessError naming the field); the others default.
+  // (HarnessError naming the field); the others default. toJson() keeps
+  // non-finite doubles as they are: write it with dumpJson
+  // (common/json_number.h), which stores them as "nan" / "inf" / "-inf";
+  // fromJson reads those strings back as the non-finite numbers.
   static RunResult fromJson(const nlohmann::json& j);
   // The check named `name`, or nullptr.
   const checks::CheckResult* check(const std::string& name) const;

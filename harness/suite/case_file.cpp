@@ -221,6 +221,7 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
     b.checkpoint = resolvePath(path, doc["checkpoint"].get<std::string>());
     if (b.checkpoint.empty()) fail("checkpoint: '", doc["checkpoint"].get<std::string>(), "' not found");
   }
+  b.allowNonFiniteCheckpoint = doc.value("allow_nonfinite_checkpoint", false);
   if (doc.contains("experts_implementation"))
     b.model["experts_implementation"] = doc["experts_implementation"].get<std::string>();
   b.labels = doc.value("labels", std::vector<std::string>{});
@@ -246,6 +247,11 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
     if (!b.checks.empty() && !b.expectedPlacements.empty() &&
         std::find(b.checks.begin(), b.checks.end(), expectedPlacements) == b.checks.end())
       b.checks.push_back(expectedPlacements);
+    // A run whose values became non-finite is a failed run under any
+    // selection: the finite check always decides too (docs/checks.md).
+    const std::string finite = "finite";
+    if (!b.checks.empty() && std::find(b.checks.begin(), b.checks.end(), finite) == b.checks.end())
+      b.checks.push_back(finite);
   }
 
   p.dtypes = doc.at("dtypes").get<std::vector<std::string>>();
@@ -314,6 +320,7 @@ nlohmann::json RunSpec::toJson() const {
                       {"timeout", timeoutSeconds}};
   if (!fsdpExperts.empty()) j["fsdp_experts"] = fsdpExperts;
   if (!checkpoint.empty()) j["checkpoint"] = checkpoint;
+  if (allowNonFiniteCheckpoint) j["allow_nonfinite_checkpoint"] = true;
   return j;
 }
 

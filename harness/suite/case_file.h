@@ -66,6 +66,9 @@ struct RunSpec {
   int64_t batchSize = 4;
   int64_t seqLen = 16;
   std::string checkpoint;  // absolute path or ""
+  // "allow_nonfinite_checkpoint": load a checkpoint holding NaN or Inf
+  // (run-plan --allow-nonfinite-checkpoint); the finite check then fails the run.
+  bool allowNonFiniteCheckpoint = false;
   Tolerance tolerance;
   // Which checks decide the verdict; empty = every check run-plan reports.
   // A case with expect.placements and a selection gets expected_placements

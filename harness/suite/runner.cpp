@@ -210,6 +210,7 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   if (!spec.fsdpExperts.empty() && spec.wrapper != "none") argv.insert(argv.end(), {"--fsdp-experts", spec.fsdpExperts});
   if (spec.loading != "shard_on_read") argv.insert(argv.end(), {"--load", spec.loading});
   if (!spec.checkpoint.empty()) argv.insert(argv.end(), {"--checkpoint", spec.checkpoint});
+  if (spec.allowNonFiniteCheckpoint) argv.push_back("--allow-nonfinite-checkpoint");
   // The case's expected placements: run-plan's expected_placements check.
   if (!spec.expectedPlacements.empty())
     argv.insert(argv.end(), {"--expect-placements", checks::placementExpectationsToJson(spec.expectedPlacements).dump()});

@@ -1,5 +1,6 @@
 #include "reference/train/reference_run.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -8,7 +9,9 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/json_number.h"
 #include "reference/io/expert_layout.h"
+#include "reference/io/nonfinite.h"
 #include "reference/io/safetensors.h"
 #include "reference/model/init.h"
 
@@ -40,13 +43,13 @@ std::vector<std::pair<std::string, at::Tensor>> asList(const ParamMap& params) {
 void writeJson(const fs::path& path, const json& j) {
   std::ofstream out(path);
   if (!out) fail("reference: cannot write ", path.string());
-  out << j.dump(2) << "\n";
+  out << dumpJson(j, 2) << "\n";
   if (!out) fail("reference: error writing ", path.string());
 }
 
 }  // namespace
 
-ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config) {
+ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config, const CheckpointOptions& options) {
   fs::path file = path;
   if (fs::is_directory(file)) file /= "model.safetensors";
   if (!fs::exists(file)) fail("checkpoint ", file.string(), ": no such file");
@@ -61,13 +64,57 @@ ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config) {
     if (shape != spec.shape)
       fail("checkpoint ", file.string(), ": tensor ", spec.name, " has shape ",
            torch::IntArrayRef(shape), ", config expects ", torch::IntArrayRef(spec.shape));
-    params.insert(spec.name, view.read(spec.name).to(torch::kFloat));
+    at::Tensor t = view.read(spec.name);
+    if (!options.allowNonFinite) io::requireFiniteTensor(file.string(), spec.name, t);
+    params.insert(spec.name, t.to(torch::kFloat));
   }
   for (const auto& name : view.names())
     if (!expected.count(name) && !(config.tieWordEmbeddings && name == "lm_head.weight"))
       fail("checkpoint ", file.string(), ": unexpected tensor ", name,
            " (not a parameter of this config)");
   return params;
+}
+
+std::vector<NonFiniteValue> findNonFinite(const TrainResult& result) {
+  std::vector<NonFiniteValue> out;
+  for (size_t i = 0; i < result.steps.size() && out.empty(); ++i) {
+    const StepRecord& st = result.steps[i];
+    const bool first = i == 0, last = i + 1 == result.steps.size();
+    auto scalar = [&](const char* quantity, double x) {
+      if (!std::isfinite(x)) out.push_back({st.step, quantity, "", "is " + nonFiniteName(x)});
+    };
+    // The tensor whose checksum is not finite, located in `kept` if given.
+    auto tensor = [&](const char* quantity, const std::vector<TensorChecksum>& sums, const ParamMap* kept) {
+      for (const auto& c : sums) {
+        if (std::isfinite(c.sum) && std::isfinite(c.absSum)) continue;
+        std::string detail = "its sum is " + nonFiniteName(std::isfinite(c.sum) ? c.absSum : c.sum);
+        if (kept && kept->contains(c.name)) detail = io::describeNonFinite(io::scanNonFinite((*kept)[c.name]));
+        out.push_back({st.step, quantity, c.name, detail});
+        return;
+      }
+      // No checksums (a cached reference): scan the tensors kept.
+      if (sums.empty() && kept)
+        for (const auto& kv : *kept) {
+          const io::NonFiniteScan s = io::scanNonFinite(kv.value());
+          if (!s.found()) continue;
+          out.push_back({st.step, quantity, kv.key(), io::describeNonFinite(s)});
+          return;
+        }
+    };
+    scalar("loss", st.loss);
+    scalar("ce", st.ce);
+    scalar("aux", st.aux);
+    tensor("gradient", st.gradChecksums, first ? &result.gradsStep1 : nullptr);
+    scalar("grad_norm", st.gradNorm);
+    tensor("parameter", st.paramChecksums, last ? &result.finalParams : nullptr);
+  }
+  return out;
+}
+
+std::string describeNonFinite(const std::vector<NonFiniteValue>& values) {
+  std::string s;
+  for (const auto& v : values) s += (s.empty() ? "" : "; ") + v.describe();
+  return s;
 }
 
 void runReference(const ReferenceRunOptions& o) {
@@ -83,8 +130,12 @@ void runReference(const ReferenceRunOptions& o) {
   at::set_num_threads(o.threads);
 
   ParamMap initial = o.checkpoint.empty() ? initParameters(config, train.seed)
-                                          : loadCheckpoint(o.checkpoint, config);
+                                          : loadCheckpoint(o.checkpoint, config,
+                                                           CheckpointOptions{o.allowNonFiniteCheckpoint});
   auto result = moe::ref::train(config, initial, train);
+  if (const auto bad = findNonFinite(result); !bad.empty())
+    fail("reference: training produced non-finite values (no reference written): ", describeNonFinite(bad),
+         " (the loss, every gradient and every parameter must stay finite; lower --lr, check the checkpoint)");
 
   fs::path out = o.outDir;
   fs::create_directories(out);

@@ -18,8 +18,10 @@
 //   model_final.safetensors   parameters after the last step (fp32)
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "reference/model/params.h"
+#include "reference/train/nonfinite_value.h"
 #include "reference/train/trainer.h"
 
 namespace moe::ref {
@@ -31,7 +33,14 @@ struct ReferenceRunOptions {
   std::string dtype = "fp32";
   std::string expertsImpl;  // empty: the config's experts_implementation
   int threads = 1;          // intra-op threads; fixed so runs are bitwise repeatable
+  // A checkpoint holding NaN or Inf is refused (HarnessError naming the file,
+  // the tensor, the first index and the count) unless this is set.
+  bool allowNonFiniteCheckpoint = false;
   TrainOptions train;
+};
+
+struct CheckpointOptions {
+  bool allowNonFinite = false;  // load NaN / Inf values instead of refusing them
 };
 
 // Loads every parameter the config needs from a safetensors checkpoint: a
@@ -39,10 +48,27 @@ struct ReferenceRunOptions {
 // the fused or the Hugging Face per-expert layout. Tensors are converted to
 // fp32. Throws HarnessError naming the file and tensor for a missing tensor,
 // a wrong shape or an unexpected extra tensor (lm_head.weight of a tied
-// model is ignored).
-ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config);
+// model is ignored), and for a tensor holding NaN or Inf unless
+// options.allowNonFinite ("<file>: tensor 'NAME' holds non-finite values:
+// index [i, j] (flat f) is nan; k of n elements are non-finite ...", before
+// any training).
+ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config,
+                        const CheckpointOptions& options = {});
 
-// Runs the reference and writes the files listed above.
+// The non-finite values of the first step of `result` that has any: its
+// non-finite loss, ce, aux and grad norm, the first non-finite gradient and
+// the first non-finite parameter (by name). Gradients and parameters are
+// found from the records' checksums (their sums are not finite) and located
+// to an index where the tensor is kept (step-1 gradients, final parameters).
+// Empty when every value of every step is finite.
+std::vector<NonFiniteValue> findNonFinite(const TrainResult& result);
+// "step 2: loss is nan; step 2: gradient of lm_head.weight: index ..." (joined by "; ").
+std::string describeNonFinite(const std::vector<NonFiniteValue>& values);
+
+// Runs the reference and writes the files listed above. A run whose loss,
+// gradients or parameters become non-finite is a user error (HarnessError,
+// exit 2 from the CLI) naming the step and the first tensor; nothing is
+// written then (a non-finite reference cannot serve as one).
 void runReference(const ReferenceRunOptions& options);
 
 }  // namespace moe::ref

@@ -1,4 +1,5 @@
 // report.json: the Report itself (reportFromJson reads it back).
+#include "common/json_number.h"
 #include <ostream>
 
 #include "reports/printer.h"
@@ -10,7 +11,7 @@ class JsonPrinter : public ReportPrinter {
  public:
   std::string name() const override { return "json"; }
   std::string fileName() const override { return "report.json"; }
-  void print(const Report& report, std::ostream& os) const override { os << toJson(report).dump(1) << "\n"; }
+  void print(const Report& report, std::ostream& os) const override { os << dumpJson(toJson(report), 1) << "\n"; }
 };
 
 }  // namespace

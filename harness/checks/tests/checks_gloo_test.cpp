@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include "reference/plan/style_registry.h"
@@ -24,6 +25,7 @@
 #include "harness/checks/check_registry.h"
 #include "harness/checks/comm_check.h"
 #include "harness/checks/expert_check.h"
+#include "harness/checks/finite_check.h"
 #include "harness/checks/parity_check.h"
 #include "harness/checks/placement_check.h"
 #include "harness/mesh/device_mesh.h"
@@ -317,6 +319,71 @@ TEST(ChecksGloo, FourRanksEpTp) {
     }
 
     // ---- the registry runs the same checks by name
+    // ---- non-finite values are never equal (issue 17): a NaN in the run
+    // fails placement, expert uniqueness and parity, even against a
+    // reference or checkpoint holding the same NaN; the finite check names it.
+    {
+      const double nan = std::numeric_limits<double>::quiet_NaN();
+      std::map<std::string, at::Tensor> full;
+      for (const Spec& sp : specs) full[sp.name] = src.read(sp.name).clone();
+      full[kNorm][1] = nan;                // replicated on every rank
+      full[kDown][0][0][0] = nan;          // expert 0: ep rank 0 (world ranks 0 and 1)
+      io::MapTensorSource nanSrc(full, "checkpoint with NaN");
+      const auto withNan = distribute(nanSrc, mesh, specs);
+      EXPECT_VERDICT(*world, "placement NaN vs NaN", checkPlacement(mesh, withNan, &nanSrc), false,
+                     "rank 0: " + kNorm + " local [1] (global [1]) = nan vs checkpoint nan");
+      EXPECT_VERDICT(*world, "experts NaN vs NaN", checkExpertUniqueness(mesh, withNan, &nanSrc), false,
+                     "rank 0: " + kDown + " holds non-finite values (never equal to anything): local index [0, 0, 0]");
+      // parity: a NaN gradient on rank 1 (fp32 and bf16; the bf16 whole-tensor
+      // sums used to travel as JSON null and crash every rank), and the same
+      // NaN in the reference too.
+      std::vector<ParamShard> gNan = copyOf(grads);
+      if (ctx.rank == 1) find(gNan, kO).local[0][0] = nan;
+      in.step1Grads = &gNan;
+      EXPECT_VERDICT(*world, "parity NaN grad fp32", checkParityCollective(*world, in), false,
+                     "rank 1: step-1 gradient of " + kO);
+      ParityCheckOptions bf16;
+      bf16.dtype = "bf16";
+      EXPECT_VERDICT(*world, "parity NaN grad bf16", checkParityCollective(*world, in, bf16), false, kO);
+      std::map<std::string, at::Tensor> refNan = fullGrads;
+      refNan[kNorm] = refNan[kNorm].clone();
+      refNan[kNorm][0] = nan;
+      io::MapTensorSource refGradsNan(refNan, "reference gradients with NaN");
+      std::vector<ParamShard> gBoth = distribute(refGradsNan, mesh, specs);
+      in.step1Grads = &gBoth;
+      in.referenceGrads = &refGradsNan;
+      EXPECT_VERDICT(*world, "parity NaN vs NaN", checkParityCollective(*world, in), false,
+                     "step-1 gradient of " + kNorm);
+      in.step1Grads = &grads;
+      in.referenceGrads = &refGrads;
+      std::vector<StepRecord> nanSteps = runSteps, refNanSteps = refSteps;
+      nanSteps[1].loss = nanSteps[1].ce = refNanSteps[1].loss = refNanSteps[1].ce = nan;
+      in.runSteps = &nanSteps;
+      in.referenceSteps = &refNanSteps;
+      EXPECT_VERDICT(*world, "parity NaN loss vs NaN loss", checkParityCollective(*world, in), false,
+                     "rank 0: step 2 loss nan vs reference nan");
+      in.runSteps = &runSteps;
+      in.referenceSteps = &refSteps;
+
+      // finite: passes on finite input, names the rank, step, tensor and index.
+      FiniteInputs fin = finiteInputsOf(c);
+      EXPECT_VERDICT(*world, "finite ok", checkFinite(*world, fin), true, "finite on every rank for 2 steps");
+      std::vector<ref::NonFiniteValue> seen;
+      if (ctx.rank == 1) seen = scanStep(nanSteps[1], &gNan, nullptr, ref::meshSizes(mesh), mesh.coords());
+      fin.runSteps = &nanSteps;
+      fin.runNonFinite = &seen;
+      EXPECT_VERDICT(*world, "finite NaN", checkFinite(*world, fin), false,
+                     "rank 0: step 2: loss is nan; step 2: ce is nan");
+      std::vector<ParamShard> finalNan = copyOf(good);
+      if (ctx.rank == 3) find(finalNan, kQ).local[1][2] = std::numeric_limits<double>::infinity();
+      fin = finiteInputsOf(c);
+      fin.finalParams = &finalNan;
+      // kQ is colwise on tp: rank 3 (tp 1) holds global rows 4-7.
+      EXPECT_VERDICT(*world, "finite Inf param", checkFinite(*world, fin), false,
+                     "rank 3: step 2: parameter of " + kQ + ": local index [1, 2] (flat 6; global [5, 2]) is inf; "
+                     "1 of 16 elements is non-finite");
+    }
+
     for (const CheckResult& r : runChecks({"placement", "expert_uniqueness", "parity"}, c))
       EXPECT_VERDICT(*world, "registry " + r.check, r, true, "");
     return 0;

@@ -327,7 +327,7 @@ TEST(ChecksRegistry, EveryCheckIsRegisteredWithItsRunMetadata) {
   // In report order: run-plan's results list them so.
   std::vector<std::string> names;
   for (const Check* c : checksInOrder()) names.push_back(c->name());
-  EXPECT_EQ(names, (std::vector<std::string>{"placement", "expert_uniqueness", "zero3_partition", "parity",
+  EXPECT_EQ(names, (std::vector<std::string>{"placement", "expert_uniqueness", "zero3_partition", "finite", "parity",
                                              "communication", "params_changed", "wrapper_communication",
                                              "gradient_scale", "fsdp_gather_volume", "memory", "measured_memory",
                                              "expected_placements"}));
@@ -345,7 +345,7 @@ TEST(ChecksRegistry, EveryCheckIsRegisteredWithItsRunMetadata) {
     FAIL() << "no error";
   } catch (const HarnessError& e) {
     EXPECT_TRUE(contains(e.what(), "unknown check 'uniqueness' (known: communication, expected_placements, "
-                                    "expert_uniqueness, fsdp_gather_volume, gradient_scale, measured_memory, memory, "
+                                    "expert_uniqueness, finite, fsdp_gather_volume, gradient_scale, measured_memory, memory, "
                                     "params_changed, parity, placement, wrapper_communication, zero3_partition)"))
         << e.what();
   }

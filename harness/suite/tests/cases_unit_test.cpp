@@ -223,7 +223,16 @@ TEST_F(CaseFileTest, ExpectedPlacementsAlwaysDecideUnderACheckSelection) {
   const auto c = loadCaseFile(writeCase("s", {{"expect", {{"checks", {"parity"}},
                                                           {"placements", {{{"param", "model.norm.weight"}}}}}}}));
   ASSERT_EQ(c.error, "");
-  EXPECT_EQ(c.runs[0].checks, (std::vector<std::string>{"parity", "expected_placements"}));
+  EXPECT_EQ(c.runs[0].checks, (std::vector<std::string>{"parity", "expected_placements", "finite"}));
+}
+
+TEST_F(CaseFileTest, TheFiniteCheckAlwaysDecidesUnderACheckSelection) {
+  const auto c = loadCaseFile(writeCase("f", {{"expect", {{"checks", {"communication"}}}}}));
+  ASSERT_EQ(c.error, "");
+  EXPECT_EQ(c.runs[0].checks, (std::vector<std::string>{"communication", "finite"}));
+  const auto all = loadCaseFile(writeCase("f2", nlohmann::json::object()));  // no selection: every check decides
+  ASSERT_EQ(all.error, "");
+  EXPECT_TRUE(all.runs[0].checks.empty());
 }
 
 TEST(ShippedCases, EveryCaseFileIsValid) {

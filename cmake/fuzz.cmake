@@ -1,5 +1,5 @@
 # Fuzzing (README "Fuzzing"): the targets of fuzz/targets.h.
-#  - fuzz_replay_tests (this gcc build, labels unit and fuzz): every file of
+#  - fuzz_replay_tests (this gcc build, label fuzz): every file of
 #    fuzz/corpus/<target>/ and fuzz/regressions/<target>/ through its target.
 #  - The libFuzzer binaries build/fuzz/fuzz_<target>, built by clang with
 #    ASan and UBSan in their own tree (fuzz/CMakeLists.txt, an
@@ -12,7 +12,7 @@ option(MOE_FUZZ "Build the libFuzzer targets (clang) and run them in ctest" ON)
 set(MOE_FUZZ_SECONDS 30 CACHE STRING "Seconds of each bounded fuzz run in ctest (fuzz.<target>)")
 set(MOE_FUZZ_TARGETS safetensors_header case_file plan model_config run_result)
 
-moe_test(fuzz_replay_tests LABELS unit fuzz
+moe_test(fuzz_replay_tests LABELS fuzz
   SOURCES fuzz/replay_test.cpp fuzz/targets/temp_file.cpp fuzz/targets/safetensors_header.cpp
           fuzz/targets/case_file.cpp fuzz/targets/plan.cpp fuzz/targets/model_config.cpp
           fuzz/targets/run_result.cpp

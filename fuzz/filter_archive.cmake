@@ -3,6 +3,7 @@
 # build compiles itself (instrumented), so every symbol is defined once and
 # every plug-in still registers once. A member that is not in the archive is
 # an error: the source list of fuzz/CMakeLists.txt is out of date.
+cmake_minimum_required(VERSION 3.22)  # IN_LIST
 execute_process(COMMAND ${AR} t ${IN} OUTPUT_VARIABLE listing RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "cannot list ${IN}")

@@ -33,7 +33,7 @@ def layer_of(path, layers):
 
 
 def sources(root):
-    for top in ("common", "harness", "reference", "kernels", "reports"):
+    for top in ("common", "harness", "reference", "kernels", "reports", "fuzz"):
         for dirpath, _, files in os.walk(os.path.join(root, top)):
             for f in files:
                 if f.endswith(SOURCE_EXT):
@@ -99,6 +99,7 @@ PLANTS = [
     ("reference/model/init.cpp", "reference/plan/plan.h", "layer model (reference/model/) may not include layer plan"),
     ("harness/checks/check_common.cpp", "harness/suite/runner.h", "layer checks (harness/checks/) may not include layer suite"),
     ("harness/suite/runner.cpp", "harness/suite/tests/x.h", "only test code may include test code"),
+    ("harness/suite/case_file.cpp", "fuzz/targets.h", "only test code may include test code"),
 ]
 
 

@@ -24,6 +24,7 @@ pkgs=(
   nlohmann-json3-dev libgtest-dev libgmock-dev
   libcli11-dev libbenchmark-dev libfmt-dev
   python3-venv  # creates .venv with Debian's python3
+  clang libclang-rt-14-dev  # the libFuzzer targets (fuzz/, ASan + UBSan)
 )
 missing=()
 for p in "${pkgs[@]}"; do

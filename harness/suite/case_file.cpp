@@ -3,7 +3,9 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
+#include <type_traits>
 
 #include "harness/suite/json_schema.h"
 #include "common/error.h"
@@ -40,6 +42,10 @@ Json parseJson(const std::string& path, const std::string& text) {
     const auto cut = what.find("syntax error");
     if (cut != std::string::npos) what = what.substr(cut);
     fail(describeParseError(path, text, offset, "malformed JSON: " + what));
+  } catch (const nlohmann::json::out_of_range& e) {
+    // A number too large for a double (1e400): no position is given. It
+    // escaped loadCaseFile as an internal error (found by fuzz_case_file).
+    fail(path, ": malformed JSON: ", e.what());
   }
 }
 
@@ -85,6 +91,40 @@ std::string join(const std::vector<std::string>& v, const std::string& sep) {
   return out;
 }
 
+// An integer field as the T the run needs. The schema admits every JSON
+// integer and integral floats (2.0, 1e30); a value outside T's range is a
+// user error naming the field (converting it was undefined behaviour: found
+// by the case_file fuzz target, fuzz/regressions/case_file/).
+template <typename T, typename Json>
+T integer(const Json& v, const std::string& field) {
+  constexpr T lo = std::numeric_limits<T>::min();
+  constexpr T hi = std::numeric_limits<T>::max();
+  bool ok = false;
+  if (v.is_number_unsigned()) {
+    ok = v.template get<uint64_t>() <= static_cast<uint64_t>(hi);
+  } else if (v.is_number_integer()) {
+    ok = !std::is_unsigned_v<T> && v.template get<int64_t>() >= static_cast<int64_t>(lo);
+  } else if (v.is_number_float()) {
+    const double d = v.template get<double>();
+    // (double)hi + 1 is the first value past hi (2^31, 2^63, 2^64).
+    ok = d >= static_cast<double>(lo) && d < static_cast<double>(hi) + 1.0 && d == static_cast<double>(static_cast<T>(d));
+  }
+  if (!ok) fail(field, ": ", v.dump(), " is not an integer in [", lo, ", ", hi, "]");
+  if (v.is_number_float()) return static_cast<T>(v.template get<double>());
+  if (v.is_number_unsigned()) return static_cast<T>(v.template get<uint64_t>());
+  return static_cast<T>(v.template get<int64_t>());
+}
+template <typename T, typename Json>
+std::vector<T> integers(const Json& list, const std::string& field) {
+  std::vector<T> out;
+  for (size_t i = 0; i < list.size(); ++i) out.push_back(integer<T>(list[i], moe::str(field, "[", i, "]")));
+  return out;
+}
+template <typename T>
+T integerOr(const nlohmann::ordered_json& doc, const char* key, T otherwise) {
+  return doc.contains(key) ? integer<T>(doc[key], key) : otherwise;
+}
+
 // Everything a case's runs share, after the schema and semantic checks.
 struct Parsed {
   RunSpec base;
@@ -128,14 +168,16 @@ void applyWrapper(RunSpec& r, const nlohmann::json& w) {
 // Semantic checks that need the model, the mesh and the plan together.
 void checkMeshAndPlan(const RunSpec& r) {
   std::vector<mesh::MeshDim> dims;
+  // Stops multiplying once past world_size: sizes up to 2^31 on 7 dims
+  // overflowed int64 (found by the case_file fuzz target).
   int64_t product = 1;
   for (const auto& [k, v] : r.mesh.items()) {
-    dims.push_back({k, v.get<int>()});
-    product *= v.get<int>();
+    dims.push_back({k, integer<int>(v, "mesh." + k)});
+    if (product <= r.worldSize) product *= dims.back().size;
   }
   if (product != r.worldSize)
-    fail("mesh ", r.mesh.dump(), " covers ", product, " ranks but world_size is ", r.worldSize,
-         ": the product of the mesh sizes must equal the world size");
+    fail("mesh ", r.mesh.dump(), " covers ", product > r.worldSize ? "more than " + std::to_string(r.worldSize) : std::to_string(product),
+         " ranks but world_size is ", r.worldSize, ": the product of the mesh sizes must equal the world size");
   const mesh::MeshShape shape(dims, r.worldSize);
   ref::ModelConfig cfg;
   try {
@@ -187,7 +229,7 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
     b.modelSource = "inline";
     b.model = nlohmann::json::parse(model.dump());
   }
-  b.worldSize = doc.at("world_size").get<int>();
+  b.worldSize = integer<int>(doc.at("world_size"), "world_size");
   b.backend = doc.value("backend", "gloo");
   b.device = doc.value("device", "");
   // nccl with device cpu can never run: a broken case, not a run error.
@@ -213,10 +255,10 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
   }
   if (doc.contains("wrapper")) applyWrapper(b, nlohmann::json::parse(doc["wrapper"].dump()));
   b.loading = doc.value("loading", "shard_on_read");
-  b.steps = doc.at("steps").get<int64_t>();
-  b.seed = doc.value("seed", uint64_t{0});
-  b.batchSize = doc.value("batch_size", int64_t{4});
-  b.seqLen = doc.value("seq_len", int64_t{16});
+  b.steps = integerOr<int64_t>(doc, "steps", 0);
+  b.seed = integerOr<uint64_t>(doc, "seed", 0);
+  b.batchSize = integerOr<int64_t>(doc, "batch_size", 4);
+  b.seqLen = integerOr<int64_t>(doc, "seq_len", 16);
   if (doc.contains("checkpoint")) {
     b.checkpoint = resolvePath(path, doc["checkpoint"].get<std::string>());
     if (b.checkpoint.empty()) fail("checkpoint: '", doc["checkpoint"].get<std::string>(), "' not found");
@@ -236,10 +278,11 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
       for (const auto& e : ex["placements"]) {
         PlacementExpectation pe;
         pe.param = e.at("param").get<std::string>();
-        pe.ranks = e.value("ranks", std::vector<int>{});
+        if (e.contains("ranks")) pe.ranks = integers<int>(e["ranks"], "expect.placements: " + pe.param + ": ranks");
         if (e.contains("placements"))
           pe.placements = "[" + join(e["placements"].get<std::vector<std::string>>(), ", ") + "]";
-        if (e.contains("local_shape")) pe.localShape = e["local_shape"].get<std::vector<int64_t>>();
+        if (e.contains("local_shape"))
+          pe.localShape = integers<int64_t>(e["local_shape"], "expect.placements: " + pe.param + ": local_shape");
         b.expectedPlacements.push_back(pe);
       }
     // The case's own expectations always decide, whatever else it selects.
@@ -385,7 +428,7 @@ CaseFile loadCaseFile(const std::string& path) {
           if (axis == "loading") x.loading = v.get<std::string>();
           if (axis == "wrapper") x.wrapper = v.get<std::string>();
           if (axis == "experts_implementation") x.model["experts_implementation"] = v.get<std::string>();
-          if (axis == "seed") x.seed = v.get<uint64_t>();
+          if (axis == "seed") x.seed = integer<uint64_t>(v, "matrix.seed");
           next.push_back(x);
         }
       runs = std::move(next);

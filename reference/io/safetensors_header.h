@@ -2,8 +2,7 @@
 // The safetensors header: parsing with full validation, and encoding.
 //
 // This translation unit is deliberately torch-free (only the standard library
-// and nlohmann-json), so the libFuzzer target in fuzz/ can build it with clang
-// alone.
+// and nlohmann-json). fuzz/targets.h fuzzes it (safetensorsHeader).
 //
 // File format (https://huggingface.co/docs/safetensors, "Format"):
 //   bytes [0, 8)        N, the header size, little-endian u64

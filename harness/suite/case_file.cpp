@@ -171,12 +171,16 @@ void checkMeshAndPlan(const RunSpec& r) {
   // Stops multiplying once past world_size: sizes up to 2^31 on 7 dims
   // overflowed int64 (found by the case_file fuzz target).
   int64_t product = 1;
+  bool exact = true;  // every size multiplied in: the product is the mesh's rank count
   for (const auto& [k, v] : r.mesh.items()) {
     dims.push_back({k, integer<int>(v, "mesh." + k)});
-    if (product <= r.worldSize) product *= dims.back().size;
+    if (product <= r.worldSize)
+      product *= dims.back().size;
+    else
+      exact = false;
   }
   if (product != r.worldSize)
-    fail("mesh ", r.mesh.dump(), " covers ", product > r.worldSize ? "more than " + std::to_string(r.worldSize) : std::to_string(product),
+    fail("mesh ", r.mesh.dump(), " covers ", exact ? std::to_string(product) : "more than " + std::to_string(r.worldSize),
          " ranks but world_size is ", r.worldSize, ": the product of the mesh sizes must equal the world size");
   const mesh::MeshShape shape(dims, r.worldSize);
   ref::ModelConfig cfg;

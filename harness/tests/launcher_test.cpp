@@ -94,12 +94,15 @@ TEST(Launcher, AbortOnRankTwoIsNamedAndNothingSurvives) {
 
 TEST(Launcher, HungRankTimesOutWithEveryRanksState) {
   auto pids = tempDir("hang");
-  auto r = execJob(4, {"selftest", "--fault", "sleep", "--sleep", "60", "--fault-rank", "1", "--pid-dir", pids.string()}, 6);
+  // 12 s: the three healthy ranks must start libtorch and reach the
+  // all_reduce before the timeout, which took over 6 s with 4 ranks on 2
+  // loaded cores (load average 14); the rank sleeping 60 s stays far beyond.
+  auto r = execJob(4, {"selftest", "--fault", "sleep", "--sleep", "60", "--fault-rank", "1", "--pid-dir", pids.string()}, 12);
   ASSERT_TRUE(r.result.timedOut) << r.all();
   EXPECT_EQ(r.result.exitCode(), 124);
-  EXPECT_LT(r.seconds, 15.0);
+  EXPECT_LT(r.seconds, 25.0);  // the timeout plus teardown, far below the 60 s sleep
   const auto& s = r.result.summary;
-  EXPECT_NE(s.find("job timed out after 6 s"), std::string::npos) << s;
+  EXPECT_NE(s.find("job timed out after 12 s"), std::string::npos) << s;
   for (int k = 0; k < 4; ++k)
     EXPECT_NE(s.find("rank " + std::to_string(k) + ": last collective"), std::string::npos) << s;
   // Ranks 0,2,3 wait in the all_reduce that rank 1 never reaches.

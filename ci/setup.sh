@@ -16,6 +16,9 @@
 set -euo pipefail
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 torch_version="${MOE_TORCH_VERSION:-2.15.0}"
+# Hugging Face transformers: an independent oracle for tests only (issue 18,
+# harness/cli/tests/hf_oracle.py), never a dependency of the C++ harness.
+transformers_version="${MOE_TRANSFORMERS_VERSION:-5.25.0}"
 venv="${MOE_VENV:-$repo/.venv}"
 python="${PYTHON:-python3}"
 
@@ -46,9 +49,23 @@ installed=""
 if [ -x "$venv/bin/python" ]; then
   installed="$("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
 fi
+# transformers (small, pure Python) is checked on every call, so a venv
+# made before it was pinned gains it without reinstalling torch.
+ensure_transformers() {
+  local have
+  have="$("$venv/bin/python" -c 'import transformers; print(transformers.__version__)' 2>/dev/null || true)"
+  if [ "$have" = "$transformers_version" ]; then
+    echo "ci/setup.sh: $venv has transformers $have (pinned: $transformers_version); reusing it"
+    return 0
+  fi
+  echo "ci/setup.sh: installing transformers==$transformers_version into $venv (test oracle only)"
+  "$venv/bin/python" -m pip install --disable-pip-version-check --no-input --progress-bar off \
+    "transformers==$transformers_version"
+}
 case "$installed" in
   "$torch_version" | "$torch_version"+*)  # 2.15.0 or 2.15.0+cu132
     echo "ci/setup.sh: $venv has torch $installed (pinned: $torch_version); reusing it"
+    ensure_transformers
     exit 0 ;;
 esac
 if [ ! -x "$venv/bin/python" ]; then
@@ -64,3 +81,4 @@ start=$(date +%s)
   "torch==$torch_version"
 echo "ci/setup.sh: torch $("$venv/bin/python" -c 'import torch; print(torch.__version__)' 2>/dev/null) installed" \
      "in $(( $(date +%s) - start )) s; $(du -sh "$venv" | cut -f1) in $venv"
+ensure_transformers

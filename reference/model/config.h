@@ -3,10 +3,22 @@
 // JSON with Hugging Face field names (config.json of a Qwen3-MoE checkpoint),
 // plus our `experts_implementation` ("loop" | "grouped").
 //
-// Contract: fromJson() rejects unknown field types, missing required sizes and
+// Contract: fromJson() rejects wrong field types, missing required sizes and
 // inconsistent values with a moe::HarnessError that names the field; a
 // ModelConfig returned by fromJson() or tinyTestConfig() has passed validate().
-// Unknown field *names* are ignored (HF configs carry many we do not model).
+//
+// Honoured or refused, never half-read: `model_type` selects the family
+// (required; only "qwen3_moe" is implemented, other families are refused by
+// name). Every other field is one of
+//  - honoured: read into this struct and used by the model;
+//  - inert: accepted and ignored because it cannot change the computation
+//    (architectures, dtype, token ids, transformers_version, use_cache, ...),
+//    or because it is at the value the model implements (attention_bias
+//    false, hidden_act "silu", sliding window off, no rope scaling);
+//  - refused: an error naming the field and its value (a field that would
+//    change the maths at a value we do not implement, or a field we do not
+//    know: an unknown field could change the maths).
+// The tables live in config.cpp; docs/families.md lists them.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -16,6 +28,7 @@
 namespace moe::ref {
 
 struct ModelConfig {
+  std::string modelType = "qwen3_moe";  // HF model_type: the family
   int64_t vocabSize = 0;
   int64_t hiddenSize = 0;
   int64_t intermediateSize = 0;     // dense SwiGLU MLP width

@@ -175,7 +175,7 @@ def check_config(tool, workdir, name, cfg, seed, failures):
 
 def main():
     tool = sys.argv[1]
-    base = {"vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "moe_intermediate_size": 8,
+    base = {"model_type": "qwen3_moe", "vocab_size": 32, "hidden_size": 16, "intermediate_size": 24, "moe_intermediate_size": 8,
             "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
             "num_experts": 4, "num_experts_per_tok": 2, "norm_topk_prob": True, "mlp_only_layers": [0],
             "decoder_sparse_step": 1, "router_aux_loss_coef": 0.01, "rms_norm_eps": 1e-6,

@@ -13,8 +13,9 @@ void addReferenceCommand(CLI::App& app) {
   sub->add_option("--config", opts->configPath, "model config JSON (HF field names)")
       ->required()->check(CLI::ExistingFile);
   sub->add_option("--checkpoint", opts->checkpoint,
-                  "safetensors checkpoint (dir with model.safetensors, or the file); fused or "
-                  "HF per-expert layout. Default: deterministic init from --seed");
+                  "safetensors checkpoint: a dir with model.safetensors or a sharded "
+                  "model.safetensors.index.json, the file, or the index; fused or HF per-expert layout. "
+                  "Default: deterministic init from --seed");
   sub->add_flag("--allow-nonfinite-checkpoint", opts->allowNonFiniteCheckpoint,
                 "load a checkpoint holding NaN or Inf (refused by default: a user error naming the tensor)");
   sub->add_option("--steps", opts->train.steps, "training steps")->required();

@@ -20,7 +20,8 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--seed", o->seed, "seed of init and data")->capture_default_str();
   sub->add_option("--batch-size", o->batchSize, "global batch rows")->capture_default_str();
   sub->add_option("--seq-len", o->seqLen, "sequence length")->capture_default_str();
-  sub->add_option("--checkpoint", o->checkpoint, "model.safetensors to start from (fused or hub layout); default: init of --seed");
+  sub->add_option("--checkpoint", o->checkpoint, "checkpoint to start from: a dir with model.safetensors or a sharded "
+                  "model.safetensors.index.json, the file, or the index (fused or hub layout); default: init of --seed");
   sub->add_flag("--allow-nonfinite-checkpoint", o->allowNonFiniteCheckpoint,
                 "load a checkpoint holding NaN or Inf (refused by default: a user error naming the tensor); the "
                 "finite check then fails the run");

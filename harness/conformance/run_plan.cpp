@@ -22,6 +22,7 @@
 #include "harness/mesh/device_mesh.h"
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
+#include "reference/io/sharded_safetensors.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/parallel/loading.h"
@@ -227,18 +228,18 @@ int runPlan(const RunPlanOptions& o) {
   t.precision = o.dtype == "bf16" ? Precision::kBf16 : Precision::kFp32;
   const parallel::LoadPath loadPath = parallel::parseLoadPath(o.load);  // before the costly reference run
 
-  // The checkpoint: a file in either expert layout, or the seed's init.
-  std::unique_ptr<io::SafetensorsReader> reader;
+  // The checkpoint: a file or a sharded directory (io::openCheckpoint), in
+  // either expert layout, or the seed's init. Opened once: the files' headers
+  // are read here, and the loading path below reads only this rank's slices.
+  std::unique_ptr<io::TensorSource> file;
   std::unique_ptr<io::TensorSource> source;
   ParamMap initial;
   if (!o.checkpoint.empty()) {
-    std::string file = o.checkpoint;
-    if (std::filesystem::is_directory(file)) file += "/model.safetensors";
-    reader = std::make_unique<io::SafetensorsReader>(file);
-    source = std::make_unique<io::FusedExpertView>(*reader);
+    file = io::openCheckpoint(o.checkpoint);
+    source = std::make_unique<io::FusedExpertView>(*file);
     // Every tensor is read whole here, before any training: a NaN or Inf is
     // a user error naming the file, the tensor and the first index.
-    initial = loadCheckpoint(o.checkpoint, cfg, CheckpointOptions{o.allowNonFiniteCheckpoint});
+    initial = loadCheckpoint(*file, cfg, CheckpointOptions{o.allowNonFiniteCheckpoint});
   } else {
     initial = initParameters(cfg, o.seed);
     std::map<std::string, at::Tensor> m;

@@ -16,6 +16,7 @@
 #include "harness/tests/rank_test_util.h"
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
+#include "reference/io/sharded_safetensors.h"
 
 using namespace moe;
 namespace fs = std::filesystem;
@@ -346,18 +347,27 @@ TEST(RunPlan, UnknownStyleIsAClearErrorListingTheKnownOnes) {
   fs::remove_all(dir);
 }
 
+// The weights (seed 4) the reference command writes for `config` into
+// `out`, fused, by name; empty (the failure recorded) when the command fails.
+std::vector<std::pair<std::string, at::Tensor>> referenceWeights(const std::string& config, const fs::path& out) {
+  auto ref = execJob(1, {"reference", "--config", config, "--steps", "1", "--dtype", "fp32", "--seed", "4", "--out",
+                         out.string()},
+                     120);
+  EXPECT_TRUE(ref.result.ok) << ref.all();
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  if (!ref.result.ok) return tensors;
+  io::SafetensorsReader fused((out / "model.safetensors").string());
+  for (auto& [name, t] : io::readAll(fused)) tensors.push_back({name, t});
+  return tensors;
+}
+
 TEST(RunPlan, Rank0BroadcastFromAHubCheckpointPassesAndIsNamedInTheJson) {
   // A hub-layout (per-expert) checkpoint: the reference command's fused
   // model.safetensors rewritten with toHubLayout.
   auto dir = tempDir("load");
   const std::string config = kSource + "/cases/configs/tiny_moe.json";
-  auto ref = execJob(1, {"reference", "--config", config, "--steps", "1", "--dtype", "fp32", "--seed", "4", "--out",
-                         (dir / "ref").string()},
-                     120);
-  ASSERT_TRUE(ref.result.ok) << ref.all();
-  io::SafetensorsReader fused((dir / "ref" / "model.safetensors").string());
-  std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (auto& [name, t] : io::readAll(fused)) tensors.push_back({name, t});
+  const auto tensors = referenceWeights(config, dir / "ref");
+  ASSERT_FALSE(tensors.empty());
   fs::create_directories(dir / "hub");
   io::writeSafetensors((dir / "hub" / "model.safetensors").string(), io::toHubLayout(tensors));
   auto r = execJob(2, {"run-plan", "--config", config, "--mesh", "{\"ep\":2}", "--plan",
@@ -366,6 +376,25 @@ TEST(RunPlan, Rank0BroadcastFromAHubCheckpointPassesAndIsNamedInTheJson) {
                    120);
   ASSERT_TRUE(r.result.ok) << r.all();
   EXPECT_NE(r.out.find("\"load\": \"rank0_broadcast\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"passed\": true"), std::string::npos) << r.out;
+  fs::remove_all(dir);
+}
+
+TEST(RunPlan, ShardedHubCheckpointLoadsOnEp2AndPasses) {
+  // The reference command's fused model.safetensors rewritten as Hugging
+  // Face shards in the hub layout: every rank reads its experts' slices from
+  // whichever shard holds them.
+  auto dir = tempDir("sharded");
+  const std::string config = kSource + "/cases/configs/tiny_moe.json";
+  const auto tensors = referenceWeights(config, dir / "ref");
+  ASSERT_FALSE(tensors.empty());
+  const auto shards = io::writeShardedSafetensors((dir / "hub").string(), io::toHubLayout(tensors),
+                                                  /*maxShardBytes=*/16 << 10);
+  ASSERT_GE(shards.size(), 3u);
+  auto r = execJob(2, {"run-plan", "--config", config, "--mesh", "{\"ep\":2}", "--plan",
+                       kSource + "/cases/plans/ep.json", "--steps", "1", "--checkpoint", (dir / "hub").string()},
+                   120);
+  ASSERT_TRUE(r.result.ok) << r.all();
   EXPECT_NE(r.out.find("\"passed\": true"), std::string::npos) << r.out;
   fs::remove_all(dir);
 }

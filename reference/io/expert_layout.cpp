@@ -248,6 +248,24 @@ std::vector<int64_t> FusedExpertView::shape(const std::string& name) const {
   return {m.numExperts, m.hidden, m.intermediate};
 }
 
+std::string FusedExpertView::whereOf(const std::string& name) const {
+  auto it = hubByFusedName_.find(name);
+  if (it == hubByFusedName_.end()) return base_.whereOf(name);
+  // The file of every per-expert tensor when they share one, so a sharded
+  // checkpoint's NaN is still traced to its shard.
+  const HubModule& m = it->second;
+  const bool gateUp = name == fusedGateUpName(m.prefix);
+  std::string file;
+  for (int64_t e = 0; e < m.numExperts; ++e)
+    for (const char* proj : gateUp ? std::vector<const char*>{"gate_proj", "up_proj"}
+                                   : std::vector<const char*>{"down_proj"}) {
+      const std::string w = base_.whereOf(hubExpertName(m.prefix, e, proj));
+      if (file.empty()) file = w;
+      if (w != file) return where();
+    }
+  return file.empty() ? where() : file;
+}
+
 at::ScalarType FusedExpertView::scalarType(const std::string& name) const {
   auto it = hubByFusedName_.find(name);
   return it == hubByFusedName_.end() ? base_.scalarType(name) : it->second.type;

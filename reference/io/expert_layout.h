@@ -72,6 +72,8 @@ class FusedExpertView : public TensorSource {
 
   using TensorSource::readSlice;
   std::string where() const override { return base_.where(); }
+  // A fused tensor of the hub layout may span files: where() for those.
+  std::string whereOf(const std::string& name) const override;
   std::vector<std::string> names() const override { return names_; }
   bool has(const std::string& name) const override;
   std::vector<int64_t> shape(const std::string& name) const override;

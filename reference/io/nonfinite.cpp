@@ -41,7 +41,7 @@ void requireFiniteTensor(const std::string& where, const std::string& name, cons
 }
 
 void requireFiniteTensors(const TensorSource& source, const std::vector<std::string>& names) {
-  for (const auto& name : names.empty() ? source.names() : names) requireFiniteTensor(source.where(), name, source.read(name));
+  for (const auto& name : names.empty() ? source.names() : names) requireFiniteTensor(source.whereOf(name), name, source.read(name));
 }
 
 }  // namespace moe::io

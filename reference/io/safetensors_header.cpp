@@ -3,9 +3,9 @@
 #include <algorithm>
 #include <limits>
 #include <nlohmann/json.hpp>
-#include <set>
 
 #include "common/error.h"
+#include "reference/io/strict_json.h"
 
 namespace moe::io {
 namespace {
@@ -76,45 +76,22 @@ std::optional<uint64_t> asUnsigned(const json& v) {
 
 json parseJson(const uint8_t* begin, const uint8_t* end,
                const std::string& where) {
-  // nlohmann keeps the last of duplicate keys silently; a checkpoint with two
-  // entries for one name is ambiguous, so the callback rejects it. One set of
-  // seen keys per open object.
-  std::vector<std::set<std::string>> seenKeys;
-  std::vector<std::string> path;  // the key being parsed at each object level
-  auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (depth > kMaxJsonDepth)
-      failAt(where, str("header JSON nests deeper than ", kMaxJsonDepth,
-                        " levels"));
-    switch (event) {
-      case json::parse_event_t::object_start:
-        seenKeys.emplace_back();
-        path.emplace_back();
-        break;
-      case json::parse_event_t::object_end:
-        seenKeys.pop_back();
-        path.pop_back();
-        break;
-      case json::parse_event_t::key: {
-        const std::string key = parsed.get<std::string>();
-        if (!seenKeys.back().insert(key).second) {
-          if (seenKeys.size() == 1)
-            failAt(where, "duplicate key " + quoteName(key) + " in header");
-          if (path.front() == kMetadataKey)
-            failAt(where, std::string(kMetadataKey) + ": duplicate key " +
-                              quoteName(key));
-          failAt(where, "tensor " + quoteName(path.front()) +
-                            ": duplicate key " + quoteName(key));
-        }
-        path.back() = key;
-        break;
-      }
-      default:
-        break;
-    }
-    return true;
+  // A checkpoint with two entries for one name is ambiguous (strict_json.h).
+  StrictJsonOptions o;
+  o.maxDepth = kMaxJsonDepth;
+  o.onTooDeep = [&] {
+    failAt(where, str("header JSON nests deeper than ", kMaxJsonDepth, " levels"));
+  };
+  o.onDuplicate = [&](const std::vector<std::string>& enclosing, const std::string& key) {
+    if (enclosing.empty())
+      failAt(where, "duplicate key " + quoteName(key) + " in header");
+    if (enclosing.front() == kMetadataKey)
+      failAt(where, std::string(kMetadataKey) + ": duplicate key " + quoteName(key));
+    failAt(where, "tensor " + quoteName(enclosing.front()) + ": duplicate key " + quoteName(key));
   };
   try {
-    return json::parse(begin, end, callback);
+    return parseStrictJson(reinterpret_cast<const char*>(begin),
+                           reinterpret_cast<const char*>(end), o);
   } catch (const json::exception& e) {
     failAt(where, std::string("header is not valid JSON: ") + e.what());
   }

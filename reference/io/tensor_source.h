@@ -4,8 +4,11 @@
 // The one seam every loading path reads checkpoints through. Implementations:
 //  - SafetensorsReader (safetensors.h): a file, slices read from disk only;
 //  - MapTensorSource (below): tensors already in memory (tests, conversions);
+//  - ShardedSafetensorsSource (sharded_safetensors.h): a Hugging Face index
+//    plus its shard files, each read through its SafetensorsReader;
 //  - FusedExpertView (expert_layout.h): presents per-expert Hugging Face hub
 //    tensors under the fused expert names.
+// openCheckpoint (sharded_safetensors.h) opens any checkpoint path as one.
 //
 // Contract:
 //  - names() is sorted and has no duplicates.
@@ -34,6 +37,13 @@ class TensorSource {
 
   // What to prefix errors with: a file path, or a description.
   virtual std::string where() const = 0;
+  // The file holding tensor `name`, for messages about its values (a NaN in
+  // a sharded checkpoint is named with its shard, not the index). where()
+  // unless the source spans several files.
+  virtual std::string whereOf(const std::string& name) const {
+    (void)name;
+    return where();
+  }
   virtual std::vector<std::string> names() const = 0;
   virtual bool has(const std::string& name) const = 0;
   virtual std::vector<int64_t> shape(const std::string& name) const = 0;

@@ -13,6 +13,7 @@
 #include "reference/io/expert_layout.h"
 #include "reference/io/nonfinite.h"
 #include "reference/io/safetensors.h"
+#include "reference/io/sharded_safetensors.h"
 #include "reference/model/init.h"
 
 namespace moe::ref {
@@ -50,27 +51,28 @@ void writeJson(const fs::path& path, const json& j) {
 }  // namespace
 
 ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config, const CheckpointOptions& options) {
-  fs::path file = path;
-  if (fs::is_directory(file)) file /= "model.safetensors";
-  if (!fs::exists(file)) fail("checkpoint ", file.string(), ": no such file");
-  io::SafetensorsReader reader(file.string());
-  io::FusedExpertView view(reader, io::FusedViewOptions{/*numExperts=*/config.numExperts});
+  return loadCheckpoint(*io::openCheckpoint(path), config, options);
+}
+
+ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config, const CheckpointOptions& options) {
+  const std::string file = source.where();
+  io::FusedExpertView view(source, io::FusedViewOptions{/*numExperts=*/config.numExperts});
   ParamMap params;
   std::set<std::string> expected;
   for (const auto& spec : parameterSpecs(config)) {
     expected.insert(spec.name);
-    if (!view.has(spec.name)) fail("checkpoint ", file.string(), ": missing tensor ", spec.name);
+    if (!view.has(spec.name)) fail("checkpoint ", file, ": missing tensor ", spec.name);
     auto shape = view.shape(spec.name);
     if (shape != spec.shape)
-      fail("checkpoint ", file.string(), ": tensor ", spec.name, " has shape ",
+      fail("checkpoint ", file, ": tensor ", spec.name, " has shape ",
            torch::IntArrayRef(shape), ", config expects ", torch::IntArrayRef(spec.shape));
     at::Tensor t = view.read(spec.name);
-    if (!options.allowNonFinite) io::requireFiniteTensor(file.string(), spec.name, t);
+    if (!options.allowNonFinite) io::requireFiniteTensor(view.whereOf(spec.name), spec.name, t);
     params.insert(spec.name, t.to(torch::kFloat));
   }
   for (const auto& name : view.names())
     if (!expected.count(name) && !(config.tieWordEmbeddings && name == "lm_head.weight"))
-      fail("checkpoint ", file.string(), ": unexpected tensor ", name,
+      fail("checkpoint ", file, ": unexpected tensor ", name,
            " (not a parameter of this config)");
   return params;
 }

@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "reference/io/tensor_source.h"
 #include "reference/model/params.h"
 #include "reference/train/nonfinite_value.h"
 #include "reference/train/trainer.h"
@@ -43,8 +44,10 @@ struct CheckpointOptions {
   bool allowNonFinite = false;  // load NaN / Inf values instead of refusing them
 };
 
-// Loads every parameter the config needs from a safetensors checkpoint: a
-// directory holding model.safetensors, or the file itself. Experts may be in
+// Loads every parameter the config needs from a safetensors checkpoint: any
+// path io::openCheckpoint accepts (a directory holding model.safetensors or
+// a Hugging Face sharded model.safetensors.index.json, the file itself, or
+// the index). Experts may be in
 // the fused or the Hugging Face per-expert layout. Tensors are converted to
 // fp32. Throws HarnessError naming the file and tensor for a missing tensor,
 // a wrong shape or an unexpected extra tensor (lm_head.weight of a tied
@@ -53,6 +56,10 @@ struct CheckpointOptions {
 // index [i, j] (flat f) is nan; k of n elements are non-finite ...", before
 // any training).
 ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config,
+                        const CheckpointOptions& options = {});
+// The same from a checkpoint already open (messages name source.where(), and
+// the file holding the tensor for non-finite values).
+ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config,
                         const CheckpointOptions& options = {});
 
 // The non-finite values of the first step of `result` that has any: its

@@ -1,15 +1,19 @@
 // The `reference` subcommand end to end, in process: files written, numbers
-// equal to a direct train() call, and checkpoints in either expert layout.
+// equal to a direct train() call, and checkpoints in either expert layout,
+// one file or Hugging Face shards.
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <fstream>
 
 #include "common/error.h"
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
+#include "reference/io/sharded_safetensors.h"
 #include "reference/model/init.h"
 #include "harness/cli/reference_command.h"
 #include "reference/train/reference_run.h"
@@ -119,6 +123,72 @@ TEST_F(ReferenceCommand, CheckpointErrorsNameTheTensor) {
   EXPECT_THROW(run({"--config", (dir_ / "config.json").string(), "--steps", "1", "--dtype", "fp16",
                     "--out", (dir_ / "x").string()}),
                CLI::ValidationError);
+}
+
+// The same weights as one model.safetensors, as Hugging Face shards in the
+// fused layout, and as shards in the hub (per-expert) layout: three runs
+// with exactly the same losses and parameters.
+TEST_F(ReferenceCommand, ShardedCheckpointGivesExactlyTheSameRunAsOneFile) {
+  auto init = initParameters(config_, 9);
+  std::vector<std::pair<std::string, at::Tensor>> list;
+  for (const auto& item : init) list.emplace_back(item.key(), item.value());
+  fs::create_directories(dir_ / "single");
+  io::writeSafetensors((dir_ / "single" / "model.safetensors").string(), list);
+  // 4 KiB shards split the test config's tensors over several files.
+  const auto fused = io::writeShardedSafetensors((dir_ / "fused").string(), list, /*maxShardBytes=*/4 << 10);
+  const auto hub = io::writeShardedSafetensors((dir_ / "hub").string(), io::toHubLayout(list), 4 << 10);
+  ASSERT_GE(fused.size(), 3u);
+  ASSERT_GE(hub.size(), 3u);
+
+  const std::vector<std::string> base = {"--config", (dir_ / "config.json").string(), "--steps", "2", "--seed", "3"};
+  auto runFrom = [&](const std::string& ckpt, const std::string& out) {
+    auto args = base;
+    for (const std::string& a : {std::string("--checkpoint"), (dir_ / ckpt).string(), std::string("--out"),
+                                 (dir_ / out).string()})
+      args.push_back(a);
+    run(args);
+    return losses(dir_ / out);
+  };
+  const json single = runFrom("single", "out_single");
+  for (const auto& [ckpt, out] : {std::pair<std::string, std::string>{"fused", "out_fused"}, {"hub", "out_hub"}}) {
+    const json sharded = runFrom(ckpt, out);
+    ASSERT_EQ(sharded["steps"].size(), 2u) << ckpt;
+    for (size_t s = 0; s < 2; ++s) {
+      EXPECT_EQ(sharded["steps"][s]["loss"], single["steps"][s]["loss"]) << ckpt << " step " << s;
+      EXPECT_EQ(sharded["steps"][s]["grad_norm"], single["steps"][s]["grad_norm"]) << ckpt << " step " << s;
+    }
+    EXPECT_EQ(sharded["steps"][1]["param_checksums"], single["steps"][1]["param_checksums"]) << ckpt;
+  }
+}
+
+TEST_F(ReferenceCommand, ShardedCheckpointErrorsNameTheShard) {
+  auto init = initParameters(config_, 2);
+  std::vector<std::pair<std::string, at::Tensor>> list;
+  for (const auto& item : init) list.emplace_back(item.key(), item.value().clone());
+  list.back().second.view({-1})[0] = std::numeric_limits<float>::quiet_NaN();
+  const auto files = io::writeShardedSafetensors((dir_ / "nan").string(), list, /*maxShardBytes=*/16 << 10);
+  const std::string shard = (dir_ / "nan" / files.back()).string();
+  try {
+    loadCheckpoint((dir_ / "nan").string(), config_);
+    ADD_FAILURE() << "no error";
+  } catch (const HarnessError& e) {
+    EXPECT_EQ(std::string(e.what()).rfind(shard + ": tensor '" + list.back().first + "' holds non-finite values", 0), 0u)
+        << e.what();
+  }
+  // Allowed, it loads (and the NaN is kept).
+  const ParamMap p = loadCheckpoint((dir_ / "nan").string(), config_, CheckpointOptions{/*allowNonFinite=*/true});
+  EXPECT_TRUE(std::isnan(p[list.back().first].view({-1})[0].item<float>()));
+
+  // Both a single file and an index: refused, naming both.
+  io::writeSafetensors((dir_ / "nan" / "model.safetensors").string(), list);
+  try {
+    loadCheckpoint((dir_ / "nan").string(), config_);
+    ADD_FAILURE() << "no error";
+  } catch (const HarnessError& e) {
+    EXPECT_NE(std::string(e.what()).find("holds both model.safetensors and model.safetensors.index.json"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

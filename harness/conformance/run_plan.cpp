@@ -27,6 +27,7 @@
 #include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
+#include "reference/train/hub_naming.h"
 #include "reference/train/reference_run.h"
 #include "reference/train/trainer.h"
 
@@ -235,7 +236,7 @@ int runPlan(const RunPlanOptions& o) {
     std::string file = o.checkpoint;
     if (std::filesystem::is_directory(file)) file += "/model.safetensors";
     reader = std::make_unique<io::SafetensorsReader>(file);
-    source = std::make_unique<io::FusedExpertView>(*reader);
+    source = std::make_unique<io::FusedExpertView>(*reader, fusedViewOptions(cfg));
     // Every tensor is read whole here, before any training: a NaN or Inf is
     // a user error naming the file, the tensor and the first index.
     initial = loadCheckpoint(o.checkpoint, cfg, CheckpointOptions{o.allowNonFiniteCheckpoint});

@@ -14,6 +14,7 @@
 #include "reference/io/nonfinite.h"
 #include "reference/io/safetensors.h"
 #include "reference/model/init.h"
+#include "reference/train/hub_naming.h"
 
 namespace moe::ref {
 namespace fs = std::filesystem;
@@ -54,7 +55,7 @@ ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config, cons
   if (fs::is_directory(file)) file /= "model.safetensors";
   if (!fs::exists(file)) fail("checkpoint ", file.string(), ": no such file");
   io::SafetensorsReader reader(file.string());
-  io::FusedExpertView view(reader, io::FusedViewOptions{/*numExperts=*/config.numExperts});
+  io::FusedExpertView view(reader, fusedViewOptions(config));
   ParamMap params;
   std::set<std::string> expected;
   for (const auto& spec : parameterSpecs(config)) {

@@ -28,6 +28,7 @@
 #include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
+#include "reference/train/hub_naming.h"
 #include "reference/train/reference_run.h"
 #include "reference/train/trainer.h"
 
@@ -216,6 +217,12 @@ int runPlan(const RunPlanOptions& o) {
   auto world = launch::initWorld(env, co);
   const at::Device device = world->device();  // the device lane of every distributed tensor
   const ModelConfig cfg = ModelConfig::fromFile(o.configPath);
+  // Every rank reads the same config, so every rank stops here, before any
+  // collective, rather than on a parameter the family does not have.
+  if (cfg.modelType != "qwen3_moe")
+    fail("config ", o.configPath, ": family ", cfg.modelType,
+         " has no distributed implementation yet (the single-device `reference` runs it; "
+         "docs/families.md)");
   mesh::DeviceMesh mesh(world, mesh::DeviceMesh::parse(o.mesh));
   const plan::AppliedPlan applied = plan::applyPlan(plan::Plan::fromFile(o.planPath), cfg, mesh.shape());
 
@@ -236,7 +243,7 @@ int runPlan(const RunPlanOptions& o) {
   ParamMap initial;
   if (!o.checkpoint.empty()) {
     file = io::openCheckpoint(o.checkpoint);
-    source = std::make_unique<io::FusedExpertView>(*file);
+    source = std::make_unique<io::FusedExpertView>(*file, fusedViewOptions(cfg));
     // Every tensor is read whole here, before any training: a NaN or Inf is
     // a user error naming the file, the tensor and the first index.
     initial = loadCheckpoint(*file, cfg, CheckpointOptions{o.allowNonFiniteCheckpoint});

@@ -12,10 +12,9 @@ namespace {
 
 constexpr const char* kExperts = "experts";
 constexpr const char* kWeight = "weight";
-// Hub projections, in the order gate, up, down.
-constexpr std::array<const char*, 3> kHubProjs = {"gate_proj", "up_proj",
-                                                  "down_proj"};
+// Indices into HubExpertNames::projs.
 constexpr int kGate = 0, kUp = 1, kDown = 2;
+constexpr const char* kMemBlock = "mlp";
 // Expert indices have at most this many digits: bounds the integer parse.
 constexpr size_t kMaxIndexDigits = 9;
 
@@ -25,7 +24,7 @@ struct ParsedName {
   NameKind kind = NameKind::kOther;
   std::string prefix;  // the experts module, e.g. "model.layers.0.mlp.experts"
   int64_t expert = -1;
-  int proj = -1;  // index into kHubProjs
+  int proj = -1;  // index into HubExpertNames::projs
 };
 
 std::vector<std::string> splitDots(const std::string& s) {
@@ -44,10 +43,36 @@ bool allDigits(const std::string& s) {
          std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
 }
 
-// Classifies `name`. A name with an "experts.<digits>." part that is not
-// exactly "<prefix>.<e>.<gate|up|down>_proj.weight" is an error: silently
-// passing it through would load a checkpoint with weights we ignore.
-ParsedName parseExpertName(const std::string& where, const std::string& name) {
+std::string joinDots(const std::vector<std::string>& seg) {
+  std::string s;
+  for (size_t i = 0; i < seg.size(); ++i) s += (i ? "." : "") + seg[i];
+  return s;
+}
+
+// `name` with the block segment of "model.layers.<N>.<from>...." renamed to
+// `to`; other names unchanged.
+std::string renameBlock(const std::string& name, const std::string& from, const std::string& to) {
+  if (from == to) return name;
+  std::vector<std::string> seg = splitDots(name);
+  if (seg.size() < 5 || seg[0] != "model" || seg[1] != "layers" || !allDigits(seg[2]) ||
+      seg[3] != from)
+    return name;
+  seg[3] = to;
+  return joinDots(seg);
+}
+
+std::string projList(const HubExpertNames& hub) {
+  return "{" + hub.projs[0] + "," + hub.projs[1] + "," + hub.projs[2] + "}";
+}
+
+// Classifies `name` (an in-memory name: the hub block already renamed). A
+// name with an "experts.<digits>." part that is not exactly
+// "<prefix>.<e>.<gate|up|down proj>.weight" with the family's projection
+// names is an error: silently passing it through would load a checkpoint
+// with weights we ignore.
+ParsedName parseExpertName(const std::string& where, const std::string& name,
+                           const HubExpertNames& hub) {
+  const auto& kHubProjs = hub.projs;
   const std::vector<std::string> seg = splitDots(name);
   ParsedName p;
   for (size_t i = 0; i + 1 < seg.size(); ++i) {
@@ -67,7 +92,7 @@ ParsedName parseExpertName(const std::string& where, const std::string& name) {
     if (idx.size() > kMaxIndexDigits || (idx.size() > 1 && idx[0] == '0') ||
         proj == kHubProjs.end() || i + 4 != seg.size() || seg[i + 3] != kWeight)
       fail(where, ": unexpected per-expert tensor '", name, "' (expected ",
-           prefix, ".<expert>.{gate_proj,up_proj,down_proj}.weight)");
+           prefix, ".<expert>.", projList(hub), ".weight)");
     p.kind = NameKind::kHub;
     p.prefix = prefix;
     p.expert = std::stoll(idx);
@@ -79,18 +104,26 @@ ParsedName parseExpertName(const std::string& where, const std::string& name) {
 
 // What the names of a source say about its expert tensors.
 struct ExpertScan {
-  std::vector<std::string> others;       // non-hub names, incl. fused ones
+  std::vector<std::string> others;       // non-hub names, incl. fused ones (in memory)
+  std::map<std::string, std::string> baseName;  // renamed in-memory name -> source name
   std::set<std::string> fusedPrefixes;
   // prefix -> expert -> which projections are present
   std::map<std::string, std::map<int64_t, std::array<bool, 3>>> hub;
   ExpertLayout layout = ExpertLayout::kNone;
 };
 
-ExpertScan scanExpertNames(const TensorSource& source) {
+ExpertScan scanExpertNames(const TensorSource& source, const HubExpertNames& hub) {
   ExpertScan scan;
   std::string aFused, aHub;  // one name of each layout, for the message
-  for (const std::string& name : source.names()) {
-    const ParsedName p = parseExpertName(source.where(), name);
+  std::set<std::string> seen;
+  for (const std::string& stored : source.names()) {
+    const std::string name = renameBlock(stored, hub.hubBlock, kMemBlock);
+    if (!seen.insert(name).second)
+      fail(source.where(), ": checkpoint names '", name, "' twice (once as '", stored,
+           "': the hub block ", hub.hubBlock, " and the in-memory block ", kMemBlock,
+           " are mixed)");
+    if (name != stored) scan.baseName[name] = stored;
+    const ParsedName p = parseExpertName(source.where(), name, hub);
     if (p.kind == NameKind::kHub) {
       scan.hub[p.prefix][p.expert][p.proj] = true;
       if (aHub.empty()) aHub = name;
@@ -166,30 +199,34 @@ const char* layoutName(ExpertLayout layout) {
   return "?";
 }
 
-ExpertLayout detectExpertLayout(const TensorSource& source) {
-  return scanExpertNames(source).layout;
+ExpertLayout detectExpertLayout(const TensorSource& source, const HubExpertNames& hub) {
+  return scanExpertNames(source, hub).layout;
 }
 
 FusedExpertView::FusedExpertView(const TensorSource& base,
                                  const FusedViewOptions& options)
-    : base_(base) {
+    : base_(base), hub_(options.hub) {
   const std::string where = base.where();
-  ExpertScan scan = scanExpertNames(base);
+  const auto& kHubProjs = hub_.projs;
+  ExpertScan scan = scanExpertNames(base, hub_);
   layout_ = scan.layout;
   names_ = std::move(scan.others);
+  baseName_ = std::move(scan.baseName);
 
   for (const std::string& prefix : scan.fusedPrefixes) {
     const std::string gu = fusedGateUpName(prefix), dn = fusedDownName(prefix);
     for (const auto& [have, missing] : {std::pair{gu, dn}, std::pair{dn, gu}})
-      if (!base.has(missing))
+      if (!base.has(baseName(missing)))
         fail(where, ": tensor '", have, "' has no partner '", missing, "'");
-    checkFusedPair(where, prefix, base.shape(gu), base.shape(dn),
-                   base.scalarType(gu), base.scalarType(dn), options.numExperts);
+    checkFusedPair(where, prefix, base.shape(baseName(gu)), base.shape(baseName(dn)),
+                   base.scalarType(baseName(gu)), base.scalarType(baseName(dn)),
+                   options.numExperts);
   }
 
   for (const auto& [prefix, experts] : scan.hub) {
     HubModule m;
     m.prefix = prefix;
+    m.basePrefix = renameBlock(prefix, kMemBlock, hub_.hubBlock);
     m.numExperts = experts.rbegin()->first + 1;
     if (static_cast<int64_t>(experts.size()) != m.numExperts) {
       int64_t missing = 0;
@@ -201,10 +238,10 @@ FusedExpertView::FusedExpertView(const TensorSource& base,
     for (const auto& [e, present] : experts)
       for (int p = 0; p < 3; ++p)
         if (!present[p])
-          fail(where, ": tensor '", hubExpertName(prefix, e, kHubProjs[p]),
+          fail(where, ": tensor '", hubExpertName(m.basePrefix, e, kHubProjs[p]),
                "' is missing (expert ", e, " has other projections)");
 
-    const std::string ref = hubExpertName(prefix, 0, kHubProjs[kGate]);
+    const std::string ref = hubExpertName(m.basePrefix, 0, kHubProjs[kGate]);
     const std::vector<int64_t> gate = base.shape(ref);
     if (gate.size() != 2)
       fail(where, ": tensor '", ref, "' has shape ", formatShape(gate),
@@ -216,7 +253,7 @@ FusedExpertView::FusedExpertView(const TensorSource& base,
         gate, gate, std::vector<int64_t>{m.hidden, m.intermediate}};
     for (int64_t e = 0; e < m.numExperts; ++e)
       for (int p = 0; p < 3; ++p) {
-        const std::string name = hubExpertName(prefix, e, kHubProjs[p]);
+        const std::string name = hubExpertName(m.basePrefix, e, kHubProjs[p]);
         const std::vector<int64_t> s = base.shape(name);
         if (s != want[p])
           fail(where, ": tensor '", name, "' has shape ", formatShape(s),
@@ -241,7 +278,7 @@ bool FusedExpertView::has(const std::string& name) const {
 
 std::vector<int64_t> FusedExpertView::shape(const std::string& name) const {
   auto it = hubByFusedName_.find(name);
-  if (it == hubByFusedName_.end()) return base_.shape(name);
+  if (it == hubByFusedName_.end()) return base_.shape(baseName(name));
   const HubModule& m = it->second;
   if (name == fusedGateUpName(m.prefix))
     return {m.numExperts, 2 * m.intermediate, m.hidden};
@@ -268,13 +305,18 @@ std::string FusedExpertView::whereOf(const std::string& name) const {
 
 at::ScalarType FusedExpertView::scalarType(const std::string& name) const {
   auto it = hubByFusedName_.find(name);
-  return it == hubByFusedName_.end() ? base_.scalarType(name) : it->second.type;
+  return it == hubByFusedName_.end() ? base_.scalarType(baseName(name)) : it->second.type;
+}
+
+const std::string& FusedExpertView::baseName(const std::string& name) const {
+  auto it = baseName_.find(name);
+  return it == baseName_.end() ? name : it->second;
 }
 
 at::Tensor FusedExpertView::readSlice(
     const std::string& name, const std::vector<SliceRange>& ranges) const {
   auto it = hubByFusedName_.find(name);
-  if (it == hubByFusedName_.end()) return base_.readSlice(name, ranges);
+  if (it == hubByFusedName_.end()) return base_.readSlice(baseName(name), ranges);
   const HubModule& m = it->second;
   return readHubSlice(m, name == fusedGateUpName(m.prefix), ranges);
 }
@@ -288,7 +330,7 @@ at::Tensor FusedExpertView::readHubSlice(
   for (int64_t e = r[0].start; e < r[0].start + r[0].length; ++e) {
     if (!gateUp) {
       perExpert.push_back(
-          base_.readSlice(hubExpertName(m.prefix, e, kHubProjs[kDown]), {r[1], r[2]}));
+          base_.readSlice(hubExpertName(m.basePrefix, e, hub_.projs[kDown]), {r[1], r[2]}));
       continue;
     }
     // Fused rows [begin, end) of [0, 2·I): gate rows are [0, I), up rows
@@ -297,11 +339,11 @@ at::Tensor FusedExpertView::readHubSlice(
     const int64_t inter = m.intermediate;
     std::vector<at::Tensor> parts;
     if (begin < inter)
-      parts.push_back(base_.readSlice(hubExpertName(m.prefix, e, kHubProjs[kGate]),
+      parts.push_back(base_.readSlice(hubExpertName(m.basePrefix, e, hub_.projs[kGate]),
                                       {{begin, std::min(end, inter) - begin}, r[2]}));
     if (end > inter) {
       const int64_t upBegin = std::max(begin, inter) - inter;
-      parts.push_back(base_.readSlice(hubExpertName(m.prefix, e, kHubProjs[kUp]),
+      parts.push_back(base_.readSlice(hubExpertName(m.basePrefix, e, hub_.projs[kUp]),
                                       {{upBegin, end - inter - upBegin}, r[2]}));
     }
     perExpert.push_back(parts.size() == 1 ? parts[0] : at::cat(parts, 0));
@@ -322,13 +364,14 @@ std::map<std::string, at::Tensor> readAllFused(const TensorSource& source,
 
 std::vector<std::pair<std::string, at::Tensor>> toHubLayout(
     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-    const std::string& where) {
+    const std::string& where, const HubExpertNames& hub) {
   std::map<std::string, at::Tensor> byName(tensors.begin(), tensors.end());
   std::vector<std::pair<std::string, at::Tensor>> out;
+  const auto toHub = [&](const std::string& n) { return renameBlock(n, kMemBlock, hub.hubBlock); };
   for (const auto& [name, t] : tensors) {
-    const ParsedName p = parseExpertName(where, name);
+    const ParsedName p = parseExpertName(where, name, hub);
     if (p.kind == NameKind::kOther || p.kind == NameKind::kHub) {
-      out.emplace_back(name, t);
+      out.emplace_back(toHub(name), t);
       continue;
     }
     const std::string gu = fusedGateUpName(p.prefix), dn = fusedDownName(p.prefix);
@@ -341,12 +384,13 @@ std::vector<std::pair<std::string, at::Tensor>> toHubLayout(
     checkFusedPair(where, p.prefix, gateUp.sizes().vec(), down.sizes().vec(),
                    gateUp.scalar_type(), down.scalar_type(), /*numExperts=*/-1);
     const int64_t inter = gateUp.size(1) / 2;
+    const std::string hubPrefix = toHub(p.prefix);
     for (int64_t e = 0; e < gateUp.size(0); ++e) {
-      out.emplace_back(hubExpertName(p.prefix, e, kHubProjs[kGate]),
+      out.emplace_back(hubExpertName(hubPrefix, e, hub.projs[kGate]),
                        gateUp[e].narrow(0, 0, inter).contiguous());
-      out.emplace_back(hubExpertName(p.prefix, e, kHubProjs[kUp]),
+      out.emplace_back(hubExpertName(hubPrefix, e, hub.projs[kUp]),
                        gateUp[e].narrow(0, inter, inter).contiguous());
-      out.emplace_back(hubExpertName(p.prefix, e, kHubProjs[kDown]),
+      out.emplace_back(hubExpertName(hubPrefix, e, hub.projs[kDown]),
                        down[e].contiguous());
     }
   }

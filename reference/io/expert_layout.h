@@ -2,7 +2,9 @@
 // Expert weight layouts: Hugging Face hub per-expert tensors vs our fused
 // tensors, and a view that makes any checkpoint look fused.
 //
-// Hub layout (what Qwen3-MoE checkpoints on the hub store), per expert e:
+// Hub layout (what save_pretrained writes), per expert e, with the
+// family's projection names (HubExpertNames; Qwen3-MoE's shown, Mixtral's
+// are w1 / w3 / w2 under model.layers.N.block_sparse_moe):
 //   <prefix>.<e>.gate_proj.weight   [I, H]
 //   <prefix>.<e>.up_proj.weight     [I, H]
 //   <prefix>.<e>.down_proj.weight   [H, I]
@@ -17,6 +19,7 @@
 // selected rows/columns of those).
 #include <ATen/ATen.h>
 
+#include <array>
 #include <map>
 #include <string>
 #include <utility>
@@ -45,15 +48,26 @@ enum class ExpertLayout {
 };
 const char* layoutName(ExpertLayout layout);
 
+// A family's hub naming of the MoE block (reference/model/family.h holds
+// each family's values): the hub block segment `hubBlock` of
+// "model.layers.N.<hubBlock>." stands for "mlp" in memory (every tensor of
+// the block: router and experts), and the per-expert projections are named
+// projs = {gate, up, down}.
+struct HubExpertNames {
+  std::string hubBlock = "mlp";
+  std::array<std::string, 3> projs = {"gate_proj", "up_proj", "down_proj"};
+};
+
 // The layout of `source`'s expert tensors. Throws HarnessError when the
 // source mixes both layouts or holds a per-expert tensor we do not know
-// (e.g. "<prefix>.0.gate_proj.bias").
-ExpertLayout detectExpertLayout(const TensorSource& source);
+// (e.g. "<prefix>.0.gate_proj.bias", or another family's projection name).
+ExpertLayout detectExpertLayout(const TensorSource& source, const HubExpertNames& hub = {});
 
 struct FusedViewOptions {
   // When >= 0, every experts module must have exactly this many experts
   // (the config's num_experts): more is reported as extra experts.
   int64_t numExperts = -1;
+  HubExpertNames hub;
 };
 
 // `base` with its expert tensors presented in the fused layout; other tensors
@@ -84,7 +98,8 @@ class FusedExpertView : public TensorSource {
  private:
   // One experts module stored per expert in `base_`.
   struct HubModule {
-    std::string prefix;
+    std::string prefix;      // in memory: model.layers.N.mlp.experts
+    std::string basePrefix;  // in `base_`: model.layers.N.<hubBlock>.experts
     int64_t numExperts = 0;
     int64_t intermediate = 0;  // I
     int64_t hidden = 0;        // H
@@ -94,10 +109,14 @@ class FusedExpertView : public TensorSource {
                           const std::vector<SliceRange>& ranges) const;
 
   const TensorSource& base_;
+  HubExpertNames hub_;
   ExpertLayout layout_ = ExpertLayout::kNone;
   std::vector<std::string> names_;  // sorted
   // fused name (gate_up or down) -> its hub module
   std::map<std::string, HubModule> hubByFusedName_;
+  // in-memory name -> name in `base_`, for tensors of a renamed hub block
+  std::map<std::string, std::string> baseName_;
+  const std::string& baseName(const std::string& name) const;
 };
 
 // Every tensor of `source` with experts in the fused layout, by name.
@@ -110,10 +129,12 @@ std::map<std::string, at::Tensor> readAllFused(
 // emitted at its gate_up_proj's position as gate, up, down per expert.
 // gate_up: [E, 2·I, H]   down: [E, H, I]. Throws HarnessError (prefixed by
 // `where`) for a missing partner or inconsistent shapes.
+// With a renamed hub block (`hub.hubBlock` != "mlp"), every tensor of
+// model.layers.N.mlp. is written under model.layers.N.<hubBlock>.
 // Tests and tools write hub-layout files with writeSafetensors(path,
 // toHubLayout(tensors)).
 std::vector<std::pair<std::string, at::Tensor>> toHubLayout(
     const std::vector<std::pair<std::string, at::Tensor>>& tensors,
-    const std::string& where = "toHubLayout");
+    const std::string& where = "toHubLayout", const HubExpertNames& hub = {});
 
 }  // namespace moe::io

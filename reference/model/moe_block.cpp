@@ -3,6 +3,7 @@
 #include "common/error.h"
 #include "kernels/grouped_matmul.h"
 #include "kernels/permute.h"
+#include "reference/model/family.h"
 
 namespace moe::ref {
 
@@ -36,11 +37,22 @@ torch::Tensor groupedExpertsForward(const torch::Tensor& xPerm,
                        {/*wideInput=*/false, partialSums.wideOutput, partialSums.computeDtype});
 }
 
-torch::Tensor loopExpertsForward(const torch::Tensor& x, const torch::Tensor& topkIdx,
-                                 const torch::Tensor& topkWeights, const LocalExperts& experts) {
+namespace {
+
+// The dtype the routing weights multiply the expert outputs in: the compute
+// dtype (Qwen3-MoE casts its top-k weights to it), or, for a family that
+// keeps them fp32 through the combine (ModelFamily::fp32Combine, Mixtral),
+// the wider of the two: the weighted sum is then rounded to x's dtype once.
+torch::ScalarType combineDtype(const torch::Tensor& x, const torch::Tensor& topkWeights, bool wide) {
+  return wide ? promoteTypes(x.scalar_type(), topkWeights.scalar_type()) : x.scalar_type();
+}
+
+torch::Tensor loopExperts(const torch::Tensor& x, const torch::Tensor& topkIdx,
+                          const torch::Tensor& topkWeights, const LocalExperts& experts, bool wide) {
   const int64_t numLocal = experts.gateUp.size(0), inter = experts.down.size(2);
-  auto out = torch::zeros_like(x);
-  auto weights = topkWeights.to(x.scalar_type());
+  const auto dt = combineDtype(x, topkWeights, wide);
+  auto out = torch::zeros_like(x, x.options().dtype(dt));
+  auto weights = topkWeights.to(dt);
   for (int64_t e = 0; e < numLocal; ++e) {
     // nonzero() lists (token, slot) pairs in token order.
     auto hits = topkIdx.eq(experts.firstExpert + e).nonzero();  // [n, 2]
@@ -50,9 +62,29 @@ torch::Tensor loopExpertsForward(const torch::Tensor& x, const torch::Tensor& to
     auto y = swiglu(x.index_select(0, tokens), gateUp.narrow(0, 0, inter),
                     gateUp.narrow(0, inter, inter), experts.down[e]);
     auto w = weights.index({tokens, slots}).unsqueeze(1);  // [n, 1]
-    out = out.index_add(0, tokens, y * w);
+    out = out.index_add(0, tokens, y.to(dt) * w);
   }
-  return out;
+  return out.to(x.scalar_type());
+}
+
+// kernels::unpermuteCombine with the weights kept in their own dtype: the
+// slots are promoted, weighted and summed left to right there (the order
+// unpermuteCombine uses), then rounded once.
+// yPerm: [T*k, H], topkWeights: [T, k] -> [T, H]
+torch::Tensor wideCombine(const torch::Tensor& yPerm, const kernels::PermutePlan& plan,
+                          const torch::Tensor& topkWeights) {
+  const auto dt = combineDtype(yPerm, topkWeights, /*wide=*/true);
+  auto weighted = kernels::unpermuteTokens(yPerm, plan).to(dt) * topkWeights.to(dt).unsqueeze(-1);
+  auto out = weighted.select(1, 0);
+  for (int64_t j = 1; j < plan.topK; ++j) out = out + weighted.select(1, j);
+  return out.to(yPerm.scalar_type());
+}
+
+}  // namespace
+
+torch::Tensor loopExpertsForward(const torch::Tensor& x, const torch::Tensor& topkIdx,
+                                 const torch::Tensor& topkWeights, const LocalExperts& experts) {
+  return loopExperts(x, topkIdx, topkWeights, experts, /*wide=*/false);
 }
 
 MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& weights,
@@ -61,14 +93,16 @@ MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& we
   MOE_ASSERT_EQ(weights.experts.gateUp.size(0), numExperts, "single-device block holds all experts");
   auto router = routeTokens(x, weights.router, config);
   const auto& routing = router.routing;
+  const bool wide = familyOf(config).fp32Combine();
   torch::Tensor out;
   if (config.expertsImplementation == "loop") {
-    out = loopExpertsForward(x, routing.topkIdx, routing.topkWeights, weights.experts);
+    out = loopExperts(x, routing.topkIdx, routing.topkWeights, weights.experts, wide);
   } else {
     auto plan = kernels::makePermutePlan(routing.topkIdx, numExperts);
     auto y = groupedExpertsForward(kernels::permuteTokens(x, plan), plan.numTokensPerExpertHost,
                                    weights.experts);
-    out = kernels::unpermuteCombine(y, plan, routing.topkWeights);
+    out = wide ? wideCombine(y, plan, routing.topkWeights)
+               : kernels::unpermuteCombine(y, plan, routing.topkWeights);
   }
   if (weights.sharedExpertGate.defined()) {
     auto shared = swiglu(x, weights.sharedGate, weights.sharedUp, weights.sharedDown);

@@ -1,6 +1,7 @@
 #include "reference/model/params.h"
 
 #include "common/error.h"
+#include "reference/model/family.h"
 
 namespace moe::ref {
 
@@ -16,8 +17,10 @@ std::vector<ParamSpec> parameterSpecs(const ModelConfig& c) {
     specs.push_back({p + "self_attn.k_proj.weight", {c.numKeyValueHeads * d, h}});
     specs.push_back({p + "self_attn.v_proj.weight", {c.numKeyValueHeads * d, h}});
     specs.push_back({p + "self_attn.o_proj.weight", {h, c.numAttentionHeads * d}});
-    specs.push_back({p + "self_attn.q_norm.weight", {d}});
-    specs.push_back({p + "self_attn.k_norm.weight", {d}});
+    if (familyOf(c).qkNorm()) {
+      specs.push_back({p + "self_attn.q_norm.weight", {d}});
+      specs.push_back({p + "self_attn.k_norm.weight", {d}});
+    }
     if (c.isMoeLayer(i)) {
       const int64_t e = c.numExperts, m = c.moeIntermediateSize;
       specs.push_back({p + "mlp.gate.weight", {e, h}});

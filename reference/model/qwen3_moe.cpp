@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "kernels/routing.h"
+#include "reference/model/family.h"
 #include "reference/model/moe_block.h"
 
 namespace moe::ref {
@@ -59,10 +60,14 @@ torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
   const int64_t numHeads = wq.size(0) / d, numKv = wk.size(0) / d;
   MOE_ASSERT(numKv > 0 && numHeads % numKv == 0, "heads ", numHeads, " kv heads ", numKv);
   // [B, S, heads, d] -> per-head norm -> [B, heads, S, d]
-  auto q = rmsNorm(project(x, wq, in).view({b, s, numHeads, d}), getParam(params, prefix + "self_attn.q_norm.weight"),
-                   config.rmsNormEps).transpose(1, 2);
-  auto k = rmsNorm(project(x, wk, in).view({b, s, numKv, d}), getParam(params, prefix + "self_attn.k_norm.weight"),
-                   config.rmsNormEps).transpose(1, 2);
+  auto q = project(x, wq, in).view({b, s, numHeads, d});
+  auto k = project(x, wk, in).view({b, s, numKv, d});
+  if (familyOf(config).qkNorm()) {
+    q = rmsNorm(q, getParam(params, prefix + "self_attn.q_norm.weight"), config.rmsNormEps);
+    k = rmsNorm(k, getParam(params, prefix + "self_attn.k_norm.weight"), config.rmsNormEps);
+  }
+  q = q.transpose(1, 2);
+  k = k.transpose(1, 2);
   auto v = project(x, w("self_attn.v_proj.weight"), in).view({b, s, numKv, d}).transpose(1, 2);
   // The tables are computed on the host (the same numbers on every device)
   // and moved to the activations' device.

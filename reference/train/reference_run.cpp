@@ -15,6 +15,7 @@
 #include "reference/io/safetensors.h"
 #include "reference/io/sharded_safetensors.h"
 #include "reference/model/init.h"
+#include "reference/train/hub_naming.h"
 
 namespace moe::ref {
 namespace fs = std::filesystem;
@@ -56,7 +57,7 @@ ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config, cons
 
 ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config, const CheckpointOptions& options) {
   const std::string file = source.where();
-  io::FusedExpertView view(source, io::FusedViewOptions{/*numExperts=*/config.numExperts});
+  io::FusedExpertView view(source, fusedViewOptions(config));
   ParamMap params;
   std::set<std::string> expected;
   for (const auto& spec : parameterSpecs(config)) {

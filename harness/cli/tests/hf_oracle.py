@@ -38,8 +38,8 @@ except Exception as e:  # pragma: no cover
 
 torch.set_num_threads(1)
 
-# Tiny configs, one per family. mlp_only_layers makes layer 0 dense, so both
-# the dense MLP and the experts are compared.
+# Tiny configs, one per family. qwen3_moe: mlp_only_layers makes layer 0
+# dense, so both the dense MLP and the experts are compared.
 FAMILIES = {
     "qwen3_moe": dict(
         config=lambda: transformers.Qwen3MoeConfig(
@@ -48,7 +48,18 @@ FAMILIES = {
             num_experts=8, num_experts_per_tok=2, norm_topk_prob=True, mlp_only_layers=[0],
             router_aux_loss_coef=0.01, max_position_embeddings=64),
         model=lambda c: transformers.Qwen3MoeForCausalLM(c),
-        experts="model.layers.1.mlp.experts",
+        experts="model.layers.1.mlp.experts", gate_up=("gate_proj", "up_proj"),
+    ),
+    # Every Mixtral layer is MoE (experts of width intermediate_size), no
+    # q/k norms; the hub names the block block_sparse_moe and the expert
+    # projections w1 (gate), w3 (up), w2 (down).
+    "mixtral": dict(
+        config=lambda: transformers.MixtralConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=16, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, num_local_experts=8,
+            num_experts_per_tok=2, router_aux_loss_coef=0.01, max_position_embeddings=64),
+        model=lambda c: transformers.MixtralForCausalLM(c),
+        experts="model.layers.0.block_sparse_moe.experts", gate_up=("w1", "w3"),
     ),
 }
 
@@ -82,14 +93,15 @@ def rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def plant_swap_gate_up(ckpt, planted, experts):
-    """Copies the checkpoint with expert 0's gate_proj and up_proj exchanged."""
+def plant_swap_gate_up(ckpt, planted, experts, gate_up):
+    """Copies the checkpoint with expert 0's gate and up projections exchanged
+    (gate_up: the family's hub names of the two)."""
     os.makedirs(planted)
     tensors = {}
     for f in sorted(os.listdir(ckpt)):
         if f.endswith(".safetensors"):
             tensors.update(load_file(os.path.join(ckpt, f)))
-    g, u = f"{experts}.0.gate_proj.weight", f"{experts}.0.up_proj.weight"
+    g, u = (f"{experts}.0.{p}.weight" for p in gate_up)
     if g not in tensors or u not in tensors:
         raise SystemExit(f"cannot plant: {g} / {u} not in the checkpoint (keys: {sorted(tensors)[:5]} ...)")
     tensors[g], tensors[u] = tensors[u], tensors[g]
@@ -116,7 +128,7 @@ def check_family(tool, family, spec, dtype, plant, work):
     load_dir = ckpt
     if plant == "swap_gate_up":
         load_dir = os.path.join(work, family + "_planted")
-        plant_swap_gate_up(ckpt, load_dir, spec["experts"])
+        plant_swap_gate_up(ckpt, load_dir, spec["experts"], spec["gate_up"])
         print(f"{family}: planted swap_gate_up in {spec['experts']}.0")
 
     out = os.path.join(work, family + "_" + dtype)

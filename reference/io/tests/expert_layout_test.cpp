@@ -96,6 +96,37 @@ TEST_P(ExpertLayoutFiles, HubAndFusedFilesGiveBitwiseIdenticalFusedTensors) {
   }
 }
 
+// Mixtral's hub naming (transformers 5.25 save_pretrained): the block is
+// block_sparse_moe (router included) and the projections are w1 (gate),
+// w3 (up), w2 (down); written by hand here, not through toHubLayout.
+TEST_P(ExpertLayoutFiles, MixtralHubNamingConvertsBothWays) {
+  const at::ScalarType type = GetParam();
+  const HubExpertNames mixtral{"block_sparse_moe", {"w1", "w3", "w2"}};
+  const auto fused = fusedCheckpoint(type);
+  std::map<std::string, at::Tensor> hand;
+  hand["model.embed_tokens.weight"] = fused[0].second;
+  const char* projs[] = {"w1", "w3", "w2"};
+  for (int64_t l = 0; l < kLayers; ++l) {
+    const std::string b = "model.layers." + std::to_string(l) + ".block_sparse_moe.";
+    hand[b + "gate.weight"] = at::full({kExperts, kHidden}, static_cast<double>(l), at::kFloat).to(type);
+    for (int64_t e = 0; e < kExperts; ++e)
+      for (int64_t p = 0; p < 3; ++p)
+        hand[b + "experts." + std::to_string(e) + "." + projs[p] + ".weight"] = hubWeight(l, e, p, type);
+  }
+  // fused -> hub: exactly the hand-written tensors.
+  writeSafetensors(dir_.file("mixtral"), toHubLayout(fused, "writer", mixtral));
+  SafetensorsReader file(dir_.file("mixtral"));
+  ASSERT_EQ(file.names().size(), hand.size());
+  for (const auto& [name, t] : hand) EXPECT_TRUE(bitwiseEqual(file.read(name), t)) << name;
+  // hub -> fused: the in-memory names and values.
+  EXPECT_EQ(detectExpertLayout(file, mixtral), ExpertLayout::kHub);
+  const auto back = readAllFused(file, {/*numExperts=*/kExperts, mixtral});
+  ASSERT_EQ(back.size(), fused.size());
+  for (const auto& [name, t] : fused) EXPECT_TRUE(bitwiseEqual(back.at(name), t)) << name;
+  // Read with Qwen3-MoE's naming, w1 is an unknown per-expert tensor.
+  EXPECT_ERROR_HAS(FusedExpertView(file), "w1.weight");
+}
+
 TEST_P(ExpertLayoutFiles, ExpertSliceOfAHubFileReadsOnlyThoseExperts) {
   const at::ScalarType type = GetParam();
   const auto fused = fusedCheckpoint(type);

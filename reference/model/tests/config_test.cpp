@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "reference/model/config.h"
+#include "reference/model/family.h"
 
 namespace moe::ref {
 namespace {
@@ -106,7 +107,8 @@ TEST(ModelConfig, FamilyIsRequiredAndNeverGuessed) {
   auto j = hfWritten();
   j.erase("model_type");
   expectError(j, {"model_type", "missing"});
-  expectError(with(hfWritten(), "model_type", "mixtral"), {"model_type", "mixtral", "not an implemented family"});
+  expectError(with(hfWritten(), "model_type", "deepseek_v3"),
+              {"model_type", "deepseek_v3", "not an implemented family", "mixtral, qwen3_moe"});
   expectError(with(hfWritten(), "model_type", 3), {"model_type", "string"});
 }
 
@@ -124,6 +126,79 @@ TEST(ModelConfig, FieldsThatChangeTheMathsAreRefusedWithTheirValue) {
   expectError(with(hfWritten(), "rope_theta", 10000.0), {"rope_theta", "rope_parameters.rope_theta", "disagree"});
   expectError(with(hfWritten(), "num_experts", 8), {"num_experts", "num_local_experts", "disagree"});
   expectError(with(hfWritten(), "some_new_field", 1), {"unknown field some_new_field", "1"});
+}
+
+// What transformers 5.25's MixtralConfig(...).save_pretrained writes for a
+// tiny config (copied from its config.json, not from our writer).
+json mixtralWritten() {
+  return json::parse(R"({
+    "architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1,
+    "dtype": "float32", "eos_token_id": 2, "head_dim": null, "hidden_act": "silu",
+    "hidden_size": 32, "initializer_range": 0.02, "intermediate_size": 16,
+    "max_position_embeddings": 64, "model_type": "mixtral", "num_attention_heads": 4,
+    "num_experts_per_tok": 2, "num_hidden_layers": 2, "num_key_value_heads": 2,
+    "num_local_experts": 8, "output_router_logits": false, "pad_token_id": null,
+    "rms_norm_eps": 1e-05, "rope_parameters": {"rope_theta": 1000000.0, "rope_type": "default"},
+    "router_aux_loss_coef": 0.01, "router_jitter_noise": 0.0, "sliding_window": null,
+    "tie_word_embeddings": false, "transformers_version": "5.25.0", "use_cache": true,
+    "vocab_size": 64})");
+}
+
+TEST(MixtralConfig, ReadsWhatHuggingFaceWrites) {
+  const auto c = ModelConfig::fromJson(mixtralWritten());
+  EXPECT_EQ(c.modelType, "mixtral");
+  EXPECT_EQ(c.numExperts, 8);
+  EXPECT_EQ(c.numMoeLayers(), 2);  // every layer is MoE
+  EXPECT_EQ(c.moeIntermediateSize, 16);  // the expert width is intermediate_size
+  EXPECT_TRUE(c.normTopkProb);
+  EXPECT_EQ(c.headDim, 8);  // hidden_size / num_attention_heads
+  EXPECT_EQ(c.ropeTheta, 1e6);
+  EXPECT_EQ(c.rmsNormEps, 1e-5);
+  EXPECT_FALSE(familyOf(c).qkNorm());
+  EXPECT_EQ(familyOf(c).hubExpertNaming().hubBlock, "block_sparse_moe");
+  // Round trip in mixtral's own field names.
+  const json back = c.toJson();
+  EXPECT_EQ(back["architectures"][0], "MixtralForCausalLM");
+  EXPECT_EQ(back["num_local_experts"], 8);
+  EXPECT_FALSE(back.contains("moe_intermediate_size"));
+  EXPECT_EQ(ModelConfig::fromJson(back).toJson(), back);
+  EXPECT_EQ(ModelConfig::fromJson(tinyMixtralTestConfig().toJson()).toJson(),
+            tinyMixtralTestConfig().toJson());
+}
+
+TEST(MixtralConfig, AbsentFieldsMeanMixtralConfigDefaults) {
+  auto j = mixtralWritten();
+  for (const char* k : {"rms_norm_eps", "rope_parameters", "num_experts_per_tok", "router_aux_loss_coef"})
+    j.erase(k);
+  const auto c = ModelConfig::fromJson(j);
+  EXPECT_EQ(c.rmsNormEps, 1e-5);
+  EXPECT_EQ(c.ropeTheta, 1e6);
+  EXPECT_EQ(c.numExpertsPerTok, 2);
+  EXPECT_EQ(c.routerAuxLossCoef, 0.001);
+}
+
+TEST(MixtralConfig, RefusalsNameTheFieldAndValue) {
+  const auto j = mixtralWritten();
+  expectError(with(j, "router_jitter_noise", 0.1), {"router_jitter_noise", "0.1", "not implemented"});
+  expectError(with(j, "sliding_window", 4096), {"sliding_window", "4096", "sliding-window"});
+  expectError(with(j, "hidden_act", "gelu"), {"hidden_act", "\"gelu\""});
+  expectError(with(j, "attention_dropout", 0.1), {"attention_dropout", "0.1"});
+  expectError(with(j, "rope_scaling", {{"type", "linear"}, {"factor", 2.0}}), {"rope_scaling", "linear"});
+  expectError(with(j, "rope_parameters", {{"rope_type", "yarn"}, {"rope_theta", 1e6}}),
+              {"rope_parameters.rope_type", "yarn"});
+  // Qwen3-MoE's fields are unknown to mixtral: never half-read.
+  expectError(with(j, "moe_intermediate_size", 8), {"unknown field moe_intermediate_size", "8", "mixtral"});
+  expectError(with(j, "norm_topk_prob", false), {"unknown field norm_topk_prob", "mixtral"});
+  expectError(with(j, "mlp_only_layers", {0}), {"unknown field mlp_only_layers"});
+  expectError(with(j, "use_sliding_window", false), {"unknown field use_sliding_window"});
+  expectError(with(j, "num_experts", 4), {"num_experts", "num_local_experts", "disagree"});
+  expectError(with(j, "num_local_experts", 0), {"num_local_experts", "> 0"});
+  expectError(with(j, "num_experts_per_tok", 9), {"num_experts_per_tok", "exceeds"});
+  auto noVocab = j;
+  noVocab.erase("vocab_size");
+  expectError(noVocab, {"vocab_size", "missing"});
+  // A Qwen3-MoE config relabelled mixtral is refused, not read as Mixtral.
+  expectError(with(hfWritten(), "model_type", "mixtral"), {"unknown field", "mixtral"});
 }
 
 }  // namespace

@@ -287,16 +287,17 @@ std::vector<int64_t> FusedExpertView::shape(const std::string& name) const {
 
 std::string FusedExpertView::whereOf(const std::string& name) const {
   auto it = hubByFusedName_.find(name);
-  if (it == hubByFusedName_.end()) return base_.whereOf(name);
+  if (it == hubByFusedName_.end()) return base_.whereOf(baseName(name));
   // The file of every per-expert tensor when they share one, so a sharded
-  // checkpoint's NaN is still traced to its shard.
+  // checkpoint's NaN is still traced to its shard. The family's hub names
+  // (hub_), under the block's name in the file (basePrefix).
   const HubModule& m = it->second;
   const bool gateUp = name == fusedGateUpName(m.prefix);
   std::string file;
   for (int64_t e = 0; e < m.numExperts; ++e)
-    for (const char* proj : gateUp ? std::vector<const char*>{"gate_proj", "up_proj"}
-                                   : std::vector<const char*>{"down_proj"}) {
-      const std::string w = base_.whereOf(hubExpertName(m.prefix, e, proj));
+    for (const std::string& proj : gateUp ? std::vector<std::string>{hub_.projs[kGate], hub_.projs[kUp]}
+                                          : std::vector<std::string>{hub_.projs[kDown]}) {
+      const std::string w = base_.whereOf(hubExpertName(m.basePrefix, e, proj));
       if (file.empty()) file = w;
       if (w != file) return where();
     }

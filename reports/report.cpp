@@ -1,5 +1,6 @@
 #include "reports/report.h"
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 
@@ -166,6 +167,41 @@ MeasuredMemorySummary measuredMemory(const RunResult& r) {
   out.measuredRatio = m.value("measured_ratio", 0.0);
   out.declaredRatio = m.value("declared_ratio", 0.0);
   out.peakRatio = m.value("peak_ratio", 0.0);
+  return out;
+}
+
+const std::vector<std::string>& phaseNames() {
+  static const std::vector<std::string> names = {"spawn",  "rendezvous", "load",   "reference",
+                                                 "steps",  "checks",     "report", "other"};
+  return names;
+}
+
+PhaseTotals phaseTotals(const Report& report) {
+  PhaseTotals t;
+  std::map<std::string, double> sums;
+  for (const auto& r : report.runs) {
+    const auto it = r.timings.find("phases");
+    if (it == r.timings.end() || !it->is_object() || it->empty()) continue;
+    ++t.runs;
+    for (const auto& kv : it->items())
+      if (kv.value().is_number()) sums[kv.key()] += kv.value().get<double>();
+  }
+  for (const auto& name : phaseNames())
+    if (sums.count(name)) t.seconds.emplace_back(name, sums[name]);
+  return t;
+}
+
+std::string phaseText(const RunResult& r) {
+  const auto it = r.timings.find("phases");
+  if (it == r.timings.end() || !it->is_object()) return "";
+  std::string out;
+  for (const auto& name : phaseNames()) {
+    const auto v = it->find(name);
+    if (v == it->end() || !v->is_number()) continue;
+    char buf[32];  // two decimals: phases of a tiny run are tenths of a second
+    std::snprintf(buf, sizeof buf, "%.2f s", v->get<double>());
+    out += (out.empty() ? "" : ", ") + name + " " + buf;
+  }
   return out;
 }
 

@@ -11,6 +11,7 @@
 //           names the rank; `flightRecorder` points at the traces);
 //  - skip:  not run on purpose (e.g. nccl without GPUs); `reason` says why.
 #include <map>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,19 @@ RunResult runResultFromJson(const nlohmann::json& j);
 Report reportFromJson(const nlohmann::json& j);
 // Reads report.json (or a directory holding it). HarnessError naming the file.
 Report readReport(const std::string& path);
+
+// Where the time goes: the phases of a run in order (spawn, rendezvous,
+// load, reference, steps, checks, report, other; harness/conformance/
+// run_result.h defines each), and the sum of each over runs that have it
+// (a run that ended in an error before its result has none).
+const std::vector<std::string>& phaseNames();
+struct PhaseTotals {
+  std::vector<std::pair<std::string, double>> seconds;  // phaseNames() order, phases seen only
+  int runs = 0;                                          // runs that reported phases
+};
+PhaseTotals phaseTotals(const Report& report);
+// One run's phases as "spawn 0.12 s, rendezvous 0.05 s, ...", or "" without.
+std::string phaseText(const RunResult& r);
 
 // Margins: how much of each tolerance a run used (measured / tolerance; > 1
 // fails). Keys: "loss" (max |Δloss| / loss_abs), "grads" and "params" (the

@@ -202,6 +202,8 @@ int runPlan(const RunPlanOptions& o) {
   RunMemoryProbe memProbe;  // counts tensor storage from here on (run_plan_memory.h)
   at::set_num_threads(1);  // ranks share the machine's cores
   const auto t0 = std::chrono::steady_clock::now();
+  RunTimings phases;  // where the time goes (run_result.h); copied into the result
+  phases.spawnSeconds = launch::secondsSinceSpawn();
   comm::CommOptions co;
   co.backend = o.backend;
   // Validated first: an unknown device or nccl with cpu fails here, on every
@@ -214,7 +216,10 @@ int runPlan(const RunPlanOptions& o) {
   auto env = launch::rankEnvFromEnvironment();
   co.timeout = std::chrono::milliseconds(static_cast<int64_t>(o.commTimeout * 1000));
   validateWrapper(o);
+  const auto tRendezvous = std::chrono::steady_clock::now();
   auto world = launch::initWorld(env, co);
+  phases.rendezvousSeconds = secondsSince(tRendezvous);
+  const auto tLoad = std::chrono::steady_clock::now();
   const at::Device device = world->device();  // the device lane of every distributed tensor
   const ModelConfig cfg = ModelConfig::fromFile(o.configPath);
   // Every rank reads the same config, so every rank stops here, before any
@@ -253,7 +258,9 @@ int runPlan(const RunPlanOptions& o) {
     for (const auto& kv : initial) m[kv.key()] = kv.value();
     source = std::make_unique<io::MapTensorSource>(m, moe::str("init(seed ", o.seed, ")"));
   }
+  phases.loadSeconds = secondsSince(tLoad);  // config, plan, checkpoint scan; the rest after the reference
   const Reference reference = computeReference(o, cfg, initial, t, *world);
+  const auto tLoad2 = std::chrono::steady_clock::now();
 
   parallel::LoadOptions lo;
   lo.path = loadPath;
@@ -268,6 +275,7 @@ int runPlan(const RunPlanOptions& o) {
   // The loaded plan-local tensors are a temporary: every store copies what it
   // keeps, and a copy kept here would be measured as the wrapper's memory.
   parallel::DistTrainer trainer(cfg, mesh, applied, parallel::loadParams(lo), t, dopt);
+  phases.loadSeconds += secondsSince(tLoad2);
 
   // One context for every check; each reads what it needs (check_context.h).
   checks::CheckContext ctx;
@@ -293,7 +301,9 @@ int runPlan(const RunPlanOptions& o) {
   ctx.checkpoint = source.get();
   ctx.flatPartitions = &flat;
   std::map<const checks::Check*, checks::CheckResult> results;
+  const auto tChecks1 = std::chrono::steady_clock::now();
   runStage(ctx, /*afterLoad=*/true, results);
+  phases.checksSeconds = secondsSince(tChecks1);
   // Later only the partitions' layout is read (memory): a copy of their
   // values kept through training would be measured as the wrapper's memory.
   for (auto& p : flat) p.local = at::Tensor();
@@ -301,7 +311,9 @@ int runPlan(const RunPlanOptions& o) {
 
   // ---- training, keeping what the checks of step 1 read
   RunResult result;
-  result.timings = reference.timings;
+  result.timings = phases;
+  result.timings.referenceSeconds = reference.timings.referenceSeconds;
+  result.timings.referenceFromCache = reference.timings.referenceFromCache;
   std::vector<StepRecord> steps;
   std::vector<checks::ParamShard> grads1, afterStep1;
   checks::CommCounters step1Comm;
@@ -344,6 +356,7 @@ int runPlan(const RunPlanOptions& o) {
   const auto finalShards = onHost(trainer.paramShards());
 
   // ---- after the last step
+  const auto tChecks2 = std::chrono::steady_clock::now();
   std::map<std::string, at::Tensor> refGradMap, refParamMap;
   for (const auto& kv : reference.result.gradsStep1) refGradMap[kv.key()] = kv.value();
   for (const auto& kv : reference.result.finalParams) refParamMap[kv.key()] = kv.value();
@@ -371,6 +384,7 @@ int runPlan(const RunPlanOptions& o) {
   ctx.memory = &memory;
   ctx.measuredMemory = &measuredMemory;
   runStage(ctx, /*afterLoad=*/false, results);
+  result.timings.checksSeconds += secondsSince(tChecks2);
 
   result.passed = true;
   for (const checks::Check* c : checks::checksInOrder())

@@ -45,10 +45,18 @@ nlohmann::json RunResult::toJson() const {
 }
 
 nlohmann::json RunTimings::toJson() const {
+  double steps = 0;
+  for (double x : stepSeconds) steps += x;
+  nlohmann::json phases = {{"rendezvous", rendezvousSeconds}, {"load", loadSeconds},
+                           {"reference", referenceSeconds},   {"steps", steps},
+                           {"checks", checksSeconds}};
+  // Unknown is left out rather than written as null (docs/errors.md, non-finite JSON).
+  if (spawnSeconds >= 0) phases["spawn"] = spawnSeconds;
   return {{"reference_seconds", referenceSeconds},
           {"reference_from_cache", referenceFromCache},
           {"step_seconds", stepSeconds},
-          {"total_seconds", totalSeconds}};
+          {"total_seconds", totalSeconds},
+          {"phases", phases}};
 }
 
 namespace {
@@ -182,6 +190,11 @@ RunResult RunResult::fromJson(const nlohmann::json& j) {
   r.timings.referenceFromCache = optional<bool>(t, "reference_from_cache", false, "timings");
   r.timings.stepSeconds = optional<std::vector<double>>(t, "step_seconds", {}, "timings");
   r.timings.totalSeconds = optional<double>(t, "total_seconds", 0.0, "timings");
+  const auto phases = container(t, "phases", value_t::object, "timings");
+  r.timings.spawnSeconds = optional<double>(phases, "spawn", -1.0, "timings.phases");
+  r.timings.rendezvousSeconds = optional<double>(phases, "rendezvous", 0.0, "timings.phases");
+  r.timings.loadSeconds = optional<double>(phases, "load", 0.0, "timings.phases");
+  r.timings.checksSeconds = optional<double>(phases, "checks", 0.0, "timings.phases");
   return r;
 }
 

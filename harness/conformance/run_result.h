@@ -31,12 +31,26 @@ struct StepComparison {
   ref::StepRecord reference;
 };
 
+// Where rank 0's time went (issue 20 point 4), in seconds. The phases
+// follow each other and do not overlap: spawn (the launcher's fork to
+// run-plan's first line: exec, dynamic loading of libtorch, the command
+// line), rendezvous (the store and the process group), load (config, plan,
+// checkpoint scan, the loading path, the wrapper's set-up), reference (the
+// single-device run or its cache), steps, checks (both stages, with their
+// gathers). The runner adds report (reading the result into the report)
+// and other (the rest of the job's wall time: exit, teardown, output).
 struct RunTimings {
+  double spawnSeconds = -1;  // < 0: unknown (not started by the harness's launcher)
+  double rendezvousSeconds = 0;
+  double loadSeconds = 0;
   double referenceSeconds = 0;
   bool referenceFromCache = false;
   std::vector<double> stepSeconds;
+  double checksSeconds = 0;
   double totalSeconds = 0;
-  nlohmann::json toJson() const;  // the "timings" object
+  // The "timings" object: the fields above, plus "phases" {spawn (only when
+  // known), rendezvous, load, reference, steps, checks}.
+  nlohmann::json toJson() const;
 };
 
 struct RunResult {

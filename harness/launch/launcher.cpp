@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <chrono>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -124,6 +125,10 @@ class Job {
     if (pipe2(outPipe, O_CLOEXEC) || pipe2(errPipe, O_CLOEXEC) || pipe2(portPipe, O_CLOEXEC))
       fail("launch: pipe(): ", strerror(errno));
     pid_t parent = getpid();
+    // Formatted before the fork: the child only calls setenv with it.
+    const std::string spawnNs = std::to_string(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count());
     pid_t pid = fork();
     if (pid < 0) fail("launch: fork() for rank ", rank, ": ", strerror(errno));
     if (pid == 0) {
@@ -160,6 +165,7 @@ class Job {
       setenv("GROUP_RANK", "0", 1);
       setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
       setenv("MOE_HARNESS_TRACE_DIR", traceDir_.c_str(), 1);
+      setenv(kSpawnTimeEnv, spawnNs.c_str(), 1);
       // Under ctest's GPU allocation the job sees exactly its GPUs (unless
       // the user chose them), so concurrent tests never share one.
       if (getenv("CUDA_VISIBLE_DEVICES") == nullptr) {

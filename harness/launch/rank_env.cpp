@@ -1,5 +1,6 @@
 #include "harness/launch/rank_env.h"
 
+#include <chrono>
 #include <cstdlib>
 
 #include "harness/comm/flight_recorder.h"
@@ -99,6 +100,17 @@ std::string ctestAllocatedGpus(const std::function<const char*(const char*)>& ge
     ids += (ids.empty() ? "" : ",") + id;
   }
   return ids;
+}
+
+double secondsSinceSpawn() {
+  const char* v = std::getenv(kSpawnTimeEnv);
+  if (!v || !*v) return -1;
+  char* end = nullptr;
+  const long long ns = std::strtoll(v, &end, 10);
+  if (*end != '\0' || ns <= 0) return -1;
+  const auto now = std::chrono::steady_clock::now().time_since_epoch();
+  const double s = std::chrono::duration<double>(now - std::chrono::nanoseconds(ns)).count();
+  return s >= 0 ? s : -1;  // another host's clock (a copied environment): unknown
 }
 
 }  // namespace moe::launch

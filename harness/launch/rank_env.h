@@ -36,6 +36,14 @@ struct RankEnv {
 
 // Throws HarnessError naming the missing or malformed variable.
 RankEnv rankEnvFromEnvironment();
+
+// The launcher sets this in each rank: its steady_clock (CLOCK_MONOTONIC,
+// one clock for every process of a host) in nanoseconds just before the
+// fork, so a rank can tell how long it took to start.
+inline constexpr const char* kSpawnTimeEnv = "MOE_HARNESS_SPAWN_NS";
+// Seconds from the launcher's fork to now, or -1 when this process was not
+// started by the harness's launcher (or the value is unreadable).
+double secondsSinceSpawn();
 bool runningUnderLauncher();  // RANK and WORLD_SIZE are set
 
 // The GPUs ctest allocated to the running test (RESOURCE_GROUPS with

@@ -104,6 +104,22 @@ std::string userErrorOf(const std::deque<std::string>& lines) {
   return "";
 }
 
+// The runner's phases next to run-plan's (conformance/run_result.h,
+// RunTimings): report, reading the result into this run's record, and
+// other, the job's wall time that no phase accounts for (process exit,
+// teardown, the launcher's output handling, ranks other than rank 0
+// finishing later). `wallSeconds` is the job's wall time.
+void addRunnerPhases(RunResult& r, double wallSeconds, double reportSeconds) {
+  nlohmann::json& phases = r.timings["phases"];
+  if (!phases.is_object()) phases = nlohmann::json::object();
+  double accounted = 0;
+  for (const auto& kv : phases.items())
+    if (kv.value().is_number()) accounted += kv.value().get<double>();
+  phases["report"] = reportSeconds;
+  phases["other"] = std::max(0.0, wallSeconds - accounted);
+  r.timings["wall_seconds"] = wallSeconds;
+}
+
 // Fills steps, checks and the verdict from run-plan's result.
 void readRunPlanResult(const RunSpec& spec, const conformance::RunResult& j, RunResult& r) {
   for (const auto& s : j.steps)
@@ -254,6 +270,7 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
     return r;
   }
   r.seconds = lr.seconds;
+  const auto tReport = std::chrono::steady_clock::now();  // the job has ended
   out.flush();
   err.flush();
   std::lock_guard<std::mutex> lock(tailMu);
@@ -272,6 +289,7 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   if (haveResult && !lr.timedOut && (lr.ok || lr.exitCode() == 1)) {
     try {
       readRunPlanResult(spec, conformance::RunResult::fromJson(doc), r);
+      addRunnerPhases(r, lr.seconds, std::chrono::duration<double>(std::chrono::steady_clock::now() - tReport).count());
     } catch (const std::exception& e) {
       r.status = Status::kError;
       r.reason = moe::str("could not read the run's result: ", e.what());

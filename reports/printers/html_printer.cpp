@@ -190,6 +190,14 @@ class HtmlPrinter : public ReportPrinter {
     os << "<p>libtorch " << esc(report.environment.value("torch_version", "?")) << ", backend "
        << esc(report.environment.value("backend", "?")) << ", git " << esc(report.environment.value("git_revision", "?"))
        << ", host " << esc(report.environment.value("host", "?")) << ".</p>\n";
+    if (const PhaseTotals pt = phaseTotals(report); pt.runs > 0) {
+      // Summed over runs: with --jobs > 1 runs overlap, so the sum may exceed the suite's wall time.
+      os << "<h2>Where the time goes</h2>\n<p>Summed over " << pt.runs << " runs.</p>\n<table><tr>";
+      for (const auto& kv : pt.seconds) os << "<th>" << esc(kv.first) << "</th>";
+      os << "</tr>\n<tr>";
+      for (const auto& kv : pt.seconds) os << "<td>" << esc(formatSeconds(kv.second)) << "</td>";
+      os << "</tr></table>\n";
+    }
     os << "<h2>Summary</h2>\n<table><tr><th>run</th><th>status</th><th>world</th><th>mesh</th><th>dtype</th>"
        << "<th>margins (measured / tolerance)</th><th>time</th><th>reason</th></tr>\n";
     for (const auto& r : report.runs) {
@@ -213,6 +221,7 @@ class HtmlPrinter : public ReportPrinter {
            << esc(r.spec.value("dtype", "")) << ", " << esc(r.spec.contains("steps") ? r.spec["steps"].dump() : "?")
            << " steps, seed " << esc(r.spec.contains("seed") ? r.spec["seed"].dump() : "?") << "; "
            << esc(formatSeconds(r.seconds)) << "</p>\n";
+      if (const std::string ph = phaseText(r); !ph.empty()) os << "<p>Phases: " << esc(ph) << ".</p>\n";
       charts(os, r);
       os << "\n";
       if (const auto m = measuredMemory(r); m.ranks() > 0)

@@ -37,6 +37,12 @@ class MarkdownPrinter : public ReportPrinter {
     os << "Environment: libtorch " << report.environment.value("torch_version", "?") << ", backend "
        << report.environment.value("backend", "?") << ", git " << report.environment.value("git_revision", "?")
        << ", host " << report.environment.value("host", "?") << ".\n\n";
+    if (const PhaseTotals pt = phaseTotals(report); pt.runs > 0) {
+      // Summed over runs: with --jobs > 1 runs overlap, so the sum may exceed the suite's wall time.
+      os << "Where the time goes (summed over " << pt.runs << " runs):";
+      for (const auto& [name, secs] : pt.seconds) os << " " << name << " " << formatSeconds(secs) << ";";
+      os << "\n\n";
+    }
     os << "Margins are measured / tolerance (above 1 fails).\n\n";
     os << "| run | status | world | mesh | dtype | margins | time | result |\n";
     os << "|---|---|---|---|---|---|---|---|\n";

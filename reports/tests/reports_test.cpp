@@ -117,6 +117,26 @@ TEST(Printers, EveryFormatShowsTheErrorReason) {
   EXPECT_NE(junit.find("tests=\"4\" failures=\"1\" errors=\"1\" skipped=\"1\""), std::string::npos);
 }
 
+TEST(Phases, SummedOverRunsInPhaseOrderAndShownInMarkdownAndHtml) {
+  Report rep = sample();
+  rep.runs[0].timings["phases"] = {{"steps", 1.5}, {"spawn", 0.25}, {"report", 0.01}, {"other", 0.1}};
+  rep.runs[1].timings["phases"] = {{"steps", 0.5}, {"load", 2.0}};
+  const PhaseTotals t = phaseTotals(rep);
+  EXPECT_EQ(t.runs, 2);  // the error and the skip have none
+  const std::vector<std::pair<std::string, double>> want = {
+      {"spawn", 0.25}, {"load", 2.0}, {"steps", 2.0}, {"report", 0.01}, {"other", 0.1}};
+  EXPECT_EQ(t.seconds, want);
+  EXPECT_EQ(phaseText(rep.runs[0]), "spawn 0.25 s, steps 1.50 s, report 0.01 s, other 0.10 s");
+  EXPECT_EQ(phaseText(rep.runs[2]), "");
+  EXPECT_NE(printed("md", rep).find("Where the time goes (summed over 2 runs): spawn 0.2 s; load 2.0 s; steps 2.0 s;"),
+            std::string::npos);
+  const std::string html = printed("html", rep);
+  EXPECT_NE(html.find("<h2>Where the time goes</h2>"), std::string::npos);
+  EXPECT_NE(html.find("Phases: spawn 0.25 s, steps 1.50 s"), std::string::npos);
+  // No phases anywhere: no section rather than an empty one.
+  EXPECT_EQ(printed("md", sample()).find("Where the time goes"), std::string::npos);
+}
+
 TEST(Margins, MeasuredOverTolerance) {
   const auto m = margins(run("ok.fp32", Status::kPass, 4e-6));
   ASSERT_EQ(m.count("loss"), 1u);

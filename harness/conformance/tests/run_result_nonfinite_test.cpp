@@ -13,6 +13,36 @@
 namespace moe::conformance {
 namespace {
 
+TEST(RunTimingsPhases, RoundTripAndAnUnknownSpawnIsLeftOutNotNull) {
+  RunResult r;
+  r.timings.rendezvousSeconds = 0.5;
+  r.timings.loadSeconds = 1.25;
+  r.timings.referenceSeconds = 2.0;
+  r.timings.stepSeconds = {0.25, 0.75};
+  r.timings.checksSeconds = 0.125;
+  const nlohmann::json j = r.toJson();
+  const auto& phases = j["timings"]["phases"];
+  EXPECT_FALSE(phases.contains("spawn")) << phases.dump();  // spawnSeconds < 0: unknown
+  EXPECT_EQ(phases["steps"].get<double>(), 1.0);          // the sum of the steps
+  EXPECT_EQ(phases["load"].get<double>(), 1.25);
+  EXPECT_EQ(phases["reference"].get<double>(), 2.0);
+  RunResult back = RunResult::fromJson(j);
+  EXPECT_EQ(back.timings.spawnSeconds, -1.0);
+  EXPECT_EQ(back.timings.rendezvousSeconds, 0.5);
+  EXPECT_EQ(back.timings.checksSeconds, 0.125);
+  r.timings.spawnSeconds = 0.375;
+  EXPECT_EQ(RunResult::fromJson(r.toJson()).timings.spawnSeconds, 0.375);
+  // A phase of the wrong type is named.
+  nlohmann::json bad = j;
+  bad["timings"]["phases"]["load"] = "slow";
+  try {
+    RunResult::fromJson(bad);
+    ADD_FAILURE() << "no error";
+  } catch (const HarnessError& e) {
+    EXPECT_NE(std::string(e.what()).find("timings.phases \"load\""), std::string::npos) << e.what();
+  }
+}
+
 TEST(NonFiniteRunResult, RoundTripsThroughTheDocumentedStrings) {
   const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
   RunResult r;

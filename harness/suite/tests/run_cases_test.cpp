@@ -228,6 +228,20 @@ TEST_F(RunCases, TheReferenceIsComputedOnceAndReused) {
     return nlohmann::json::parse(readFile(dir_ / name / "report.json"));
   };
   const auto first = suite("r1"), second = suite("r2");
+  // Every run says where its time went (issue 20 point 4): all eight phases,
+  // none negative, and run-plan's phases fit in the job's wall time.
+  for (const auto& run : first["runs"]) {
+    const auto& t = run["timings"];
+    ASSERT_TRUE(t.contains("phases")) << t.dump();
+    double inJob = 0;
+    for (const char* phase : {"spawn", "rendezvous", "load", "reference", "steps", "checks", "report", "other"}) {
+      ASSERT_TRUE(t["phases"].contains(phase)) << phase << " missing in " << t.dump();
+      EXPECT_GE(t["phases"][phase].get<double>(), 0.0) << phase;
+      if (std::string(phase) != "report") inJob += t["phases"][phase].get<double>();
+    }
+    EXPECT_GT(t["phases"]["spawn"].get<double>(), 0.0);
+    EXPECT_LE(inJob, t["wall_seconds"].get<double>() * 1.001 + 1e-3) << t.dump();
+  }
   EXPECT_FALSE(first["runs"][0]["timings"]["reference_from_cache"].get<bool>());
   EXPECT_TRUE(first["runs"][1]["timings"]["reference_from_cache"].get<bool>());
   EXPECT_TRUE(second["runs"][0]["timings"]["reference_from_cache"].get<bool>());

@@ -64,7 +64,8 @@ torch::Tensor loopExperts(const torch::Tensor& x, const torch::Tensor& topkIdx,
     auto w = weights.index({tokens, slots}).unsqueeze(1);  // [n, 1]
     out = out.index_add(0, tokens, y.to(dt) * w);
   }
-  return out.to(x.scalar_type());
+  // Unrounded when wide: the caller rounds once (after any tp sum).
+  return out;
 }
 
 // kernels::unpermuteCombine with the weights kept in their own dtype: the
@@ -83,8 +84,15 @@ torch::Tensor wideCombine(const torch::Tensor& yPerm, const kernels::PermutePlan
 }  // namespace
 
 torch::Tensor loopExpertsForward(const torch::Tensor& x, const torch::Tensor& topkIdx,
-                                 const torch::Tensor& topkWeights, const LocalExperts& experts) {
-  return loopExperts(x, topkIdx, topkWeights, experts, /*wide=*/false);
+                                 const torch::Tensor& topkWeights, const LocalExperts& experts,
+                                 bool fp32Combine) {
+  return loopExperts(x, topkIdx, topkWeights, experts, fp32Combine);
+}
+
+torch::Tensor combineExpertOutputs(const torch::Tensor& yPerm, const kernels::PermutePlan& plan,
+                                   const torch::Tensor& topkWeights, bool fp32Combine) {
+  return fp32Combine ? wideCombine(yPerm, plan, topkWeights)
+                     : kernels::unpermuteCombine(yPerm, plan, topkWeights);
 }
 
 MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& weights,
@@ -96,13 +104,13 @@ MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& we
   const bool wide = familyOf(config).fp32Combine();
   torch::Tensor out;
   if (config.expertsImplementation == "loop") {
-    out = loopExperts(x, routing.topkIdx, routing.topkWeights, weights.experts, wide);
+    out = loopExperts(x, routing.topkIdx, routing.topkWeights, weights.experts, wide)
+              .to(x.scalar_type());
   } else {
     auto plan = kernels::makePermutePlan(routing.topkIdx, numExperts);
     auto y = groupedExpertsForward(kernels::permuteTokens(x, plan), plan.numTokensPerExpertHost,
                                    weights.experts);
-    out = wide ? wideCombine(y, plan, routing.topkWeights)
-               : kernels::unpermuteCombine(y, plan, routing.topkWeights);
+    out = combineExpertOutputs(y, plan, routing.topkWeights, wide);
   }
   if (weights.sharedExpertGate.defined()) {
     auto shared = swiglu(x, weights.sharedGate, weights.sharedUp, weights.sharedDown);

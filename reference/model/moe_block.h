@@ -12,6 +12,7 @@
 
 #include <vector>
 
+#include "kernels/permute.h"
 #include "kernels/routing.h"
 #include "reference/model/config.h"
 #include "reference/model/partial_sums.h"
@@ -50,9 +51,25 @@ torch::Tensor groupedExpertsForward(const torch::Tensor& xPerm,
 // Reference loop: for each local expert, gather its tokens, run the SwiGLU,
 // scale by the routing weight and accumulate. Tokens routed to non-local
 // experts contribute nothing (a rank's partial sum).
+// fp32Combine (ModelFamily::fp32Combine): the weights keep their own dtype
+// and the weighted outputs are accumulated in the wider of x's and theirs;
+// the sum is returned UNROUNDED in that dtype, so a caller that still sums
+// partial outputs (MoE tensor parallelism) rounds once, after that sum.
+// Otherwise the weights are cast to x's dtype and the result is in it.
 // x: [T, H], topkIdx: [T, k] (global expert ids), topkWeights: [T, k] -> [T, H]
 torch::Tensor loopExpertsForward(const torch::Tensor& x, const torch::Tensor& topkIdx,
-                                 const torch::Tensor& topkWeights, const LocalExperts& experts);
+                                 const torch::Tensor& topkWeights, const LocalExperts& experts,
+                                 bool fp32Combine = false);
+
+// The weighted combine of the expert outputs of every (token, slot) row, as
+// the family rounds it. fp32Combine false (Qwen3-MoE): the weights are cast
+// to yPerm's dtype (kernels::unpermuteCombine). fp32Combine true (Mixtral,
+// ModelFamily::fp32Combine): the slots are promoted to the wider of the two
+// dtypes, weighted and summed left to right there (unpermuteCombine's
+// order), and the sum is rounded to yPerm's dtype once.
+// yPerm: [T*k, H] (plan order), topkWeights: [T, k] -> [T, H] in yPerm's dtype
+torch::Tensor combineExpertOutputs(const torch::Tensor& yPerm, const kernels::PermutePlan& plan,
+                                   const torch::Tensor& topkWeights, bool fp32Combine);
 
 struct MoeBlockWeights {
   torch::Tensor router;  // [E, H]

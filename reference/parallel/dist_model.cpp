@@ -5,6 +5,7 @@
 #include "harness/comm/flight_recorder.h"
 #include "common/error.h"
 #include "kernels/permute.h"
+#include "reference/model/family.h"
 #include "reference/model/moe_block.h"
 #include "reference/model/qwen3_moe.h"
 #include "reference/mutants/mutation_points.h"
@@ -81,6 +82,11 @@ struct DistTrainer::Impl {
   int64_t stepCount = 0;
   DispatchStats dispatch;
 
+  // The family's structural traits (reference/model/family.h): the model
+  // asks them, never a parameter's name, what the family computes.
+  bool qkNorm = true;       // self_attn.{q,k}_norm exist and are applied
+  bool fp32Combine = false;  // expert outputs weighted and summed in fp32
+
   std::shared_ptr<comm::Communicator> tp, ep, stats;
   ModelPlan model;                 // what the styles declared (layer_plan.h)
   std::vector<std::string> dpDims;
@@ -98,6 +104,9 @@ struct DistTrainer::Impl {
        ref::TrainOptions o, DistOptions d)
       : config(std::move(c)), mesh(m), plan(std::move(p)), options(o), distOptions(std::move(d)),
         optimizer(o.adamw), device(m.world()->device()) {
+    const auto& family = ref::familyOf(config);
+    qkNorm = family.qkNorm();
+    fp32Combine = family.fp32Combine();
     // Shards on another device are moved once (a no-op for those already
     // there); the store copies what it keeps.
     ParamMap local;
@@ -159,15 +168,17 @@ struct DistTrainer::Impl {
     return it->second;
   }
 
-  // The parameters attentionForward reads, as fetched for this step; norm
-  // weights stay fp32 (rmsNorm rounds them straight-through, see there).
+  // The parameters attentionForward reads, as fetched for this step: the
+  // q/k norms only for a family that has them (it reads them by the same
+  // trait); norm weights stay fp32 (rmsNorm rounds them straight-through).
   ParamMap attentionParams(const std::string& p, torch::ScalarType dt) {
     ParamMap m;
     for (const char* n : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
                           "self_attn.o_proj.weight"})
       m.insert(p + n, w(p + n, dt));
-    for (const char* n : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
-      m.insert(p + n, w(p + n, torch::kFloat));
+    if (qkNorm)
+      for (const char* n : {"self_attn.q_norm.weight", "self_attn.k_norm.weight"})
+        m.insert(p + n, w(p + n, torch::kFloat));
     return m;
   }
 
@@ -239,24 +250,27 @@ struct DistTrainer::Impl {
       EpDispatchOptions eo{/*numExperts=*/config.numExperts, config.expertsImplementation};
       if (reduceRows) eo.reduceExpertOutputs = tp.get();
       eo.partialSums = ps;
+      eo.fp32Combine = fp32Combine;
       auto r = epExpertsForward(xe, idx, wts, ex, *ep, eo);
       dispatch.tokensSent += sum(r.numTokensPerRank);
       dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
       out = r.out;
     } else if (config.expertsImplementation == "loop") {
-      out = ref::loopExpertsForward(xe, idx, wts, ex);
+      // Under fp32Combine the (partial) sum stays fp32 until rounded below,
+      // after the tp reduction when there is one.
+      out = ref::loopExpertsForward(xe, idx, wts, ex, fp32Combine);
     } else {
       auto pl = kernels::makePermutePlan(idx, config.numExperts);
       auto y = ref::groupedExpertsForward(kernels::permuteTokens(xe, pl), pl.numTokensPerExpertHost, ex, ps);
       if (reduceRows) y = reducePartialExperts(y).to(dt);
-      out = kernels::unpermuteCombine(y, pl, wts);
+      out = ref::combineExpertOutputs(y, pl, wts, fp32Combine);
     }
     if (moeTp && sp) {
       out = reduceScatterAlongDim(out.view({b, -1, h}), *tp, 1, pieces).to(dt);
     } else if (moeTp && !reduceRows) {
       out = reducePartialExperts(out).view({b, sl, h}).to(dt);
     } else {
-      out = out.view({b, sl, h});
+      out = out.view({b, sl, h}).to(dt);
     }
     if (config.sharedExpertIntermediateSize > 0) {
       auto shared = ref::swiglu(xt, w(p + "mlp.shared_expert.gate_proj.weight", dt),

@@ -1,8 +1,15 @@
 #pragma once
-// The distributed Qwen3-MoE model and training step: the reference model's
-// math (reference/model/qwen3_moe.h) on this rank's local parameters, with
-// the communication an applied plan asks for, such that loss, gradients and
+// The distributed MoE model and training step: the reference model's math
+// (reference/model/qwen3_moe.h) on this rank's local parameters, with the
+// communication an applied plan asks for, such that loss, gradients and
 // parameters equal the single-device reference run.
+//
+// Families: what differs between them is asked of the config's family
+// (reference/model/family.h), as the single-device model does: q/k norms
+// (qkNorm) and how the expert outputs are combined (fp32Combine, in every
+// combine: single rank, MoE tensor parallelism, EP dispatch). The router is
+// the shared one (moe_block.h routeTokens: fp32 softmax over all experts,
+// top-k, renormalised when the config says so: always for Mixtral).
 //
 // Mesh roles:
 //  - tp: tensor (and sequence) parallelism; tp ranks see the same batch rows.

@@ -95,7 +95,7 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
   if (sent < numRows)  // rows never sent contribute zero
     yPerm = torch::cat({yPerm, torch::zeros({numRows - sent, yPerm.size(1)}, yPerm.options())});
   EpDispatchResult r;
-  r.out = kernels::unpermuteCombine(yPerm, plan, topkWeights);
+  r.out = ref::combineExpertOutputs(yPerm, plan, topkWeights, options.fp32Combine);
   r.numTokensPerRank = inSplits;
   r.numTokensReceivedPerLocalExpert = perExpert;
   return r;

@@ -11,8 +11,8 @@
 //  4. regroup the received rows (source-major) local-expert-major and run the
 //     local experts (grouped: groupedExpertsForward; loop: loopExpertsForward);
 //  5. reverse all_to_all_single, then the weighted combine on the token's rank
-//     (kernels::unpermuteCombine), so the routing weights and the router-score
-//     gradient never leave the token's rank.
+//     (ref::combineExpertOutputs, rounding as the family does), so the routing
+//     weights and the router-score gradient never leave the token's rank.
 // Every step is differentiable (allToAllRows is a custom autograd function),
 // so gradients reach x, the routing weights and the local expert weights.
 // A rank whose experts get no tokens, or that sends none, takes part with
@@ -39,6 +39,11 @@ struct EpDispatchOptions {
   // x arrives in fp32 (its rows are dispatched in fp32) and the experts'
   // partial outputs are reduced in fp32, then rounded to the experts' dtype.
   ref::PartialSums partialSums;
+  // The model family's combine (ModelFamily::fp32Combine, Mixtral): the
+  // returned rows are weighted and summed in fp32 and rounded once
+  // (ref::combineExpertOutputs); otherwise the weights are cast to the rows'
+  // dtype first (Qwen3-MoE).
+  bool fp32Combine = false;
 };
 
 struct EpDispatchResult {

@@ -9,6 +9,7 @@
 #include "harness/comm/flight_recorder.h"
 #include "kernels/routing.h"
 #include "reference/parallel/dist_model.h"
+#include "reference/model/family.h"
 #include "reference/model/params.h"
 
 namespace moe::parallel {
@@ -70,20 +71,25 @@ std::vector<CommExpectation> expectedStepComm(const StepCommInputs& in) {
     const bool moeTp = lp.moeTp;
     const bool epOn = lp.epOn;
     const bool loop = config.expertsImplementation == "loop";
-    // Grouped experts keep fp32 partial sums; the loop computes in dt.
+    // Grouped experts keep fp32 partial sums; the loop computes in dt. The
+    // loop's combined output is in the routing dtype under the family's fp32
+    // combine (moe_block.h loopExpertsForward), except after EP dispatch,
+    // whose combine rounds to dt (ep_dispatch.h).
     const int64_t moeAct = loop ? tokens * hidden * esize : tpAct;
+    const bool wideLoopOut = loop && !epOn && ref::familyOf(config).fp32Combine();
+    const int64_t moeOut = wideLoopOut ? tokens * hidden * wsize : moeAct;
     if (moeTp && sp) {
       add(*tp, OpType::kAllGather, moeAct);                // x
       add(*tp, OpType::kReduceScatter, moeAct);            // x's adjoint
       add(*tp, OpType::kAllGather, tokens * k * 8);        // top-k ids (int64)
       add(*tp, OpType::kAllGather, tokens * k * wsize);    // top-k weights
       add(*tp, OpType::kReduceScatter, tokens * k * wsize);  // their adjoint
-      add(*tp, OpType::kReduceScatter, moeAct);            // output
-      add(*tp, OpType::kAllGather, moeAct);                // output's adjoint
+      add(*tp, OpType::kReduceScatter, moeOut);            // output
+      add(*tp, OpType::kAllGather, moeOut);                // output's adjoint
     } else if (moeTp) {
       add(*tp, OpType::kAllReduce, moeAct);  // expert input gradient
       if (loop) {
-        add(*tp, OpType::kAllReduce, moeAct);  // combined output
+        add(*tp, OpType::kAllReduce, moeOut);  // combined output
         add(*tp, OpType::kAllReduce, tokens * k * wsize);  // routing-weight gradient
       } else {
         // per expert row: [T*k, H] rows without EP; with EP the rows this

@@ -53,8 +53,20 @@ ref::ModelConfig tinyMoe(int64_t numExperts) {
   return c;
 }
 
+// The same sizes as a mixtral config: every layer MoE with experts of width
+// 16, no q/k norms, the fp32 combine (reference/model/family.h traits).
+ref::ModelConfig tinyMixtral(int64_t numExperts) {
+  auto c = tinyMoe(numExperts);
+  c.modelType = "mixtral";
+  c.intermediateSize = c.moeIntermediateSize;
+  c.mlpOnlyLayers.clear();
+  c.validate();
+  return c;
+}
+
 using testing::joinPlans;
 using testing::kEpPlan;
+using testing::kMixtralTpPlan;
 using testing::kSpEntries;
 using testing::kTpPlan;
 
@@ -65,7 +77,14 @@ struct E2ECase {
   ref::Precision precision = ref::Precision::kFp32;
   int64_t steps = 3;
   std::string expertsImplementation = "grouped";
+  std::string modelType = "qwen3_moe";
 };
+
+ref::ModelConfig configOf(const E2ECase& c) {
+  auto cfg = c.modelType == "mixtral" ? tinyMixtral(c.numExperts) : tinyMoe(c.numExperts);
+  cfg.expertsImplementation = c.expertsImplementation;
+  return cfg;
+}
 
 struct Diffs {
   double maxAbs = 0;
@@ -108,8 +127,7 @@ int runE2E(const E2ECase& c) {
   auto world = ranktest::rankWorld();
   mesh::DeviceMesh mesh(world, c.mesh);
   const int rank = world->rank();
-  auto cfg = tinyMoe(c.numExperts);
-  cfg.expertsImplementation = c.expertsImplementation;
+  auto cfg = configOf(c);
   ref::TrainOptions opts;
   opts.steps = c.steps;
   opts.precision = c.precision;
@@ -156,7 +174,8 @@ int runE2E(const E2ECase& c) {
     compare(params, "param " + sh.name, sh.local,
             ref::sliceLocal(ref::getParam(reference.finalParams, sh.name), layout), c.precision);
   }
-  std::cout << std::setprecision(3) << "rank " << rank << " " << mesh::DeviceMesh::describe(c.mesh)
+  std::cout << std::setprecision(3) << "rank " << rank << " " << c.modelType << " "
+            << mesh::DeviceMesh::describe(c.mesh)
             << " " << ref::precisionName(c.precision) << " " << c.expertsImplementation
             << ": max |d loss| " << maxLoss << " |d ce| " << maxCe << " |d aux| " << maxAux
             << " rel d gradnorm " << maxNorm << "; grads max|d| " << grads.maxAbs << " (rel norm "
@@ -258,6 +277,104 @@ TEST(DistTrainGloo, Ep3SixExpertsBf16) {
   E2ECase c{{{"ep", 3}}, kEpPlan, /*numExperts=*/6};
   c.precision = ref::Precision::kBf16;
   expectRun(3, c);
+}
+
+// --- Mixtral: the family's traits in the distributed model ---------------
+// (no q/k norms: the model must not fetch them; the fp32 combine in every
+// combine: single rank, MoE tensor parallelism, EP dispatch)
+
+// One rank, every region and expert module local: the distributed step
+// (attention without q/k norms, the family's combine) must compute what the
+// single-device trainer does: loss, every step-1 gradient and every final
+// parameter, each judged on its relative norm error, to rounding.
+int runOneRankMatchesSingleDevice(ref::Precision precision, const std::string& impl, double tol) {
+  auto world = ranktest::rankWorld();
+  mesh::DeviceMesh mesh(world, {{"tp", 1}});
+  E2ECase c{{{"tp", 1}}, kMixtralTpPlan};
+  c.modelType = "mixtral";
+  c.expertsImplementation = impl;
+  auto cfg = configOf(c);
+  ref::TrainOptions opts;
+  opts.steps = 2;
+  opts.precision = precision;
+  opts.seed = 11;
+  opts.batchSize = 4;
+  opts.seqLen = 8;
+  auto init = ref::initParameters(cfg, opts.seed);
+  auto reference = ref::train(cfg, init, opts);
+  auto applied = plan::applyPlan(plan::Plan::parse(c.plan), cfg, mesh.shape());
+  for (const auto& pp : applied.params)
+    RANK_CHECK(pp.name.find("_norm.") == std::string::npos || pp.name.find("self_attn") == std::string::npos,
+               "mixtral plan holds a q/k norm parameter: ", pp.name);
+  DistTrainer trainer(cfg, mesh, applied, distributeParams(applied, mesh, init), opts);
+  double worstLoss = 0, worstGrad = 0, worstParam = 0;
+  std::string worstGradName;
+  auto relErr = [](const torch::Tensor& got, const torch::Tensor& want) {
+    auto g = got.to(torch::kDouble), w = want.to(torch::kDouble);
+    return (g - w).norm().item<double>() / std::max(w.norm().item<double>(), 1e-30);
+  };
+  for (int64_t s = 1; s <= opts.steps; ++s) {
+    auto rec = trainer.step();
+    worstLoss = std::max(worstLoss, std::abs(rec.loss - reference.steps[s - 1].loss));
+    if (s == 1)
+      for (const auto& sh : trainer.gradShards()) {
+        const double e = relErr(sh.local, ref::getParam(reference.gradsStep1, sh.name));
+        if (e >= worstGrad) {
+          worstGrad = e;
+          worstGradName = sh.name;
+        }
+      }
+  }
+  for (const auto& sh : trainer.paramShards())
+    worstParam = std::max(worstParam, relErr(sh.local, ref::getParam(reference.finalParams, sh.name)));
+  std::cout << "mixtral 1 rank " << ref::precisionName(precision) << " " << impl << ": |d loss| " << worstLoss
+            << ", worst step-1 gradient rel norm error " << worstGrad << " (" << worstGradName
+            << "), worst final parameter " << worstParam << " (tolerance " << tol << ")" << std::endl;
+  RANK_CHECK(worstLoss <= tol && worstGrad <= tol && worstParam <= tol, "mixtral on one rank differs from the ",
+             "single-device run: |d loss| ", worstLoss, ", gradient ", worstGradName, " rel err ", worstGrad,
+             ", parameters ", worstParam, " (tolerance ", tol, ")");
+  return 0;
+}
+
+// Measured (libtorch 2.15, CPU): loss and step-1 gradients bit-identical
+// in fp32 and bf16, final parameters within 2e-8. Ignoring the family's
+// fp32 combine (the Qwen rounding) moves the bf16 loss by 4e-5, the worst
+// gradient by 1e-2 and the parameters by 5e-3: far beyond this tolerance,
+// and within the bf16 case tolerances (loss 5e-3, rel_norm 2e-2), which is
+// why the trait is judged here on one rank.
+constexpr double kBf16OneRankTol = 1e-6;
+
+void expectOneRank(ref::Precision precision, const std::string& impl, double tol) {
+  auto r = ranktest::runRanks(
+      1, [=](const launch::RankContext&) { return runOneRankMatchesSingleDevice(precision, impl, tol); }, 120);
+  std::cout << r.out;
+  ASSERT_TRUE(r.result.ok) << r.all();
+}
+
+TEST(DistTrainMixtral, OneRankEqualsSingleDeviceFp32) { expectOneRank(ref::Precision::kFp32, "grouped", 1e-6); }
+TEST(DistTrainMixtral, OneRankEqualsSingleDeviceBf16) { expectOneRank(ref::Precision::kBf16, "grouped", kBf16OneRankTol); }
+TEST(DistTrainMixtral, OneRankEqualsSingleDeviceBf16Loop) { expectOneRank(ref::Precision::kBf16, "loop", kBf16OneRankTol); }
+
+E2ECase mixtral(std::vector<mesh::MeshDim> m, std::string plan, ref::Precision p = ref::Precision::kFp32,
+                std::string impl = "grouped") {
+  E2ECase c{std::move(m), std::move(plan)};
+  c.modelType = "mixtral";
+  c.precision = p;
+  c.expertsImplementation = std::move(impl);
+  return c;
+}
+TEST(DistTrainMixtral, Ep2) { expectRun(2, mixtral({{"ep", 2}}, kEpPlan)); }
+TEST(DistTrainMixtral, Tp2) { expectRun(2, mixtral({{"tp", 2}}, kMixtralTpPlan)); }
+TEST(DistTrainMixtral, Tp2SequenceParallelLoop) {
+  expectRun(2, mixtral({{"tp", 2}}, joinPlans({kMixtralTpPlan, kSpEntries}), ref::Precision::kFp32, "loop"));
+}
+TEST(DistTrainMixtral, Ep2Bf16) { expectRun(2, mixtral({{"ep", 2}}, kEpPlan, ref::Precision::kBf16)); }
+TEST(DistTrainMixtral, Tp2Bf16) { expectRun(2, mixtral({{"tp", 2}}, kMixtralTpPlan, ref::Precision::kBf16)); }
+TEST(DistTrainMixtral, Tp2LoopBf16) {
+  expectRun(2, mixtral({{"tp", 2}}, kMixtralTpPlan, ref::Precision::kBf16, "loop"));
+}
+TEST(DistTrainMixtral, Ep2Tp2Bf16) {
+  expectRun(4, mixtral({{"ep", 2}, {"tp", 2}}, joinPlans({kEpPlan, kMixtralTpPlan}), ref::Precision::kBf16));
 }
 
 }  // namespace

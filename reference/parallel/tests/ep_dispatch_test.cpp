@@ -95,13 +95,63 @@ int runCase(mesh::DeviceMesh& mesh, int worldSize, Routing routing, const std::s
   return 0;
 }
 
+// The family's fp32 combine (Mixtral, EpDispatchOptions::fp32Combine) in
+// bf16. Expected: the single-device loop with fp32Combine, rounded once
+// (moe_block.h), an independent path (no permute, no all_to_all, index_add
+// per expert). With the loop implementation on both sides every expert sees
+// the same rows in the same order (ranks hold contiguous tokens), so its
+// bf16 outputs are the same bits, and with k = 2 the fp32 sums of the two
+// slots are too: the outputs must be identical. The bf16 combine (the
+// weights rounded first) must differ from them on this data, or the test
+// could not tell the two apart.
+int runWideCombineCase(mesh::DeviceMesh& mesh, int worldSize, int64_t seed) {
+  const int rank = mesh.world()->rank();
+  const int64_t tokensPerRank = 6, hidden = 8, inter = 6, topK = 2, numExperts = 2 * worldSize;
+  const int64_t numLocal = numExperts / worldSize, total = tokensPerRank * worldSize;
+  torch::manual_seed(seed);
+  auto tok = torch::arange(total, torch::kDouble).unsqueeze(1);
+  auto feat = torch::arange(hidden, torch::kDouble).unsqueeze(0);
+  auto xAll = (torch::sin(tok * 0.37 + feat * 0.11) + 0.01 * tok).to(torch::kBFloat16);
+  auto logitsAll = torch::randn({total, numExperts});
+  auto gateUp = (torch::randn({numExperts, 2 * inter, hidden}) * 0.3).to(torch::kBFloat16);
+  auto down = (torch::randn({numExperts, hidden, inter}) * 0.3).to(torch::kBFloat16);
+
+  auto all = kernels::topkRoute(logitsAll, {topK, /*normTopkProb=*/true});  // fp32 weights
+  auto want = ref::loopExpertsForward(xAll, all.topkIdx, all.topkWeights, {gateUp, down, 0},
+                                      /*fp32Combine=*/true)
+                  .to(torch::kBFloat16);
+  auto mine = [&](const torch::Tensor& t) { return t.narrow(0, rank * tokensPerRank, tokensPerRank); };
+  auto x = mine(xAll).clone();
+  auto r = kernels::topkRoute(mine(logitsAll).clone(), {topK, true});
+  const ref::LocalExperts local{gateUp.narrow(0, rank * numLocal, numLocal),
+                                down.narrow(0, rank * numLocal, numLocal), rank * numLocal};
+  EpDispatchOptions narrowOpts;
+  narrowOpts.numExperts = numExperts;
+  narrowOpts.expertsImplementation = "loop";
+  EpDispatchOptions wide = narrowOpts;
+  wide.fp32Combine = true;
+  auto got = epExpertsForward(x, r.topkIdx, r.topkWeights, local, *mesh.comm("ep"), wide).out;
+  auto narrow = epExpertsForward(x, r.topkIdx, r.topkWeights, local, *mesh.comm("ep"), narrowOpts).out;
+  const double dWide = maxDiff(got, mine(want)), dNarrow = maxDiff(narrow, mine(want));
+  std::cout << "rank " << rank << " world " << worldSize << " bf16 fp32Combine: max|d| " << dWide
+            << " (dtype " << got.scalar_type() << "); the bf16 combine differs by " << dNarrow << std::endl;
+  RANK_CHECK(got.scalar_type() == torch::kBFloat16, "rank ", rank, ": combined output in ", got.scalar_type(),
+             ", expected the experts' dtype BFloat16");
+  RANK_CHECK(dWide == 0, "rank ", rank, ": EP fp32 combine differs from the single-device one by ", dWide);
+  // Every rank judges the discrimination on the whole batch, so all agree.
+  auto nd = torch::tensor({dNarrow});
+  mesh.comm("ep")->allReduce(nd, comm::ReduceOp::kMax);
+  RANK_CHECK(nd.item<double>() > 0, "the bf16 and fp32 combines agree on this data: the test cannot tell them apart");
+  return 0;
+}
+
 int runAll(int worldSize) {
   auto world = ranktest::rankWorld();
   mesh::DeviceMesh mesh(world, {{"ep", worldSize}});
   for (auto routing : {Routing::kRandom, Routing::kNoTokensForLastRank, Routing::kExactTies})
     for (const char* impl : {"grouped", "loop"})
       if (int rc = runCase(mesh, worldSize, routing, impl, 100 + worldSize)) return rc;
-  return 0;
+  return runWideCombineCase(mesh, worldSize, 200 + worldSize);
 }
 
 TEST(EpDispatchGloo, TwoRanks) {

@@ -24,6 +24,17 @@ inline const char* kTpPlan = R"([
   ["model.layers.*.mlp.experts.down_proj", "moe_tp_down_rowwise"],
   ["model.layers.*.mlp.experts", "moe_experts_allreduce"]])";
 
+// Mixtral (every layer MoE, no dense MLP): kTpPlan without the dense MLP
+// rules, which would match nothing (an error).
+inline const char* kMixtralTpPlan = R"([
+  ["model.layers.*.self_attn.q_proj", "colwise"],
+  ["model.layers.*.self_attn.k_proj", "colwise"],
+  ["model.layers.*.self_attn.v_proj", "colwise"],
+  ["model.layers.*.self_attn.o_proj", "rowwise"],
+  ["model.layers.*.mlp.experts.gate_up_proj", "moe_tp_gate_up_colwise"],
+  ["model.layers.*.mlp.experts.down_proj", "moe_tp_down_rowwise"],
+  ["model.layers.*.mlp.experts", "moe_experts_allreduce"]])";
+
 inline const char* kSpEntries = R"([
   ["model.layers.*.input_layernorm", "sequence_parallel"],
   ["model.layers.*.post_attention_layernorm", "sequence_parallel"],

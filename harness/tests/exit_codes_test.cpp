@@ -3,6 +3,8 @@
 // error (a rejected command line included), 3 an internal error, 77
 // skipped, 124 a job timeout, 125 a proven collective desync.
 #include <gtest/gtest.h>
+
+#include "harness/tests/run_command.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,24 +16,10 @@ namespace {
 const std::string kHarness = MOE_HARNESS_BIN;
 const std::string kSrc = MOE_SOURCE_DIR;
 
-struct Proc {
-  int code = -1;
-  std::string out;  // stdout and stderr
-};
-
-Proc run(const std::string& args) {
-  Proc p;
-  FILE* f = popen((kHarness + " " + args + " 2>&1").c_str(), "r");
-  if (!f) return p;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) p.out.append(buf, n);
-  const int st = pclose(f);
-  p.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return p;
-}
-
-bool has(const Proc& p, const std::string& part) { return p.out.find(part) != std::string::npos; }
+using moe::testing::has;
+using moe::testing::Proc;
+// `moe-harness ARGS`
+Proc run(const std::string& args) { return moe::testing::runCommand(kHarness + " " + args); }
 
 std::string runPlan(int ranks, const std::string& mesh, const std::string& extra) {
   return "launch -n " + std::to_string(ranks) + " --timeout 240 -- " + kHarness + " run-plan --config " + kSrc +

@@ -13,6 +13,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "harness/tests/run_command.h"
 #include "harness/tests/rank_test_util.h"
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
@@ -290,18 +291,11 @@ TEST(JobRendezvous, ARankWithAnotherJobsTokenIsRefused) {
 TEST(JobRendezvous, IfaceBindsTheStoreAndTheRanksGlooDevice) {
   // `launch --iface lo`: the store on lo's address, selftest's Gloo devices
   // on lo through MOE_HARNESS_IFACE.
-  const auto p = [](const std::string& cmd) {
-    FILE* f = popen((cmd + " 2>&1").c_str(), "r");
-    std::string out;
-    char buf[4096];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof(buf), f)) > 0) out.append(buf, n);
-    return std::make_pair(WEXITSTATUS(pclose(f)), out);
-  }(kHarness + " launch -n 2 --iface lo --timeout 60 -- /bin/sh -c 'echo addr=$MASTER_ADDR iface=$MOE_HARNESS_IFACE && exec " +
+  const moe::testing::Proc p = moe::testing::runCommand(kHarness + " launch -n 2 --iface lo --timeout 60 -- /bin/sh -c 'echo addr=$MASTER_ADDR iface=$MOE_HARNESS_IFACE && exec " +
     kHarness + " selftest'");
-  EXPECT_EQ(p.first, 0) << p.second;
-  EXPECT_NE(p.second.find("[rank 1] addr=127.0.0.1 iface=lo"), std::string::npos) << p.second;
-  EXPECT_NE(p.second.find("backend gloo: ok"), std::string::npos) << p.second;
+  EXPECT_EQ(p.code, 0) << p.out;
+  EXPECT_NE(p.out.find("[rank 1] addr=127.0.0.1 iface=lo"), std::string::npos) << p.out;
+  EXPECT_NE(p.out.find("backend gloo: ok"), std::string::npos) << p.out;
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "harness/tests/run_command.h"
 #include "harness/conformance/run_result.h"
 #include "reference/io/safetensors.h"
 
@@ -25,24 +26,10 @@ const std::string kHarness = MOE_HARNESS_BIN;
 const std::string kSrc = MOE_SOURCE_DIR;
 const std::string kConfig = kSrc + "/cases/configs/tiny_moe.json";
 
-struct Proc {
-  int code = -1;
-  std::string out;
-};
-
-Proc run(const std::string& args) {
-  Proc p;
-  FILE* f = popen((kHarness + " " + args + " 2>&1").c_str(), "r");
-  if (!f) return p;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) p.out.append(buf, n);
-  const int st = pclose(f);
-  p.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return p;
-}
-
-bool has(const Proc& p, const std::string& part) { return p.out.find(part) != std::string::npos; }
+using moe::testing::has;
+using moe::testing::Proc;
+// `moe-harness ARGS`
+Proc run(const std::string& args) { return moe::testing::runCommand(kHarness + " " + args); }
 
 class NonFiniteCli : public ::testing::Test {
  protected:

@@ -4,6 +4,8 @@
 // becomes `error` with the launcher's explanation; `compare` flags a run whose
 // loss margin doubled.
 #include <gtest/gtest.h>
+
+#include "harness/tests/run_command.h"
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -20,22 +22,8 @@ namespace fs = std::filesystem;
 const std::string kHarness = MOE_HARNESS_BIN;
 const std::string kCases = MOE_CASES_DIR;
 
-struct Proc {
-  int code = -1;
-  std::string out;
-};
-
-Proc runCommand(const std::string& cmd) {
-  Proc p;
-  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
-  if (!f) return p;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), f)) > 0) p.out.append(buf, n);
-  const int st = pclose(f);
-  p.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return p;
-}
+using moe::testing::Proc;
+using moe::testing::runCommand;
 
 std::string readFile(const fs::path& p) {
   std::ifstream in(p);

@@ -32,6 +32,10 @@ class ReportPrinter {
 std::vector<const ReportPrinter*> printers();
 // Writes every printer's file into `dir` (created); returns the paths.
 std::vector<std::string> writeReports(const Report& report, const std::string& dir);
+// Writes one printer's file (name(): "json", ...) into `dir`, atomically:
+// a temporary file renamed over the old one, so a reader (or a killed
+// writer) never sees half a file. Returns the path.
+std::string writeReport(const Report& report, const std::string& dir, const std::string& printerName);
 
 // Shared helpers of the text printers.
 std::string formatDouble(double x);  // "4.77e-07", "0.25", "3.1"
@@ -39,5 +43,10 @@ std::string formatSeconds(double s); // "3.1 s"
 std::string formatBytes(double b);   // "812 B", "12.5 KiB", "3.25 MiB"
 // "12.5 / 12.5 / 12.1 / 12.1 KiB": per-rank byte counts in one unit.
 std::string formatBytesPerRank(const std::vector<double>& bytes);
+// Text for HTML: & < > " escaped.
+std::string htmlEscape(const std::string& s);
+// A Markdown table cell: newlines become spaces, '|' is escaped, longer than
+// 300 characters is cut with "...".
+std::string markdownCell(const std::string& s);
 
 }  // namespace moe::reports

@@ -15,27 +15,64 @@ namespace moe::reports {
 
 std::vector<const ReportPrinter*> printers() { return Registry<ReportPrinter>::instance().all(); }
 
+namespace {
+
+std::string writeOne(const ReportPrinter& p, const Report& report, const std::string& dir) {
+  const std::string path = dir + "/" + p.fileName();
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream os(tmp);
+    if (!os) fail("cannot write ", tmp);
+    p.print(report, os);
+    os.flush();
+    if (!os) fail("cannot write ", tmp);
+  }
+  std::filesystem::rename(tmp, path);
+  return path;
+}
+
+}  // namespace
+
 std::vector<std::string> writeReports(const Report& report, const std::string& dir) {
   std::filesystem::create_directories(dir);
   std::vector<std::string> paths;
-  for (const ReportPrinter* p : printers()) {
-    const std::string path = dir + "/" + p->fileName();
-    const std::string tmp = path + ".tmp";
-    {
-      std::ofstream os(tmp);
-      if (!os) fail("cannot write ", tmp);
-      p->print(report, os);
-    }
-    std::filesystem::rename(tmp, path);
-    paths.push_back(path);
-  }
+  for (const ReportPrinter* p : printers()) paths.push_back(writeOne(*p, report, dir));
   return paths;
+}
+
+std::string writeReport(const Report& report, const std::string& dir, const std::string& printerName) {
+  std::filesystem::create_directories(dir);
+  for (const ReportPrinter* p : printers())
+    if (p->name() == printerName) return writeOne(*p, report, dir);
+  MOE_ASSERT(false, "no report printer named ", printerName);
+  return {};
 }
 
 std::string formatDouble(double x) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.3g", x);
   return buf;
+}
+
+std::string htmlEscape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+std::string markdownCell(const std::string& s) {
+  std::string out;
+  for (char c : s) out += c == '|' ? std::string("\\|") : c == '\n' ? std::string(" ") : std::string(1, c);
+  if (out.size() > 300) out = out.substr(0, 297) + "...";
+  return out;
 }
 
 std::string formatSeconds(double s) {

@@ -141,6 +141,39 @@ Report readReport(const std::string& path) {
   }
 }
 
+std::string environmentText(const nlohmann::json& env) {
+  auto field = [&](const char* k) -> std::string {
+    if (!env.is_object() || !env.contains(k)) return "";
+    const auto& v = env[k];
+    if (v.is_string()) return v.get<std::string>();
+    if (v.is_array()) {
+      std::string out;
+      for (const auto& x : v) out += (out.empty() ? "" : " + ") + (x.is_string() ? x.get<std::string>() : x.dump());
+      return out;
+    }
+    return v.dump();
+  };
+  std::vector<std::string> parts;
+  auto add = [&](const std::string& label, const char* k, const std::string& suffix = "") {
+    const std::string v = field(k);
+    if (!v.empty()) parts.push_back(label + v + suffix);
+  };
+  std::string torch = "libtorch " + (field("torch_version").empty() ? "?" : field("torch_version"));
+  if (!field("cuda").empty()) torch += " (CUDA " + field("cuda") + ")";
+  parts.push_back(torch);
+  add("NCCL ", "nccl");
+  add("CUDA driver ", "cuda_driver");
+  add("GPUs ", "gpus");
+  add("", "compiler");
+  add("", "build_type");
+  add("backend ", "backend");
+  add("git ", "git_revision");
+  add("host ", "host");
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : ", ") + p;
+  return out;
+}
+
 std::map<std::string, double> margins(const RunResult& r) {
   std::map<std::string, double> out;
   for (const auto& c : r.checks) {

@@ -100,6 +100,12 @@ PhaseTotals phaseTotals(const Report& report);
 // One run's phases as "spawn 0.12 s, rendezvous 0.05 s, ...", or "" without.
 std::string phaseText(const RunResult& r);
 
+// The environment in one line: "libtorch 2.15.0 (CUDA 13.2), NCCL 2.30.7,
+// CUDA driver none, GPUs none; gcc 12.2.0, Release; backend gloo, git
+// abc123, host h". Fields a report does not have are left out (older
+// reports). The printers show it.
+std::string environmentText(const nlohmann::json& environment);
+
 // Margins: how much of each tolerance a run used (measured / tolerance; > 1
 // fails). Keys: "loss" (max |Δloss| / loss_abs), "grads" and "params" (the
 // worst tensor's score). Absent when the run has no parity result.

@@ -113,6 +113,10 @@ void addRunCommandImpl(CLI::App& app) {
     o.workDir = a->report;
     o.referenceCache = a->cache;
     o.iface = a->iface;
+    // report.json after every finished run: a killed suite (a nightly past
+    // its time limit) leaves a valid report of the runs that finished.
+    if (!a->report.empty())
+      o.onRunFinished = [dir = a->report](const reports::Report& partial) { reports::writeReport(partial, dir, "json"); };
     o.selection = {{"cases", a->sel.paths.empty() ? std::vector<std::string>{defaultCasesDir()} : a->sel.paths},
                    {"filter", a->sel.filter},
                    {"ids", a->sel.ids},

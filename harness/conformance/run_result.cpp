@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "common/json_number.h"
 #include "torch/version.h"
+#include <ATen/Version.h>
 
 namespace moe::conformance {
 
@@ -204,10 +205,55 @@ const checks::CheckResult* RunResult::check(const std::string& name) const {
   return nullptr;
 }
 
+namespace {
+
+std::string compilerText() {
+#if defined(__clang__)
+  return std::string("clang ") + __clang_version__;
+#elif defined(__GNUC__)
+  return std::string("gcc ") + __VERSION__;
+#else
+  return "unknown";
+#endif
+}
+
+// The CUDA version libtorch was built with, as its build configuration
+// (at::show_config(), Python's torch.__config__.show()) states it:
+// "CUDA_VERSION=13.2"; "none" for a libtorch without CUDA.
+std::string libtorchCudaVersion() {
+  const std::string config = at::show_config();
+  const std::string key = "CUDA_VERSION=";
+  const auto at = config.find(key);
+  if (at == std::string::npos) return "none";
+  const auto end = config.find_first_of(", \n", at + key.size());
+  const std::string v = config.substr(at + key.size(), end == std::string::npos ? std::string::npos : end - at - key.size());
+  return v.empty() ? "none" : v;
+}
+
+}  // namespace
+
 nlohmann::json environmentJson(const std::string& backend, const std::string& gitRevision) {
   char host[256] = {};
   gethostname(host, sizeof(host) - 1);
-  return {{"torch_version", TORCH_VERSION}, {"backend", backend}, {"git_revision", gitRevision}, {"host", host}};
+  nlohmann::json j = {{"torch_version", TORCH_VERSION},
+                      {"backend", backend},
+                      {"git_revision", gitRevision},
+                      {"host", host},
+                      {"compiler", compilerText()},
+#ifdef MOE_BUILD_TYPE
+                      {"build_type", MOE_BUILD_TYPE},
+#else
+                      {"build_type", "unknown"},
+#endif
+                      {"cuda", libtorchCudaVersion()}};
+  j.update(cudaEnvironmentJson());
+  return j;
 }
+
+#ifndef MOE_WITH_NCCL
+nlohmann::json cudaEnvironmentJson() {
+  return {{"nccl", "not compiled"}, {"cuda_driver", "not compiled"}, {"gpus", "not compiled"}};
+}
+#endif
 
 }  // namespace moe::conformance

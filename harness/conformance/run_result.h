@@ -89,7 +89,15 @@ struct RunResult {
 };
 
 // Where a run ran, as run results and reports record it: libtorch version,
-// backend, git revision and host name.
+// backend, git revision, host name, the compiler and build type of this
+// binary, the CUDA version libtorch was built with ("none" for a CPU
+// libtorch), and on a CUDA build the NCCL version libtorch carries, the CUDA
+// driver version and the GPU model(s) ("none" without a driver or GPU).
 nlohmann::json environmentJson(const std::string& backend, const std::string& gitRevision);
+
+// The CUDA part of environmentJson: {"nccl", "cuda_driver", "gpus"}.
+// Compiled from cuda_environment.cpp when libtorch has CUDA; otherwise
+// every value is "not compiled".
+nlohmann::json cudaEnvironmentJson();
 
 }  // namespace moe::conformance

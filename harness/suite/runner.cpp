@@ -383,6 +383,30 @@ reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOption
   progress.os = o.progress ? o.progress : &std::cerr;
   progress.total = static_cast<int>(items.size());
   report.runs.resize(items.size());
+  report.suite["complete"] = false;
+  report.suite["finished_runs"] = 0;
+  std::vector<char> finished(items.size(), 0);
+  std::mutex finishedMutex;
+  // The report of the runs finished so far (suite order), for onRunFinished.
+  auto publish = [&](size_t i, RunResult r) {
+    std::lock_guard<std::mutex> lock(finishedMutex);
+    report.runs[i] = std::move(r);
+    finished[i] = 1;
+    if (!o.onRunFinished) return;
+    reports::Report partial;
+    partial.created = report.created;
+    partial.environment = report.environment;
+    partial.suite = report.suite;
+    for (size_t k = 0; k < items.size(); ++k)
+      if (finished[k]) partial.runs.push_back(report.runs[k]);
+    partial.suite["finished_runs"] = partial.runs.size();
+    partial.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    try {
+      o.onRunFinished(partial);
+    } catch (const std::exception& e) {
+      progress.line(moe::str("could not write the partial report: ", e.what()));
+    }
+  };
   std::atomic<size_t> next{0};
   auto worker = [&] {
     for (size_t i; (i = next++) < items.size();) {
@@ -394,13 +418,15 @@ reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOption
       if (item.run && r.status != Status::kSkip) line += " (" + reports::formatSeconds(r.seconds) + ")";
       if (r.status != Status::kPass) line += ": " + r.reason;
       progress.line(line);
-      report.runs[i] = std::move(r);
+      publish(i, std::move(r));
     }
   };
   std::vector<std::thread> threads;
   for (int j = 0; j < std::max(1, o.jobs); ++j) threads.emplace_back(worker);
   for (auto& t : threads) t.join();
   report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report.suite["complete"] = true;
+  report.suite["finished_runs"] = report.runs.size();
 
   const auto t = report.totals();
   std::ostringstream os;

@@ -17,8 +17,11 @@
 //  - The single-device reference of each (config, dtype, seed, steps, batch,
 //    sequence length, checkpoint) is computed once per cache directory
 //    (run-plan --reference-cache).
+//  - The returned report's suite section says "complete": true and
+//    "finished_runs"; partial reports (onRunFinished) say false.
 //  - Progress goes to `progress`: "run i/n ID: step s/N" while a run trains,
 //    one line per result as it finishes, and the totals with every run's time.
+#include <functional>
 #include <iosfwd>
 #include <string>
 #include <vector>
@@ -38,6 +41,12 @@ struct RunnerOptions {
   std::string iface;           // launch::LaunchOptions::iface of every job ("" = loopback)
   std::ostream* progress = nullptr;  // nullptr: std::cerr
   nlohmann::json selection = nlohmann::json::object();  // recorded in the report's suite section
+  // Called after each run finishes (one call at a time, from a worker
+  // thread) with the report of the runs finished so far, in suite order,
+  // suite.complete = false: `run` writes report.json from it, so a killed
+  // suite leaves a valid report of what finished. Exceptions it throws are
+  // reported on `progress` and do not stop the suite.
+  std::function<void(const reports::Report&)> onRunFinished;
 };
 
 // One item of a suite: a run to do, or a case that could not be loaded.

@@ -14,19 +14,7 @@
 namespace moe::reports {
 namespace {
 
-std::string esc(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
+std::string esc(const std::string& s) { return htmlEscape(s); }
 
 // Chart geometry: two panels of kW x kH side by side.
 constexpr double kW = 360, kH = 200, kPadL = 56, kPadR = 12, kPadT = 22, kPadB = 30;
@@ -187,9 +175,10 @@ class HtmlPrinter : public ReportPrinter {
        << t.fail << " fail</span>, <span class=\"error\">" << t.error << " error</span>, <span class=\"skip\">" << t.skip
        << " skip</span> of " << t.total() << " runs in " << esc(formatSeconds(report.seconds)) << ". Created "
        << esc(report.created) << ".</p>\n";
-    os << "<p>libtorch " << esc(report.environment.value("torch_version", "?")) << ", backend "
-       << esc(report.environment.value("backend", "?")) << ", git " << esc(report.environment.value("git_revision", "?"))
-       << ", host " << esc(report.environment.value("host", "?")) << ".</p>\n";
+    os << "<p>Environment: " << esc(environmentText(report.environment)) << ".</p>\n";
+    if (report.suite.value("complete", true) == false)
+      os << "<p class=\"fail\">Incomplete: the suite was stopped after " << report.runs.size() << " of "
+         << report.suite.value("runs", 0) << " runs.</p>\n";
     if (const PhaseTotals pt = phaseTotals(report); pt.runs > 0) {
       // Summed over runs: with --jobs > 1 runs overlap, so the sum may exceed the suite's wall time.
       os << "<h2>Where the time goes</h2>\n<p>Summed over " << pt.runs << " runs.</p>\n<table><tr>";

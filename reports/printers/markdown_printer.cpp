@@ -8,15 +8,7 @@
 namespace moe::reports {
 namespace {
 
-// Table cells may not contain '|' or newlines.
-std::string cell(std::string s) {
-  for (auto& c : s)
-    if (c == '\n') c = ' ';
-  std::string out;
-  for (char c : s) out += c == '|' ? std::string("\\|") : std::string(1, c);
-  if (out.size() > 300) out = out.substr(0, 297) + "...";
-  return out;
-}
+std::string cell(const std::string& s) { return markdownCell(s); }
 
 std::string marginText(const RunResult& r) {
   const auto m = margins(r);
@@ -34,9 +26,10 @@ class MarkdownPrinter : public ReportPrinter {
     os << "# MoE conformance report\n\n";
     os << "**" << t.pass << " pass, " << t.fail << " fail, " << t.error << " error, " << t.skip << " skip** of "
        << t.total() << " runs in " << formatSeconds(report.seconds) << " (created " << report.created << ").\n\n";
-    os << "Environment: libtorch " << report.environment.value("torch_version", "?") << ", backend "
-       << report.environment.value("backend", "?") << ", git " << report.environment.value("git_revision", "?")
-       << ", host " << report.environment.value("host", "?") << ".\n\n";
+    os << "Environment: " << environmentText(report.environment) << ".\n\n";
+    if (report.suite.value("complete", true) == false)
+      os << "**Incomplete**: the suite was stopped after " << report.runs.size() << " of " << report.suite.value("runs", 0)
+         << " runs.\n\n";
     if (const PhaseTotals pt = phaseTotals(report); pt.runs > 0) {
       // Summed over runs: with --jobs > 1 runs overlap, so the sum may exceed the suite's wall time.
       os << "Where the time goes (summed over " << pt.runs << " runs):";

@@ -8,6 +8,7 @@
 
 #include "reports/compare.h"
 #include "reports/printer.h"
+#include "reports/trend.h"
 
 namespace moe::reports {
 namespace {
@@ -222,6 +223,111 @@ TEST(Compare, TinyMarginsAreNotATrend) {
   CompareOptions o;
   o.minMargin = 0;
   EXPECT_EQ(compareReports(a, b, o).size(), 1u);
+}
+
+TEST(Printers, EnvironmentAndIncompleteSuiteAreShown) {
+  Report r = sample();
+  r.environment = {{"torch_version", "2.15.0"}, {"cuda", "13.2"},         {"nccl", "2.30.7"},
+                   {"cuda_driver", "none"},     {"gpus", {"H100", "H100"}}, {"compiler", "gcc 12.2.0"},
+                   {"build_type", "Release"},   {"backend", "gloo"},      {"git_revision", "abc"}, {"host", "h"}};
+  EXPECT_EQ(environmentText(r.environment),
+            "libtorch 2.15.0 (CUDA 13.2), NCCL 2.30.7, CUDA driver none, GPUs H100 + H100, gcc 12.2.0, Release, "
+            "backend gloo, git abc, host h");
+  // An older report without the new fields still prints.
+  EXPECT_EQ(environmentText({{"torch_version", "2.9.0"}, {"host", "h"}}), "libtorch 2.9.0, host h");
+  r.suite = {{"complete", false}, {"runs", 9}};
+  EXPECT_NE(printed("md", r).find("**Incomplete**: the suite was stopped after 4 of 9 runs."), std::string::npos);
+  EXPECT_NE(printed("html", r).find("Incomplete: the suite was stopped after 4 of 9 runs."), std::string::npos);
+  EXPECT_NE(printed("html", r).find("GPUs H100 + H100"), std::string::npos);
+  r.suite["complete"] = true;
+  EXPECT_EQ(printed("md", r).find("Incomplete"), std::string::npos);
+}
+
+// --- trend over N reports (issue 20 point 7) ---
+
+Report nightly(const std::string& created, std::vector<RunResult> runs) {
+  Report r;
+  r.created = created;
+  r.seconds = 10;
+  r.runs = std::move(runs);
+  return r;
+}
+RunResult timed(RunResult r, double seconds) {
+  r.seconds = seconds;
+  return r;
+}
+
+TEST(Trend, StableHistoryHasNoRegression) {
+  std::vector<Report> rs;
+  for (int i = 0; i < 3; ++i)
+    rs.push_back(nightly("2026-01-0" + std::to_string(i + 1), {timed(run("x.fp32", Status::kPass, 2e-6), 3.0 + 0.1 * i)}));
+  const Trend t = buildTrend(rs, {"a", "b", "c"});
+  ASSERT_EQ(t.runs.size(), 1u);
+  EXPECT_EQ(t.regressions(), 0);
+  ASSERT_EQ(t.runs[0].points.size(), 3u);
+  EXPECT_DOUBLE_EQ(*t.runs[0].points[2]->worstMargin, 0.25);  // max(loss 0.2, grads 0.25)
+}
+
+TEST(Trend, FlagsMarginGrowthSlowdownStatusAndMissingRunsInTheNewest) {
+  // Given out of order: sorted by creation time.
+  const Report r3 = nightly("2026-01-03", {timed(run("margin.fp32", Status::kPass, 8e-6), 3),
+                                            timed(run("slow.fp32", Status::kPass), 9.0),
+                                            timed(run("status.fp32", Status::kFail), 3)});
+  const Report r1 = nightly("2026-01-01", {timed(run("margin.fp32", Status::kPass, 2e-6), 3),
+                                            timed(run("slow.fp32", Status::kPass), 3.0),
+                                            timed(run("status.fp32", Status::kPass), 3),
+                                            timed(run("gone.fp32", Status::kPass), 3)});
+  const Report r2 = nightly("2026-01-02", {timed(run("margin.fp32", Status::kPass, 3e-6), 3),
+                                            timed(run("slow.fp32", Status::kPass), 3.4),
+                                            timed(run("status.fp32", Status::kPass), 3),
+                                            timed(run("gone.fp32", Status::kPass), 3)});
+  const Trend t = buildTrend({r3, r1, r2}, {"r3", "r1", "r2"});
+  EXPECT_EQ(t.sources, (std::vector<std::string>{"r1", "r2", "r3"}));
+  std::map<std::string, const RunTrend*> by;
+  for (const auto& r : t.runs) by[r.id] = &r;
+  ASSERT_EQ(by.size(), 4u);
+  EXPECT_EQ(t.regressions(), 4);
+  // 0.3 -> 0.8 loss margin (x2.67 >= 2) against the previous report.
+  ASSERT_TRUE(by["margin.fp32"]->regression());
+  EXPECT_NE(by["margin.fp32"]->flags[0].find("loss margin 0.3 -> 0.8"), std::string::npos) << by["margin.fp32"]->flags[0];
+  // 9 s against the median 3.2 s of the earlier two: x2.8, 5.8 s slower.
+  ASSERT_TRUE(by["slow.fp32"]->regression());
+  EXPECT_NE(by["slow.fp32"]->flags[0].find("time 3.2 s (median of 2) -> 9.0 s"), std::string::npos)
+      << by["slow.fp32"]->flags[0];
+  EXPECT_NE(by["status.fp32"]->flags[0].find("status pass -> fail"), std::string::npos);
+  EXPECT_NE(by["gone.fp32"]->flags[0].find("missing from the newest"), std::string::npos);
+  EXPECT_FALSE(by["gone.fp32"]->points[2].has_value());
+
+  std::ostringstream md, html;
+  printTrendMarkdown(t, md);
+  printTrendHtml(t, html);
+  EXPECT_NE(md.str().find("| slow.fp32 | pass → pass → pass | 0.25 → 0.25 → 0.25 | 3.0 s → 3.4 s → 9.0 s | **REGRESSION**"),
+            std::string::npos)
+      << md.str();
+  EXPECT_NE(md.str().find("| gone.fp32 | pass → pass → - |"), std::string::npos) << md.str();
+  // One margin chart and one time chart per run, no external resources.
+  EXPECT_EQ(count(html.str(), "<svg class=\"spark\""), 8u);
+  EXPECT_EQ(html.str().find("http"), std::string::npos);
+  EXPECT_EQ(count(html.str(), "class=\"reg\""), 4u);
+}
+
+TEST(Trend, SmallOrNoisySlowdownsAreNotFlagged) {
+  // x1.5 but only 0.5 s slower: under --min-seconds 1.
+  const Trend t = buildTrend({nightly("1", {timed(run("x.fp32", Status::kPass), 1.0)}),
+                              nightly("2", {timed(run("x.fp32", Status::kPass), 1.5)})},
+                             {"a", "b"});
+  EXPECT_EQ(t.regressions(), 0);
+  TrendOptions o;
+  o.minSeconds = 0.1;
+  EXPECT_EQ(buildTrend({nightly("1", {timed(run("x.fp32", Status::kPass), 1.0)}),
+                        nightly("2", {timed(run("x.fp32", Status::kPass), 1.5)})},
+                       {"a", "b"}, o)
+                .regressions(),
+            1);
+}
+
+TEST(Trend, NeedsTwoReports) {
+  EXPECT_THROW(buildTrend({sample()}, {"a"}), std::exception);
 }
 
 }  // namespace

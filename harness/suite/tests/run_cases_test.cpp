@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "harness/tests/run_command.h"
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -357,6 +358,98 @@ TEST_F(RunCases, NcclWithDeviceCpuIsAnErrorNamingBoth) {
   EXPECT_EQ(j["runs"][0]["status"], "error");
   EXPECT_NE(j["runs"][0]["reason"].get<std::string>().find("NCCL moves CUDA tensors only"), std::string::npos)
       << j.dump(1);
+}
+
+// Issue 20 point 7: `run` writes report.json after every finished run, so a
+// suite killed halfway (a nightly past its time limit) leaves a report that
+// parses and lists the runs that finished, marked incomplete.
+TEST_F(RunCases, KilledHalfwayLeavesAValidReportOfTheFinishedRuns) {
+  writeCase("a_quick.json", goodCase("a_quick"));
+  // Long enough that it is still training when the test kills the suite.
+  writeCase("b_long.json", goodCase("b_long").replace(goodCase("b_long").find("\"steps\": 2"), 10, "\"steps\": 5000"));
+  const fs::path report = dir_ / "report";
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    setpgid(0, 0);
+    freopen("/dev/null", "w", stderr);
+    execl(kHarness.c_str(), kHarness.c_str(), "run", (dir_ / "cases").c_str(), "--report", report.c_str(), "--jobs",
+          "1", static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  setpgid(pid, pid);
+  // Wait for the first finished run in report.json (at most 120 s).
+  nlohmann::json partial;
+  for (int i = 0; i < 1200 && partial.is_null(); ++i) {
+    usleep(100 * 1000);
+    if (!fs::exists(report / "report.json")) continue;
+    auto j = nlohmann::json::parse(readFile(report / "report.json"), nullptr, /*allow_exceptions=*/false);
+    if (!j.is_discarded() && j.contains("runs") && !j["runs"].empty()) partial = j;
+  }
+  kill(-pid, SIGKILL);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  ASSERT_FALSE(partial.is_null()) << "no run finished within 120 s";
+  EXPECT_TRUE(WIFSIGNALED(st)) << "the suite ended on its own before the kill";
+  // What is on disk after the kill parses and is the partial report.
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  ASSERT_EQ(j["runs"].size(), 1u) << j.dump(1);
+  EXPECT_EQ(j["runs"][0]["id"], "a_quick.fp32");
+  EXPECT_EQ(j["runs"][0]["status"], "pass");
+  EXPECT_EQ(j["suite"]["complete"], false);
+  EXPECT_EQ(j["suite"]["finished_runs"], 1);
+  EXPECT_EQ(j["suite"]["runs"], 2);
+  EXPECT_EQ(j["totals"]["total"], 1);
+  EXPECT_FALSE(fs::exists(report / "report.json.tmp"));
+}
+
+// A suite that ends says so: complete, every run finished.
+TEST_F(RunCases, AFinishedSuitesReportIsMarkedComplete) {
+  writeCase("a_quick.json", goodCase("a_quick"));
+  const fs::path report = dir_ / "report";
+  const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string());
+  ASSERT_EQ(p.code, 0) << p.out;
+  const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+  EXPECT_EQ(j["suite"]["complete"], true);
+  EXPECT_EQ(j["suite"]["finished_runs"], 1);
+  // The environment names the build (issue 20 point 7).
+  for (const char* k : {"compiler", "build_type", "cuda", "nccl", "cuda_driver", "gpus"})
+    EXPECT_TRUE(j["environment"].contains(k)) << k << " missing: " << j["environment"].dump();
+  EXPECT_EQ(j["environment"]["build_type"], MOE_BUILD_TYPE_EXPECTED);
+}
+
+// Issue 20 point 7: `trend` over three real reports: the history of each run,
+// no regression while nothing changed; a run that got 10x slower in the
+// newest report is flagged (exit 1) in Markdown and in the HTML's charts.
+TEST_F(RunCases, TrendOverThreeReportsFlagsASlowdownInTheNewest) {
+  writeCase("a_quick.json", goodCase("a_quick"));
+  std::vector<std::string> reports;
+  for (int i = 0; i < 3; ++i) {
+    const fs::path report = dir_ / ("night" + std::to_string(i));
+    const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string());
+    ASSERT_EQ(p.code, 0) << p.out;
+    reports.push_back((report / "report.json").string());
+  }
+  const std::string all = reports[2] + " " + reports[0] + " " + reports[1];  // any order: sorted by creation
+  Proc p = runCommand(kHarness + " trend " + all + " --min-seconds 5");
+  EXPECT_EQ(p.code, 0) << p.out;
+  EXPECT_TRUE(moe::testing::has(p, "3 reports, oldest first; 0 regression(s)")) << p.out;
+  EXPECT_TRUE(moe::testing::has(p, "| a_quick.fp32 | pass → pass → pass |")) << p.out;
+
+  auto j = nlohmann::json::parse(readFile(reports[2]));
+  j["runs"][0]["seconds"] = j["runs"][0]["seconds"].get<double>() * 10 + 10;
+  std::ofstream(reports[2]) << j.dump();
+  p = runCommand(kHarness + " trend " + all + " --min-seconds 5 --out " + (dir_ / "trend").string());
+  EXPECT_EQ(p.code, 1) << p.out;
+  EXPECT_TRUE(moe::testing::has(p, "1 regression(s)")) << p.out;
+  EXPECT_TRUE(moe::testing::has(p, "**REGRESSION** time ")) << p.out;
+  const std::string html = readFile(dir_ / "trend" / "trend.html");
+  EXPECT_NE(html.find("<svg class=\"spark\""), std::string::npos);
+  EXPECT_NE(html.find("REGRESSION"), std::string::npos);
+  EXPECT_TRUE(fs::exists(dir_ / "trend" / "trend.md"));
+  // One report is not a trend: a clear error.
+  p = runCommand(kHarness + " trend " + reports[0]);
+  EXPECT_NE(p.code, 0);
 }
 
 }  // namespace

@@ -44,6 +44,7 @@
 #include <thread>
 #include <vector>
 
+#include "harness/bench/bench_process.h"
 #include "harness/bench/one_allreduce.h"
 #include "harness/launch/launcher.h"
 #include "harness/launch/rank_env.h"
@@ -117,118 +118,16 @@ void BM_JobOverheadExec(benchmark::State& state) {
 }
 BENCHMARK(BM_JobOverheadExec)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
 
-// --- the Python pattern ----------------------------------------------------
-
-// Exit code 77: this python3 has no usable torch.distributed (a skip).
-constexpr const char* kPythonScript = R"PY(
-import socket, sys
-try:
-    import torch
-    import torch.distributed as dist
-    import torch.multiprocessing as mp
-except ImportError as e:
-    print(e, file=sys.stderr)
-    sys.exit(77)
-if not (dist.is_available() and dist.is_gloo_available()):
-    print("torch.distributed without gloo", file=sys.stderr)
-    sys.exit(77)
-
-def run(rank, world_size, port):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}",
-                            rank=rank, world_size=world_size)
-    t = torch.ones(1)
-    dist.all_reduce(t)
-    assert t.item() == world_size, t
-    dist.destroy_process_group()
-
-if __name__ == "__main__":
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    world_size = int(sys.argv[1])
-    mp.spawn(run, args=(world_size, port), nprocs=world_size)
-)PY";
-
-struct CommandResult {
-  int exitCode = -1;  // 128 + signal when killed; -1 when not started
-  std::string output;  // stdout and stderr, interleaved
-};
-
-// Runs argv to completion (killed after `timeout`), capturing its output.
-CommandResult runCommand(const std::vector<std::string>& argv, std::chrono::seconds timeout) {
-  CommandResult res;
-  char path[] = "/tmp/bench_comm_out_XXXXXX";
-  int fd = mkstemp(path);
-  if (fd < 0) {
-    res.output = std::string("mkstemp: ") + strerror(errno);
-    return res;
-  }
-  unlink(path);
-  pid_t pid = fork();
-  if (pid < 0) {
-    res.output = std::string("fork: ") + strerror(errno);
-    close(fd);
-    return res;
-  }
-  if (pid == 0) {
-    setpgid(0, 0);  // so a timeout kills python's spawned children too
-    dup2(fd, STDOUT_FILENO);
-    dup2(fd, STDERR_FILENO);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    fprintf(stderr, "cannot execute %s: %s\n", args[0], strerror(errno));
-    _exit(127);
-  }
-  setpgid(pid, pid);
-  auto deadline = Clock::now() + timeout;
-  int status = 0;
-  while (true) {
-    pid_t w = waitpid(pid, &status, WNOHANG);
-    if (w == pid) break;
-    if (Clock::now() > deadline) {
-      kill(-pid, SIGKILL);
-      waitpid(pid, &status, 0);
-      res.output = "timed out after " + std::to_string(timeout.count()) + " s\n";
-      break;
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-  res.exitCode = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  lseek(fd, 0, SEEK_SET);
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof(buf))) > 0) res.output.append(buf, n);
-  close(fd);
-  if (res.output.size() > 2000) res.output = "..." + res.output.substr(res.output.size() - 2000);
-  return res;
-}
+// --- the Python pattern (bench_process.h) --------------------------------
 
 void BM_PythonSpawnPattern(benchmark::State& state) {
-  char dir[] = "/tmp/bench_comm_py_XXXXXX";
-  if (!mkdtemp(dir)) {
-    state.SkipWithError("mkdtemp failed");
-    return;
-  }
-  std::string script = std::string(dir) + "/spawn_allreduce.py";
-  std::ofstream(script) << kPythonScript;
   for (auto _ : state) {
-    CommandResult r = runCommand({MOE_BENCH_PYTHON, script, std::to_string(kNumRanks)},
-                                 std::chrono::seconds(180));
-    if (r.exitCode == 77) {
-      state.SkipWithError((std::string(MOE_BENCH_PYTHON) + " cannot import torch.distributed with gloo: " + r.output).c_str());
-      break;
-    }
-    if (r.exitCode != 0) {
-      state.SkipWithError(("python spawn pattern failed (exit " + std::to_string(r.exitCode) + "): " + r.output).c_str());
+    const auto r = moe::bench::runPythonAnchor(MOE_BENCH_PYTHON, kNumRanks);
+    if (!r.error.empty()) {
+      state.SkipWithError(r.error.c_str());
       break;
     }
   }
-  unlink(script.c_str());
-  rmdir(dir);
   state.counters["ranks"] = kNumRanks;
 }
 BENCHMARK(BM_PythonSpawnPattern)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(1);

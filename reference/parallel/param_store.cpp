@@ -7,6 +7,7 @@
 #include "reference/parallel/param_store.h"
 
 #include <algorithm>
+#include <map>
 
 #include "common/error.h"
 #include "reference/mutants/mutation_points.h"
@@ -75,7 +76,13 @@ void addExpectedCall(std::vector<CommExpectation>& out, const comm::Communicator
 namespace {
 
 // "none": the plan-local masters are kept whole on every data-parallel rank
-// and gradients are all-reduced (sum) over the reduction group.
+// and gradients are all-reduced (sum) over the reduction group, coalesced as
+// DDP does: the gradients of the parameters that share a reduction group are
+// flattened, in plan order, into buckets of at most bucketCapBytes (a
+// parameter larger than the cap is a bucket of its own), and each bucket is
+// one all_reduce. The sum of every element is the same sum as one
+// all_reduce per parameter; only the number of calls changes (one step of
+// ep4 issued 32 per-parameter all_reduces before).
 class ReplicatedStore : public ParamStore {
  public:
   explicit ReplicatedStore(const ParamStoreOptions& o) : plan_(*o.plan), mesh_(*o.mesh) {
@@ -94,6 +101,19 @@ class ReplicatedStore : public ParamStore {
       index_[pp.name] = i;
     }
     grads_.resize(masters_.size());
+    // Buckets: per reduction group (first use order), parameters in plan
+    // order, closed when the next one would pass the cap.
+    std::map<std::string, size_t> open;  // group name -> its bucket being filled
+    for (size_t i = 0; i < masters_.size(); ++i) {
+      const int64_t bytes = masters_[i].numel() * 4;
+      auto it = open.find(groups_[i]->name());
+      if (it == open.end() || (buckets_[it->second].bytes + bytes > o.bucketCapBytes && buckets_[it->second].bytes > 0)) {
+        buckets_.push_back({groups_[i], {}, 0});
+        it = open.insert_or_assign(groups_[i]->name(), buckets_.size() - 1).first;
+      }
+      buckets_[it->second].members.push_back(i);
+      buckets_[it->second].bytes += bytes;
+    }
   }
 
   std::string name() const override { return "none"; }
@@ -109,17 +129,35 @@ class ReplicatedStore : public ParamStore {
   }
 
   double reduceGradients() override {
+    for (const auto& b : buckets_) {
+      std::vector<torch::Tensor> flat;
+      for (size_t i : b.members) {
+        auto g = masters_[i].grad();
+        g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(masters_[i]).detach();
+        grads_[i] = g;
+        flat.push_back(g.reshape({-1}));
+      }
+      if (b.group->size() <= 1) continue;
+      // Flattened into the bucket, reduced, copied back: between steps the
+      // store holds each gradient once (the memory check counts it); the
+      // bucket lives only during the reduction.
+      auto buffer = torch::cat(flat);  // [sum of member numels]
+      b.group->allReduce(buffer, comm::ReduceOp::kSum);
+      int64_t offset = 0;
+      for (size_t k = 0; k < b.members.size(); ++k) {
+        const int64_t n = flat[k].numel();
+        flat[k].copy_(buffer.narrow(0, offset, n));
+        offset += n;
+      }
+    }
     double sumSq = 0;
     for (size_t i = 0; i < masters_.size(); ++i) {
-      auto g = masters_[i].grad();
-      g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(masters_[i]).detach();
-      if (groups_[i]->size() > 1) groups_[i]->allReduce(g, comm::ReduceOp::kSum);
+      auto& g = grads_[i];
       const auto& mp = mutants::points();
       if (mp.reducedGrad) mp.reducedGrad(plan_.params[i], mesh_, groups_[i]->size(), g);
       bool counts = countsInNorm_[i];
       if (mp.countsInNorm) mp.countsInNorm(plan_.params[i], counts);
       if (counts) sumSq += g.to(torch::kDouble).pow(2).sum().item<double>();
-      grads_[i] = g;
     }
     return sumSq;
   }
@@ -138,12 +176,13 @@ class ReplicatedStore : public ParamStore {
     return m;
   }
 
-  // One fp32 all-reduce of each whole plan-local gradient per step.
+  // One fp32 all_reduce per bucket per step (the layout the constructor
+  // declared), whatever the routing.
   std::vector<CommExpectation> expectedStepComm() const override {
     std::vector<CommExpectation> out;
-    for (size_t i = 0; i < masters_.size(); ++i) {
-      const int64_t n = groups_[i]->size(), bytes = masters_[i].numel() * 4;
-      addExpectedCall(out, *groups_[i], comm::OpType::kAllReduce, 2 * (n - 1) * bytes / n);
+    for (const auto& b : buckets_) {
+      const int64_t n = b.group->size();
+      addExpectedCall(out, *b.group, comm::OpType::kAllReduce, 2 * (n - 1) * b.bytes / n);
     }
     return out;
   }
@@ -160,6 +199,12 @@ class ReplicatedStore : public ParamStore {
   const mesh::DeviceMesh& mesh_;
   std::vector<torch::Tensor> masters_, grads_;
   std::vector<std::shared_ptr<comm::Communicator>> groups_;
+  struct Bucket {
+    std::shared_ptr<comm::Communicator> group;
+    std::vector<size_t> members;  // indices into masters_, plan order
+    int64_t bytes = 0;            // fp32 bytes of the flattened gradients
+  };
+  std::vector<Bucket> buckets_;
   std::vector<bool> countsInNorm_;
   std::map<std::string, size_t> index_;
 };

@@ -6,7 +6,8 @@
 // decides where the fp32 masters of those pieces live between steps and how
 // gradients are reduced:
 //   - "none": every data-parallel rank keeps the whole plan-local tensor;
-//     gradients are all-reduced (replicated data parallelism, DDP-like);
+//     gradients are all-reduced in buckets, one all_reduce per bucket
+//     (replicated data parallelism, DDP-like);
 //   - "fsdp" / "zero3" (reference/parallel/stores/): masters sharded over the
 //     data-parallel group, gathered for compute, gradients reduce-scattered.
 // Adding a store: one file in stores/ with its StoreFactory registration
@@ -95,6 +96,9 @@ struct ParamStoreOptions {
   // policy; norm weights are still read in fp32): zero3 all-gathers its flat
   // buffers in it before the first get() of a layer says which dtype.
   torch::ScalarType computeDtype = torch::kFloat;
+  // "none": gradients sharing a reduction group are all-reduced in buckets
+  // of at most this many fp32 bytes (DDP's default bucket_cap_mb = 25).
+  int64_t bucketCapBytes = int64_t{25} << 20;
 };
 
 class ParamStore {

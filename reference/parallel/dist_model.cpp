@@ -105,6 +105,11 @@ struct DistTrainer::Impl {
       : config(std::move(c)), mesh(m), plan(std::move(p)), options(o), distOptions(std::move(d)),
         optimizer(o.adamw), device(m.world()->device()) {
     const auto& family = ref::familyOf(config);
+    // gpt_oss (sinks, biases, sliding windows, its experts) has only the
+    // single-device model so far: refused before any collective, on every rank.
+    if (family.gptOssLayers())
+      fail("run-plan: model_type \"", family.name(), "\" has no distributed implementation yet "
+           "(the single-device model and `moe-harness reference` support it; docs/families.md)");
     qkNorm = family.qkNorm();
     fp32Combine = family.fp32Combine();
     // Shards on another device are moved once (a no-op for those already

@@ -23,7 +23,6 @@
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
 #include "reference/io/sharded_safetensors.h"
-#include "reference/model/family.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/parallel/loading.h"
@@ -226,11 +225,6 @@ int runPlan(const RunPlanOptions& o) {
   // family's traits); an unimplemented model_type is refused here, on every
   // rank, before any collective.
   const ModelConfig cfg = ModelConfig::fromFile(o.configPath);
-  // gpt_oss runs on one device only so far: every rank stops here.
-  if (familyOf(cfg).gptOssLayers())
-    fail("config ", o.configPath, ": family ", cfg.modelType,
-         " has no distributed implementation yet (the single-device `reference` runs it; "
-         "docs/families.md)");
   mesh::DeviceMesh mesh(world, mesh::DeviceMesh::parse(o.mesh));
   const plan::AppliedPlan applied = plan::applyPlan(plan::Plan::fromFile(o.planPath), cfg, mesh.shape());
 

@@ -1,6 +1,7 @@
 #include "reference/parallel/layer_plan.h"
 
 #include "common/error.h"
+#include "reference/model/family.h"
 #include "reference/model/params.h"
 
 namespace moe::parallel {
@@ -96,7 +97,8 @@ class Reader {
       if (sp && !lp.attnTp) fail("plan: ", attn.scope, ": sequence_parallel needs tensor-parallel attention");
       inRegions.push_back(attn.scope);
       if (config.isMoeLayer(i)) {
-        const std::string experts = p + "mlp.experts", router = p + "mlp.gate";
+        const std::string experts = p + "mlp.experts",
+                          router = p + (ref::familyOf(config).gptOssLayers() ? "mlp.router" : "mlp.gate");
         for (const char* dim : {"tp", "ep"})
           if (!moduleUniformOn(experts, dim))
             fail("plan: ", experts, ": gate_up_proj and down_proj must be sharded over ", dim, " together (",

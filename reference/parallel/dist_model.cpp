@@ -234,9 +234,10 @@ struct DistTrainer::Impl {
                                std::vector<torch::Tensor>& routerLogits) {
     const auto p = ref::layerPrefix(layer);
     const auto& lp = model.layers[static_cast<size_t>(layer)];
-    if (lp.moeTp || sp)
-      fail("plan: ", p, "mlp.experts: gpt_oss under MoE tensor or sequence parallelism is not implemented yet "
-           "(docs/families.md); use expert parallelism");
+    const bool loop = config.expertsImplementation == "loop";
+    if (sp || (lp.moeTp && (lp.epOn || loop)))
+      fail("plan: ", p, "mlp.experts: gpt_oss under sequence parallelism, ep x tp, or loop experts under MoE "
+           "tensor parallelism is not implemented yet (docs/families.md)");
     const int64_t b = x.size(0), sl = x.size(1), h = x.size(2);
     auto xt = x.reshape({b * sl, h});
     auto router = ref::gptOssRoute(xt, w(p + "mlp.router.weight", dt), w(p + "mlp.router.bias", dt), config);
@@ -246,9 +247,29 @@ struct DistTrainer::Impl {
     ref::GptOssExperts ex{w(p + "mlp.experts.gate_up_proj", dt), w(p + "mlp.experts.gate_up_proj_bias", dt),
                           w(p + "mlp.experts.down_proj", dt), w(p + "mlp.experts.down_proj_bias", dt),
                           /*firstExpert=*/0};
-    const bool loop = config.expertsImplementation == "loop";
     torch::Tensor out;
-    if (lp.epOn) {
+    if (lp.moeTp) {
+      // Each tp rank holds whole (gate, up) pairs of every expert and the
+      // matching rows of down_proj: its output is a Partial(sum), kept in
+      // fp32 under a narrow dtype, summed over tp per row; the row-parallel
+      // down_proj_bias is added once, to the sum, then rounded once (as the
+      // single device adds it to its fp32 accumulator).
+      const ref::PartialSums ps = tpPartialSums(dt);
+      auto xe = tpEnter(xt, ps, chunkSizes(options.seqLen, tpSize));
+      auto pl = kernels::makePermutePlan(idx, config.numExperts);
+      const auto& rows = pl.numTokensPerExpertHost;
+      auto downBias = ex.downBias;
+      ex.downBias = torch::Tensor();
+      const bool biasPerRank = mutants::points().rowParallelBiasPerRank && mutants::points().rowParallelBiasPerRank();
+      if (biasPerRank) ex.downBias = downBias;  // the mutant: every tp rank adds it
+      auto y = reducePartialExperts(ref::gptOssGroupedExperts(kernels::permuteTokens(xe, pl), rows, ex, config,
+                                                              {ps.wideInput, /*wideOutput=*/true, dt}));
+      if (!biasPerRank) {
+        auto counts = torch::tensor(rows, torch::TensorOptions().dtype(torch::kLong)).to(y.device());
+        y = y + downBias.index_select(0, torch::repeat_interleave(counts)).to(y.scalar_type());
+      }
+      out = ref::combineExpertOutputs(y.to(dt), pl, wts, /*fp32Combine=*/false);
+    } else if (lp.epOn) {
       const int64_t numLocal = ex.gateUp.size(0);
       ex.firstExpert = mesh.coord("ep") * numLocal;
       EpDispatchOptions eo{/*numExperts=*/config.numExperts, config.expertsImplementation};

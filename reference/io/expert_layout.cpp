@@ -154,12 +154,27 @@ void checkNumExperts(const std::string& where, const std::string& prefix,
        " are expected (experts ", found, "..", expected - 1, " are missing)");
 }
 
-// Checks that gate_up [E, 2·I, H] and down [E, H, I] agree.
+// Checks that gate_up [E, 2·I, H] and down [E, H, I] agree (transposed,
+// HubExpertNames::transposedFused: [E, H, 2·I] and [E, I, H]).
 void checkFusedPair(const std::string& where, const std::string& prefix,
                     const std::vector<int64_t>& gateUp,
                     const std::vector<int64_t>& down, at::ScalarType gateUpType,
-                    at::ScalarType downType, int64_t numExperts) {
+                    at::ScalarType downType, int64_t numExperts, bool transposed = false) {
   const std::string gu = fusedGateUpName(prefix), dn = fusedDownName(prefix);
+  if (transposed) {
+    if (gateUp.size() != 3 || gateUp[2] % 2 != 0)
+      fail(where, ": tensor '", gu, "' has shape ", formatShape(gateUp),
+           " but [E, H, 2*I] (an even last dim, gate/up interleaved) is expected");
+    const std::vector<int64_t> want = {gateUp[0], gateUp[2] / 2, gateUp[1]};
+    if (down != want)
+      fail(where, ": tensor '", dn, "' has shape ", formatShape(down), " but '",
+           gu, "' ", formatShape(gateUp), " implies [E, I, H] = ", formatShape(want));
+    if (gateUpType != downType)
+      fail(where, ": tensor '", dn, "' is ", c10::toString(downType), " but '",
+           gu, "' is ", c10::toString(gateUpType));
+    checkNumExperts(where, prefix, gateUp[0], numExperts);
+    return;
+  }
   if (gateUp.size() != 3 || gateUp[1] % 2 != 0)
     fail(where, ": tensor '", gu, "' has shape ", formatShape(gateUp),
          " but [E, 2*I, H] (an even middle dim) is expected");
@@ -220,8 +235,11 @@ FusedExpertView::FusedExpertView(const TensorSource& base,
         fail(where, ": tensor '", have, "' has no partner '", missing, "'");
     checkFusedPair(where, prefix, base.shape(baseName(gu)), base.shape(baseName(dn)),
                    base.scalarType(baseName(gu)), base.scalarType(baseName(dn)),
-                   options.numExperts);
+                   options.numExperts, hub_.transposedFused);
   }
+  if (hub_.transposedFused && !scan.hub.empty())
+    fail(where, ": ", scan.hub.begin()->first, " is stored per expert, but this family's hub "
+         "layout is the fused one (gate_up_proj [E, H, 2*I] and down_proj [E, I, H], with biases)");
 
   for (const auto& [prefix, experts] : scan.hub) {
     HubModule m;
@@ -383,7 +401,13 @@ std::vector<std::pair<std::string, at::Tensor>> toHubLayout(
     const at::Tensor& gateUp = t;   // [E, 2·I, H]
     const at::Tensor& down = byName.at(dn);  // [E, H, I]
     checkFusedPair(where, p.prefix, gateUp.sizes().vec(), down.sizes().vec(),
-                   gateUp.scalar_type(), down.scalar_type(), /*numExperts=*/-1);
+                   gateUp.scalar_type(), down.scalar_type(), /*numExperts=*/-1,
+                   hub.transposedFused);
+    if (hub.transposedFused) {  // the hub keeps the fused pair
+      out.emplace_back(toHub(name), gateUp);
+      out.emplace_back(toHub(dn), down);
+      continue;
+    }
     const int64_t inter = gateUp.size(1) / 2;
     const std::string hubPrefix = toHub(p.prefix);
     for (int64_t e = 0; e < gateUp.size(0); ++e) {

@@ -56,6 +56,11 @@ const char* layoutName(ExpertLayout layout);
 struct HubExpertNames {
   std::string hubBlock = "mlp";
   std::array<std::string, 3> projs = {"gate_proj", "up_proj", "down_proj"};
+  // GPT-OSS: the fused tensors are the hub layout, transposed:
+  // <prefix>.gate_up_proj [E, H, 2·I] (gate and up interleaved on the last
+  // dim) and <prefix>.down_proj [E, I, H]; per-expert tensors are refused
+  // and toHubLayout passes the fused tensors through.
+  bool transposedFused = false;
 };
 
 // The layout of `source`'s expert tensors. Throws HarnessError when the

@@ -50,6 +50,16 @@ struct ModelConfig {
   int64_t maxPositionEmbeddings = 2048;
   std::string expertsImplementation = "grouped";  // "loop" | "grouped"
 
+  // --- gpt_oss (GptOssConfig; unused by the other families) ---
+  // The experts' clamped SwiGLU: gate clamped above at swigluLimit, up to
+  // [-swigluLimit, swigluLimit], out = (up + 1) * gate * sigmoid(swigluAlpha * gate).
+  double swigluAlpha = 1.702;
+  double swigluLimit = 7.0;
+  // Per layer "sliding_attention" or "full_attention"; a sliding layer's
+  // query at position t attends to keys at t - slidingWindow < s <= t.
+  std::vector<std::string> layerTypes;
+  int64_t slidingWindow = 0;  // 0: no layer slides
+
   // HF rule: layer i is MoE iff i is not in mlp_only_layers, num_experts > 0
   // and (i + 1) % decoder_sparse_step == 0.
   bool isMoeLayer(int64_t layer) const;

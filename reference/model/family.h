@@ -37,6 +37,10 @@ namespace moe::ref {
 struct HubExpertNaming {
   std::string hubBlock = "mlp";
   std::array<std::string, 3> projs = {"gate_proj", "up_proj", "down_proj"};
+  // gpt_oss: the hub keeps the fused tensors, and they are transposed:
+  // gate_up_proj [E, H, 2I] (gate/up interleaved on the last dim) and
+  // down_proj [E, I, H], each with a _bias; there is no per-expert naming.
+  bool transposedFused = false;
 };
 
 class ModelFamily {
@@ -67,6 +71,11 @@ class ModelFamily {
   // Otherwise the weights are cast to the compute dtype first (Qwen3-MoE).
   virtual bool fp32Combine() const = 0;
   virtual HubExpertNaming hubExpertNaming() const = 0;
+  // GPT-OSS's layers (gpt_oss_model.h): attention with q/k/v/o biases, sinks
+  // and per-layer sliding windows; a router with a bias and a softmax over
+  // the top-k logits; experts [E, H, 2I] interleaved, with biases and the
+  // clamped SwiGLU. The model has its own parameter specs and forward.
+  virtual bool gptOssLayers() const { return false; }
 
   // The registered family for `modelType`, or a HarnessError
   // "config: model_type "x" is not an implemented family (implemented: ...)".
@@ -81,5 +90,10 @@ const ModelFamily& familyOf(const ModelConfig& config);
 // tinyTestConfig()'s sizes as a mixtral config: every layer MoE (experts of
 // width 8), no q/k norms.
 ModelConfig tinyMixtralTestConfig();
+
+// tinyTestConfig()'s sizes as a gpt_oss config: every layer MoE (experts of
+// width 8), layers alternating sliding (window 3) / full attention, default
+// rope, swiglu_limit 7.
+ModelConfig tinyGptOssTestConfig();
 
 }  // namespace moe::ref

@@ -2,12 +2,14 @@
 
 #include "common/error.h"
 #include "reference/model/family.h"
+#include "reference/model/gpt_oss_model.h"
 
 namespace moe::ref {
 
 std::string layerPrefix(int64_t layer) { return str("model.layers.", layer, "."); }
 
 std::vector<ParamSpec> parameterSpecs(const ModelConfig& c) {
+  if (familyOf(c).gptOssLayers()) return gptOssParameterSpecs(c);
   const int64_t h = c.hiddenSize, d = c.headDim;
   std::vector<ParamSpec> specs;
   specs.push_back({"model.embed_tokens.weight", {c.vocabSize, h}});

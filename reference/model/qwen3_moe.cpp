@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "kernels/routing.h"
 #include "reference/model/family.h"
+#include "reference/model/gpt_oss_model.h"
 #include "reference/model/moe_block.h"
 
 namespace moe::ref {
@@ -92,6 +93,7 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
   if (inputIds.dim() != 2 || inputIds.scalar_type() != torch::kLong)
     fail("model: input ids must be a [B, S] int64 tensor, got ", inputIds.sizes(), " ",
          inputIds.scalar_type());
+  if (familyOf(config).gptOssLayers()) return gptOssForwardModel(config, params, inputIds, options);
   const auto dtype = options.computeDtype;
   const int64_t b = inputIds.size(0), s = inputIds.size(1), hidden = config.hiddenSize;
   auto w = [&](const std::string& n) { return computeWeight(getParam(params, n), dtype); };

@@ -128,6 +128,12 @@ struct MutationPoints {
   // every rank.
   void (*fsdpGroupDims)(const plan::ParamPlacement& param, const mesh::DeviceMesh& mesh,
                         std::vector<std::string>& dims) = nullptr;
+
+  // --- gpt_oss ---
+  // dist_model.cpp, gpt_oss experts under MoE tensor parallelism: true adds
+  // the row-parallel down_proj_bias on every tp rank before the reduction
+  // (so it is counted tp times) instead of once after it.
+  bool (*rowParallelBiasPerRank)() = nullptr;
 };
 
 namespace detail {

@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "kernels/permute.h"
 #include "reference/model/family.h"
+#include "reference/model/gpt_oss_model.h"
 #include "reference/model/moe_block.h"
 #include "reference/model/qwen3_moe.h"
 #include "reference/mutants/mutation_points.h"
@@ -86,6 +87,9 @@ struct DistTrainer::Impl {
   // asks them, never a parameter's name, what the family computes.
   bool qkNorm = true;       // self_attn.{q,k}_norm exist and are applied
   bool fp32Combine = false;  // expert outputs weighted and summed in fp32
+  // gpt_oss's layers (ref/model/gpt_oss_model.h): replicated attention and
+  // expert parallelism so far; its tensor-parallel styles are not written.
+  bool gptOss = false;
 
   std::shared_ptr<comm::Communicator> tp, ep, stats;
   ModelPlan model;                 // what the styles declared (layer_plan.h)
@@ -105,6 +109,7 @@ struct DistTrainer::Impl {
       : config(std::move(c)), mesh(m), plan(std::move(p)), options(o), distOptions(std::move(d)),
         optimizer(o.adamw), device(m.world()->device()) {
     const auto& family = ref::familyOf(config);
+    gptOss = family.gptOssLayers();
     qkNorm = family.qkNorm();
     fp32Combine = family.fp32Combine();
     // Shards on another device are moved once (a no-op for those already
@@ -211,9 +216,91 @@ struct DistTrainer::Impl {
     return (sp ? reduceScatterAlongDim(y, *tp, 1, pieces) : reduceFromGroup(y, *tp)).to(dt);
   }
 
+  // gpt_oss's attention parameters as fetched for this step (fp32: the
+  // model rounds them, as on one device).
+  ParamMap gptOssAttentionParams(const std::string& p) {
+    ParamMap m;
+    for (const char* n : {"sinks", "q_proj.weight", "q_proj.bias", "k_proj.weight", "k_proj.bias",
+                          "v_proj.weight", "v_proj.bias", "o_proj.weight", "o_proj.bias"}) {
+      const std::string name = p + "self_attn." + n;
+      m.insert(name, w(name, torch::kFloat));
+    }
+    return m;
+  }
+
+  // The gpt_oss MoE layer: replicated or expert-parallel (ref::gptOss*).
+  // x: [B, Sl, H] -> [B, Sl, H]
+  torch::Tensor gptOssMoeLayer(const torch::Tensor& x, int64_t layer, torch::ScalarType dt,
+                               std::vector<torch::Tensor>& routerLogits) {
+    const auto p = ref::layerPrefix(layer);
+    const auto& lp = model.layers[static_cast<size_t>(layer)];
+    const bool loop = config.expertsImplementation == "loop";
+    if (sp || (lp.moeTp && (lp.epOn || loop)))
+      fail("plan: ", p, "mlp.experts: gpt_oss under sequence parallelism, ep x tp, or loop experts under MoE "
+           "tensor parallelism is not implemented yet (docs/families.md)");
+    const int64_t b = x.size(0), sl = x.size(1), h = x.size(2);
+    auto xt = x.reshape({b * sl, h});
+    auto router = ref::gptOssRoute(xt, w(p + "mlp.router.weight", dt), w(p + "mlp.router.bias", dt), config);
+    routerLogits.push_back(router.logits);
+    const auto& idx = router.routing.topkIdx;
+    const auto& wts = router.routing.topkWeights;
+    ref::GptOssExperts ex{w(p + "mlp.experts.gate_up_proj", dt), w(p + "mlp.experts.gate_up_proj_bias", dt),
+                          w(p + "mlp.experts.down_proj", dt), w(p + "mlp.experts.down_proj_bias", dt),
+                          /*firstExpert=*/0};
+    torch::Tensor out;
+    if (lp.moeTp) {
+      // Each tp rank holds whole (gate, up) pairs of every expert and the
+      // matching rows of down_proj: its output is a Partial(sum), kept in
+      // fp32 under a narrow dtype, summed over tp per row; the row-parallel
+      // down_proj_bias is added once, to the sum, then rounded once (as the
+      // single device adds it to its fp32 accumulator).
+      const ref::PartialSums ps = tpPartialSums(dt);
+      auto xe = tpEnter(xt, ps, chunkSizes(options.seqLen, tpSize));
+      auto pl = kernels::makePermutePlan(idx, config.numExperts);
+      const auto& rows = pl.numTokensPerExpertHost;
+      auto downBias = ex.downBias;
+      ex.downBias = torch::Tensor();
+      const bool biasPerRank = mutants::points().rowParallelBiasPerRank && mutants::points().rowParallelBiasPerRank();
+      if (biasPerRank) ex.downBias = downBias;  // the mutant: every tp rank adds it
+      auto y = reducePartialExperts(ref::gptOssGroupedExperts(kernels::permuteTokens(xe, pl), rows, ex, config,
+                                                              {ps.wideInput, /*wideOutput=*/true, dt}));
+      if (!biasPerRank) {
+        auto counts = torch::tensor(rows, torch::TensorOptions().dtype(torch::kLong)).to(y.device());
+        y = y + downBias.index_select(0, torch::repeat_interleave(counts)).to(y.scalar_type());
+      }
+      out = ref::combineExpertOutputs(y.to(dt), pl, wts, /*fp32Combine=*/false);
+    } else if (lp.epOn) {
+      const int64_t numLocal = ex.gateUp.size(0);
+      ex.firstExpert = mesh.coord("ep") * numLocal;
+      EpDispatchOptions eo{/*numExperts=*/config.numExperts, config.expertsImplementation};
+      eo.localExperts = [&](const torch::Tensor& xLocal, const std::vector<int64_t>& rows) {
+        if (!loop) return ref::gptOssGroupedExperts(xLocal, rows, ex, config);
+        auto longOpts = torch::TensorOptions().dtype(torch::kLong).device(xLocal.device());
+        auto counts = torch::tensor(rows, longOpts);
+        auto expertOfRow = (torch::repeat_interleave(counts) + ex.firstExpert).view({-1, 1});
+        auto ones = torch::ones({xLocal.size(0), 1}, xLocal.options());
+        return ref::gptOssLoopExperts(xLocal, expertOfRow, ones, ex, config);
+      };
+      // The dispatch reads the local expert count and first index from here.
+      const ref::LocalExperts block{ex.gateUp, ex.down, ex.firstExpert};
+      auto r = epExpertsForward(xt, idx, wts, block, *ep, eo);
+      dispatch.tokensSent += sum(r.numTokensPerRank);
+      dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
+      out = r.out;
+    } else if (loop) {
+      out = ref::gptOssLoopExperts(xt, idx, wts, ex, config);
+    } else {
+      auto pl = kernels::makePermutePlan(idx, config.numExperts);
+      auto y = ref::gptOssGroupedExperts(kernels::permuteTokens(xt, pl), pl.numTokensPerExpertHost, ex, config);
+      out = ref::combineExpertOutputs(y, pl, wts, /*fp32Combine=*/false);
+    }
+    return out.view({b, sl, h}).to(dt);
+  }
+
   // x: [B, Sl, H] (sequence shard under sp) -> [B, Sl, H]
   torch::Tensor moeLayer(const torch::Tensor& x, int64_t layer, torch::ScalarType dt,
                          std::vector<torch::Tensor>& routerLogits) {
+    if (gptOss) return gptOssMoeLayer(x, layer, dt, routerLogits);
     const auto p = ref::layerPrefix(layer);
     const int64_t b = x.size(0), sl = x.size(1), h = x.size(2), k = config.numExpertsPerTok;
     auto xt = x.reshape({b * sl, h});
@@ -282,6 +369,11 @@ struct DistTrainer::Impl {
     return out;
   }
 
+  // The family's RMSNorm. x: [..., H], weight: [H] fp32
+  torch::Tensor norm(const torch::Tensor& x, const torch::Tensor& weight) const {
+    return gptOss ? ref::gptOssRmsNorm(x, weight, config.rmsNormEps) : ref::rmsNorm(x, weight, config.rmsNormEps);
+  }
+
   struct Loss {
     torch::Tensor objective;
     double loss = 0, ce = 0, aux = 0;
@@ -305,13 +397,21 @@ struct DistTrainer::Impl {
     std::vector<torch::Tensor> routerLogits;
     for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
       const auto p = ref::layerPrefix(i);
-      auto x = ref::rmsNorm(h, w(p + "input_layernorm.weight", torch::kFloat), config.rmsNormEps);
+      auto x = norm(h, w(p + "input_layernorm.weight", torch::kFloat));
       const bool aTp = model.layers[static_cast<size_t>(i)].attnTp;
       const auto aPs = aTp ? tpPartialSums(dt) : ref::PartialSums{};
-      auto a = ref::attentionForward(aTp ? tpEnter(x, aPs, pieces) : x, attentionParams(p, dt), p, config, dt, aPs);
+      torch::Tensor a;
+      if (gptOss) {
+        if (aTp || sp)
+          fail("plan: ", p, "self_attn: gpt_oss under tensor or sequence parallelism is not implemented yet "
+               "(docs/families.md)");
+        a = ref::gptOssAttention(x, gptOssAttentionParams(p), i, config, dt);
+      } else {
+        a = ref::attentionForward(aTp ? tpEnter(x, aPs, pieces) : x, attentionParams(p, dt), p, config, dt, aPs);
+      }
       if (aTp) a = tpExit(a, pieces, dt);
       h = h + a;
-      x = ref::rmsNorm(h, w(p + "post_attention_layernorm.weight", torch::kFloat), config.rmsNormEps);
+      x = norm(h, w(p + "post_attention_layernorm.weight", torch::kFloat));
       torch::Tensor m;
       if (config.isMoeLayer(i)) {
         m = moeLayer(x, i, dt, routerLogits);
@@ -324,7 +424,7 @@ struct DistTrainer::Impl {
       }
       h = h + m;
     }
-    h = ref::rmsNorm(h, w("model.norm.weight", torch::kFloat), config.rmsNormEps);
+    h = norm(h, w("model.norm.weight", torch::kFloat));
     auto head = config.tieWordEmbeddings ? embed : w("lm_head.weight", dt);
     auto logits = ref::project(h, head);  // [Bl, Sl, V]
 

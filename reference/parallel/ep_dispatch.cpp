@@ -67,7 +67,10 @@ EpDispatchResult epExpertsForward(const torch::Tensor& x, const torch::Tensor& t
   auto orderT = torch::tensor(order, longOpts);
   auto xLocal = xRecv.index_select(0, orderT);  // [N, H] local-expert-major
   torch::Tensor y;
-  if (options.expertsImplementation == "loop") {
+  if (options.localExperts) {
+    // As for the loop below: keep the graph connected to xRecv (exact +0).
+    y = options.localExperts(xLocal, perExpert) + xLocal.sum() * 0;
+  } else if (options.expertsImplementation == "loop") {
     auto idx = torch::tensor(expertOfRow, longOpts).view({n, 1});
     auto w = torch::ones({n, 1}, topkWeights.options());
     // The loop skips experts without rows, which can leave y unconnected to

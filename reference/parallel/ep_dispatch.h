@@ -19,6 +19,7 @@
 // zero-row splits.
 #include <torch/torch.h>
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,11 @@ struct EpDispatchOptions {
   // (ref::combineExpertOutputs); otherwise the weights are cast to the rows'
   // dtype first (Qwen3-MoE).
   bool fp32Combine = false;
+  // A family whose experts are not ref::LocalExperts' SwiGLU (gpt_oss): when
+  // set, it computes the unweighted outputs of the received rows instead of
+  // expertsImplementation's path.
+  // xLocal: [N, H] local-expert-major, rows: L counts -> [N, H]
+  std::function<torch::Tensor(const torch::Tensor& xLocal, const std::vector<int64_t>& rows)> localExperts;
 };
 
 struct EpDispatchResult {

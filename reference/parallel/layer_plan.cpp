@@ -1,6 +1,7 @@
 #include "reference/parallel/layer_plan.h"
 
 #include "common/error.h"
+#include "reference/model/family.h"
 #include "reference/model/params.h"
 
 namespace moe::parallel {
@@ -29,12 +30,15 @@ class Reader {
       if (pp->placements[i].isSharded()) return true;
     return false;
   }
-  // Every parameter of `module` agrees on being sharded on `dim`.
-  bool moduleUniformOn(const std::string& module, const std::string& dim) const {
+  // Every parameter of `module` agrees on being sharded on `dim` (but the
+  // one named `exceptName`, if any).
+  bool moduleUniformOn(const std::string& module, const std::string& dim,
+                       const std::string& exceptName = "") const {
     const int i = mesh.index(dim);
     if (i < 0 || mesh.dims()[i].size <= 1) return true;
     int sharded = 0, n = 0;
     for (const auto* pp : plan.paramsOf(module)) {
+      if (pp->name == exceptName) continue;
       ++n;
       sharded += pp->placements[i].isSharded() ? 1 : 0;
     }
@@ -96,9 +100,14 @@ class Reader {
       if (sp && !lp.attnTp) fail("plan: ", attn.scope, ": sequence_parallel needs tensor-parallel attention");
       inRegions.push_back(attn.scope);
       if (config.isMoeLayer(i)) {
-        const std::string experts = p + "mlp.experts", router = p + "mlp.gate";
+        const std::string experts = p + "mlp.experts",
+                          router = p + (ref::familyOf(config).gptOssLayers() ? "mlp.router" : "mlp.gate");
+        // gpt_oss: the row-parallel down_proj_bias stays whole under tp (it
+        // is added once, after the reduction: styles/gpt_oss_down_rowwise.cpp).
+        const std::string wholeUnderTp =
+            ref::familyOf(config).gptOssLayers() ? experts + ".down_proj_bias" : "";
         for (const char* dim : {"tp", "ep"})
-          if (!moduleUniformOn(experts, dim))
+          if (!moduleUniformOn(experts, dim, std::string(dim) == "tp" ? wholeUnderTp : ""))
             fail("plan: ", experts, ": gate_up_proj and down_proj must be sharded over ", dim, " together (",
                  stylesOf(experts), ")");
         lp.moeTp = moduleShardedOn(experts, "tp");

@@ -156,7 +156,7 @@ AppliedPlan applyPlan(const Plan& plan, const ref::ModelConfig& config,
     pp.globalShape = spec.shape;
     pp.placements.assign(ndim, ref::Placement::replicate());
     const auto segs = splitDotted(spec.name);
-    pp.isExpert = segs.size() >= 2 && segs[segs.size() - 2] == "experts" && spec.shape.size() == 3;
+    pp.isExpert = segs.size() >= 2 && segs[segs.size() - 2] == "experts" && spec.shape.size() >= 2;
     std::vector<std::string> decidedDims;
     std::vector<std::string> styles(ndim);
     for (auto& en : entries) {

@@ -6,7 +6,9 @@ namespace moe::ref {
 
 io::HubExpertNames hubExpertNames(const ModelConfig& config) {
   const HubExpertNaming n = familyOf(config).hubExpertNaming();
-  return io::HubExpertNames{n.hubBlock, n.projs};
+  io::HubExpertNames names{n.hubBlock, n.projs};
+  names.transposedFused = n.transposedFused;
+  return names;
 }
 
 io::FusedViewOptions fusedViewOptions(const ModelConfig& config) {

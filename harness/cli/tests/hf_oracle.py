@@ -61,6 +61,23 @@ FAMILIES = {
         model=lambda c: transformers.MixtralForCausalLM(c),
         experts="model.layers.0.block_sparse_moe.experts", gate_up=("w1", "w3"),
     ),
+    # GPT-OSS: the hub keeps the fused experts, gate_up_proj [E, H, 2I] with
+    # gate/up interleaved on the last dim, and biases everywhere (HF inits
+    # the expert biases to 0: perturbed so they matter). sliding_window 4 <
+    # the harness's 16 positions, so layer 0 (sliding) masks; swiglu_limit
+    # 0.15 clamps a part of the gate/up values (counted below); default
+    # rope, since the harness refuses yarn (GptOssConfig's default).
+    "gpt_oss": dict(
+        config=lambda: transformers.GptOssConfig(
+            vocab_size=64, hidden_size=32, intermediate_size=16, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, head_dim=8, num_local_experts=8,
+            num_experts_per_tok=2, router_aux_loss_coef=0.01, max_position_embeddings=64,
+            sliding_window=4, swiglu_limit=0.15,
+            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}),
+        model=lambda c: transformers.GptOssForCausalLM(c),
+        experts="model.layers.0.mlp.experts", gate_up=None,
+        perturb=("bias", "sinks"),
+    ),
 }
 
 # Tolerances, relative.
@@ -101,10 +118,18 @@ def plant_swap_gate_up(ckpt, planted, experts, gate_up):
     for f in sorted(os.listdir(ckpt)):
         if f.endswith(".safetensors"):
             tensors.update(load_file(os.path.join(ckpt, f)))
-    g, u = (f"{experts}.0.{p}.weight" for p in gate_up)
-    if g not in tensors or u not in tensors:
-        raise SystemExit(f"cannot plant: {g} / {u} not in the checkpoint (keys: {sorted(tensors)[:5]} ...)")
-    tensors[g], tensors[u] = tensors[u], tensors[g]
+    if gate_up is None:  # fused [E, H, 2I], gate/up interleaved: swap the pairs of expert 0
+        name = f"{experts}.gate_up_proj"
+        if name not in tensors:
+            raise SystemExit(f"cannot plant: {name} not in the checkpoint (keys: {sorted(tensors)[:5]} ...)")
+        t = tensors[name].clone()
+        t[0] = torch.stack((t[0][:, 1::2], t[0][:, 0::2]), dim=-1).reshape(t[0].shape)
+        tensors[name] = t
+    else:
+        g, u = (f"{experts}.0.{p}.weight" for p in gate_up)
+        if g not in tensors or u not in tensors:
+            raise SystemExit(f"cannot plant: {g} / {u} not in the checkpoint (keys: {sorted(tensors)[:5]} ...)")
+        tensors[g], tensors[u] = tensors[u], tensors[g]
     save_file(tensors, os.path.join(planted, "model.safetensors"), metadata={"format": "pt"})
     shutil.copy(os.path.join(ckpt, "config.json"), os.path.join(planted, "config.json"))
 
@@ -116,7 +141,7 @@ def check_family(tool, family, spec, dtype, plant, work):
     model = spec["model"](config)
     with torch.no_grad():  # norm weights off 1, so their gradients are not all alike
         for n, p in model.named_parameters():
-            if n.endswith("norm.weight"):
+            if n.endswith("norm.weight") or n.endswith(spec.get("perturb", ("norm.weight",))):
                 p.add_(0.1 * torch.randn_like(p))
     ckpt = os.path.join(work, family + "_hf")
     model.save_pretrained(ckpt, max_shard_size="16KB")
@@ -152,8 +177,28 @@ def check_family(tool, family, spec, dtype, plant, work):
                  "ce": (o.loss.float() - config.router_aux_loss_coef * aux).item()}
         return o, terms, {n: p.grad.detach().double().clone() for n, p in m.named_parameters() if p.grad is not None}
 
+    # A clamped SwiGLU (gpt_oss) must clamp somewhere, or its limit is untested:
+    # the share of the gate/up values the routed experts compute that lie
+    # beyond swiglu_limit.
+    clamp = [0, 0]
+    def count_clamped(mod, args, _out):
+        hs, idx = args[0], args[1]
+        for e in idx.unique().tolist():
+            rows = (idx == e).any(-1)
+            gu = hs[rows] @ mod.gate_up_proj[e] + mod.gate_up_proj_bias[e]
+            clamp[0] += int(((gu[:, ::2] > mod.limit).sum() + (gu[:, 1::2].abs() > mod.limit).sum()).item())
+            clamp[1] += gu.numel()
+    hooks = [m.register_forward_hook(count_clamped) for m in model.modules()
+             if hasattr(m, "limit") and hasattr(m, "gate_up_proj")]
+
     # fp32 first: in bf16 mode it is the truth both bf16 results are judged by.
     o32, terms32, grads32 = hf_step(model)
+    for h in hooks:
+        h.remove()
+    if hooks:
+        print(f"{family}: swiglu_limit {config.swiglu_limit} clamps {clamp[0]} of {clamp[1]} gate/up values")
+        if clamp[0] == 0 or clamp[0] == clamp[1]:
+            failures.append(f"{family}: the clamp of the SwiGLU is not exercised ({clamp[0]} of {clamp[1]})")
     grads16, terms16 = {}, {}
     if dtype == "bf16":
         model.zero_grad(set_to_none=True)

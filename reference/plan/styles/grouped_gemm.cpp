@@ -9,7 +9,9 @@ namespace moe::plan {
 namespace {
 
 ref::Placement placeExperts(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
-  requireRank(self, p, 3);
+  // [E, ...]: the fused weights (rank 3) and gpt_oss's per-expert biases
+  // [E, n] (rank 2).
+  if (p.globalShape.size() != 2) requireRank(self, p, 3);
   if (!p.isExpert) fail("style grouped_gemm: parameter ", p.name, " is not a fused expert tensor");
   requireDivisible(self, p, p.globalShape[0], ctx.meshDimSize, "experts");
   return ref::Placement::shard(0);

@@ -203,9 +203,12 @@ TEST(PlanStyles, Placements) {
   EXPECT_EQ(ap2.param("model.layers.1.mlp.experts.gate_up_proj").style, "");
 }
 
-TEST(PlanStyles, RegistryKnowsAllTen) {
-  EXPECT_EQ(knownStyles().size(), 10u);
+TEST(PlanStyles, RegistryKnowsEveryStyle) {
+  // The ten of Qwen3-MoE / Mixtral plus gpt_oss's two.
+  EXPECT_EQ(knownStyles().size(), 12u);
   EXPECT_TRUE(hasStyle("ep_router"));
+  EXPECT_TRUE(hasStyle("gpt_oss_gate_up_colwise"));
+  EXPECT_TRUE(hasStyle("gpt_oss_down_rowwise"));
 }
 
 }  // namespace

@@ -203,8 +203,8 @@ TEST(PlanStyles, Placements) {
   EXPECT_EQ(ap2.param("model.layers.1.mlp.experts.gate_up_proj").style, "");
 }
 
-TEST(PlanStyles, RegistryKnowsAllTen) {
-  EXPECT_EQ(knownStyles().size(), 10u);
+TEST(PlanStyles, RegistryKnowsAllTwelve) {
+  EXPECT_EQ(knownStyles().size(), 12u);  // the ten of Qwen3-MoE plus mla_colwise, mla_rowwise
   EXPECT_TRUE(hasStyle("ep_router"));
 }
 

@@ -156,6 +156,11 @@ struct DistTrainer::Impl {
       so.reductions.push_back(red);
     }
     store = makeParamStore(distOptions.wrapper, so);
+    // deepseek_v3: a wrapper that cannot hand out the correction biases'
+    // masters is refused here, on every rank, before the first step.
+    if (biasRouter)
+      for (int64_t i = 0; i < config.numHiddenLayers; ++i)
+        if (config.isMoeLayer(i)) store->mutableMaster(ref::correctionBiasName(i));
   }
 
   // The tp ranks' gradients of this tp-replicated parameter are partial
@@ -312,10 +317,14 @@ struct DistTrainer::Impl {
       const auto& lp = model.layers[static_cast<size_t>(layer)];
       const auto sPs = lp.sharedTp ? tpPartialSums(dt) : ref::PartialSums{};
       const std::string s = p + "mlp.shared_experts.";
-      auto shared = ref::swiglu(lp.sharedTp ? tpEnter(x, sPs, pieces) : x, w(s + "gate_proj.weight", dt),
-                                w(s + "up_proj.weight", dt), w(s + "down_proj.weight", dt), sPs);
+      // On xt, the tensor the router and experts read, as one device does:
+      // the gradients reaching x are then summed in the same order (bf16).
+      // Sequence parallelism gathers along the sequence: the [B, Sl, H] view.
+      auto in = lp.sharedTp ? (sp ? tpEnter(x, sPs, pieces) : tpEnter(xt, sPs, pieces)) : xt;
+      auto shared = ref::swiglu(in, w(s + "gate_proj.weight", dt), w(s + "up_proj.weight", dt),
+                                w(s + "down_proj.weight", dt), sPs);
       if (lp.sharedTp) shared = tpExit(shared, pieces, dt);
-      out = out + shared;
+      out = out + shared.view({b, sl, h});
     }
     return out;
   }

@@ -18,6 +18,9 @@ Exit 0 = agree (or, with --plant, the planted bug was caught), 1 = disagree
 --plant swap_gate_up hands the harness a checkpoint in which expert 0 of the
 first MoE layer has its gate_proj and up_proj exchanged, the bug a wrong
 hub -> fused conversion makes; the oracle must report it.
+--plant zero_bias (deepseek_v3 only: --family deepseek_v3) zeroes the
+correction biases of the harness's checkpoint: experts are then selected on
+the unbiased scores, as a router that ignored the bias would select them.
 
 Deliberate differences (none is exercised here): the harness breaks exact
 top-k ties towards the lower expert index (torch.topk does not promise an
@@ -134,6 +137,24 @@ def plant_swap_gate_up(ckpt, planted, experts, gate_up):
     shutil.copy(os.path.join(ckpt, "config.json"), os.path.join(planted, "config.json"))
 
 
+def plant_zero_bias(ckpt, planted):
+    """Copies the checkpoint with every e_score_correction_bias set to 0
+    (deepseek_v3): the harness then selects experts on the unbiased scores,
+    as a router that ignored the bias would; the oracle must report it."""
+    os.makedirs(planted)
+    tensors = {}
+    for f in sorted(os.listdir(ckpt)):
+        if f.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(ckpt, f)))
+    biases = [n for n in tensors if n.endswith("e_score_correction_bias")]
+    if not biases:
+        raise SystemExit("cannot plant zero_bias: no e_score_correction_bias in the checkpoint")
+    for n in biases:
+        tensors[n] = torch.zeros_like(tensors[n])
+    save_file(tensors, os.path.join(planted, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(ckpt, "config.json"), os.path.join(planted, "config.json"))
+
+
 def check_family(tool, family, spec, dtype, plant, work):
     failures = []
     torch.manual_seed(1234)
@@ -161,6 +182,10 @@ def check_family(tool, family, spec, dtype, plant, work):
         load_dir = os.path.join(work, family + "_planted")
         plant_swap_gate_up(ckpt, load_dir, spec["experts"], spec["gate_up"])
         print(f"{family}: planted swap_gate_up in {spec['experts']}.0")
+    elif plant == "zero_bias":
+        load_dir = os.path.join(work, family + "_planted")
+        plant_zero_bias(ckpt, load_dir)
+        print(f"{family}: planted zero_bias (every e_score_correction_bias 0)")
 
     out = os.path.join(work, family + "_" + dtype)
     cmd = [tool, "reference", "--config", os.path.join(load_dir, "config.json"), "--checkpoint", load_dir,
@@ -267,7 +292,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("tool")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    ap.add_argument("--plant", choices=["swap_gate_up"])
+    ap.add_argument("--plant", choices=["swap_gate_up", "zero_bias"])
     ap.add_argument("--family", action="append", help="default: every family")
     a = ap.parse_args()
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")

@@ -423,6 +423,35 @@ TEST(DistTrainDeepseekV3, Tp2SequenceParallel) {
 TEST(DistTrainDeepseekV3, Ep2Tp2) { expectRun(4, deepseek({{"ep", 2}, {"tp", 2}}, joinPlans({kEpPlan, kDeepseekTpPlan}))); }
 TEST(DistTrainDeepseekV3, Ep2Bf16) { expectRun(2, deepseek({{"ep", 2}}, kEpPlan, ref::Precision::kBf16)); }
 TEST(DistTrainDeepseekV3, Tp2Bf16) { expectRun(2, deepseek({{"tp", 2}}, kDeepseekTpPlan, ref::Precision::kBf16)); }
+// fsdp and zero3 cannot hand out the correction biases' masters: refused
+// when the trainer is built, naming the wrapper and the bias, on every rank.
+TEST(DistTrainDeepseekV3, ShardingWrappersAreRefusedBeforeTheFirstStep) {
+  for (const char* wrapper : {"fsdp", "zero3"}) {
+    auto r = ranktest::runRanks(2, [wrapper](const launch::RankContext&) {
+      auto world = ranktest::rankWorld();
+      mesh::DeviceMesh mesh(world, {{"dp", 2}});
+      auto cfg = configOf(deepseek({{"dp", 2}}, "[]"));
+      ref::TrainOptions opts;
+      opts.steps = 1;
+      auto applied = plan::applyPlan(plan::Plan::parse("[]"), cfg, mesh.shape());
+      auto local = distributeParams(applied, mesh, ref::initParameters(cfg, 7));
+      DistOptions d;
+      d.wrapper = wrapper;
+      try {
+        DistTrainer trainer(cfg, mesh, applied, local, opts, d);
+      } catch (const HarnessError& e) {
+        const std::string m = e.what();
+        RANK_CHECK(m.find(std::string("wrapper '") + wrapper + "'") != std::string::npos &&
+                       m.find("e_score_correction_bias") != std::string::npos,
+                   "rank ", world->rank(), ": message ", m);
+        return 0;
+      }
+      RANK_CHECK(false, "rank ", world->rank(), ": wrapper ", wrapper, " was not refused");
+      return 0;
+    }, 120);
+    ASSERT_TRUE(r.result.ok) << wrapper << ": " << r.all();
+  }
+}
 TEST(DistTrainDeepseekV3, Ep2Loop) { expectRun(2, deepseek({{"ep", 2}}, kEpPlan, ref::Precision::kFp32, "loop")); }
 
 }  // namespace

@@ -59,6 +59,22 @@ struct ModelConfig {
   // query at position t attends to keys at t - slidingWindow < s <= t.
   std::vector<std::string> layerTypes;
   int64_t slidingWindow = 0;  // 0: no layer slides
+  // --- deepseek_v3 (family_deepseek_v3.cpp, deepseek_v3.h); other families
+  // leave these at their defaults ---
+  int64_t qLoraRank = 0;       // 0: q_proj (HF q_lora_rank null); > 0: q_a_proj, q_a_layernorm, q_b_proj
+  int64_t kvLoraRank = 0;      // > 0: multi-head latent attention (kv_a_proj_with_mqa, kv_b_proj)
+  int64_t qkNopeHeadDim = 0;   // per-head q/k dims without rotary
+  int64_t qkRopeHeadDim = 0;   // per-head q/k rotary dims (the shared k_rot too)
+  int64_t vHeadDim = 0;        // per-head value dims
+  bool ropeInterleave = false; // rotary pairs (x0, x1), (x2, x3), ... instead of rotate-half
+  int64_t nSharedExperts = 0;  // ungated mlp.shared_experts of width moe_intermediate_size * n
+  int64_t nGroup = 1;          // expert groups of the group-limited top-k
+  int64_t topkGroup = 1;       // groups a token may route to
+  double routedScalingFactor = 1.0;  // multiplies the routed experts' weights
+  // The harness's training rule for mlp.gate.e_score_correction_bias (HF's
+  // model does not update it): after each optimizer step,
+  // bias += speed * sign(mean load - load), loads over the global batch.
+  double biasUpdateSpeed = 0.0;
 
   // HF rule: layer i is MoE iff i is not in mlp_only_layers, num_experts > 0
   // and (i + 1) % decoder_sparse_step == 0.

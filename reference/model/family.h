@@ -77,6 +77,21 @@ class ModelFamily {
   // clamped SwiGLU. The model has its own parameter specs and forward.
   virtual bool gptOssLayers() const { return false; }
 
+  // --- traits added with deepseek_v3 (defaults: the Qwen3-MoE / Mixtral form) ---
+  // Multi-head latent attention (reference/model/deepseek_v3.h) instead of
+  // q/k/v/o_proj with per-head q/k norms.
+  virtual bool latentAttention() const { return false; }
+  // The router is DeepSeek-V3's: fp32 sigmoid scores, selection on scores +
+  // mlp.gate.e_score_correction_bias (a non-trained [E] tensor) with
+  // group-limited top-k, weights from the unbiased scores, renormalised when
+  // norm_topk_prob, times routed_scaling_factor (deepseek_v3.h). Otherwise
+  // the softmax router of moe_block.h.
+  virtual bool biasCorrectedRouter() const { return false; }
+  // The loss carries Hugging Face's softmax load-balancing aux term
+  // (router_aux_loss_coef * aux). false: aux is 0 (DeepSeek-V3 balances
+  // with the correction bias instead; Hugging Face computes no aux there).
+  virtual bool routerAuxLoss() const { return true; }
+
   // The registered family for `modelType`, or a HarnessError
   // "config: model_type "x" is not an implemented family (implemented: ...)".
   static const ModelFamily& get(const std::string& modelType);
@@ -95,5 +110,10 @@ ModelConfig tinyMixtralTestConfig();
 // width 8), layers alternating sliding (window 3) / full attention, default
 // rope, swiglu_limit 7.
 ModelConfig tinyGptOssTestConfig();
+// A tiny deepseek_v3 config (deepseek_v3.cpp): layer 0 dense, layers 1-2
+// MoE, 8 experts in 4 groups (topk_group 2, top-2), one shared expert, MLA
+// with q_lora_rank 12, kv_lora_rank 8, nope/rope/v head dims 4/4/6,
+// interleaved rotary, routed_scaling_factor 2.5.
+ModelConfig tinyDeepseekV3TestConfig();
 
 }  // namespace moe::ref

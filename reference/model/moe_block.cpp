@@ -3,12 +3,15 @@
 #include "common/error.h"
 #include "kernels/grouped_matmul.h"
 #include "kernels/permute.h"
+#include "reference/model/deepseek_v3.h"
 #include "reference/model/family.h"
 
 namespace moe::ref {
 
 RouterOutput routeTokens(const torch::Tensor& x, const torch::Tensor& routerWeight,
-                         const ModelConfig& config) {
+                         const ModelConfig& config, const torch::Tensor& correctionBias) {
+  if (familyOf(config).biasCorrectedRouter())
+    return biasCorrectedRoute(x, routerWeight, correctionBias, config);
   RouterOutput r;
   r.logits = project(x, routerWeight);
   r.routing = kernels::topkRoute(r.logits, {/*topK=*/config.numExpertsPerTok,
@@ -99,7 +102,7 @@ MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& we
                                const ModelConfig& config) {
   const int64_t numExperts = weights.router.size(0);
   MOE_ASSERT_EQ(weights.experts.gateUp.size(0), numExperts, "single-device block holds all experts");
-  auto router = routeTokens(x, weights.router, config);
+  auto router = routeTokens(x, weights.router, config, weights.correctionBias);
   const auto& routing = router.routing;
   const bool wide = familyOf(config).fp32Combine();
   torch::Tensor out;
@@ -115,8 +118,10 @@ MoeBlockOutput moeBlockForward(const torch::Tensor& x, const MoeBlockWeights& we
   if (weights.sharedExpertGate.defined()) {
     auto shared = swiglu(x, weights.sharedGate, weights.sharedUp, weights.sharedDown);
     out = out + torch::sigmoid(project(x, weights.sharedExpertGate)) * shared;
+  } else if (weights.sharedGate.defined()) {  // deepseek_v3's ungated shared experts
+    out = out + swiglu(x, weights.sharedGate, weights.sharedUp, weights.sharedDown);
   }
-  return {out, router.logits};
+  return {out, router.logits, routing.topkIdx};
 }
 
 }  // namespace moe::ref

@@ -31,8 +31,11 @@ struct RouterOutput {
 };
 
 // x: [T, H], routerWeight: [E, H]; both in the compute dtype.
+// correctionBias [E]: the family's e_score_correction_bias when
+// ModelFamily::biasCorrectedRouter (deepseek_v3.h biasCorrectedRoute: then
+// routerWeight is the fp32 master, unrounded), else undefined.
 RouterOutput routeTokens(const torch::Tensor& x, const torch::Tensor& routerWeight,
-                         const ModelConfig& config);
+                         const ModelConfig& config, const torch::Tensor& correctionBias = {});
 
 // SwiGLU MLP: down(silu(x gate^T) * (x up^T)).
 // x: [N, H], gate/up: [I, H], down: [H, I] -> [N, H]
@@ -76,12 +79,14 @@ struct MoeBlockWeights {
   LocalExperts experts;  // all E experts on a single device
   // Optional shared expert (undefined tensors when absent).
   torch::Tensor sharedGate, sharedUp, sharedDown;  // [S, H], [S, H], [H, S]
-  torch::Tensor sharedExpertGate;                  // [1, H]
+  torch::Tensor sharedExpertGate;                  // [1, H]; undefined with shared below: ungated
+  torch::Tensor correctionBias;                    // [E] deepseek_v3, else undefined
 };
 
 struct MoeBlockOutput {
   torch::Tensor out;           // [T, H]
   torch::Tensor routerLogits;  // [T, E]
+  torch::Tensor topkIdx;       // [T, k] the routing (for the expert loads)
 };
 
 // Single-device MoE block; config.expertsImplementation picks loop or grouped.

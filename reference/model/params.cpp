@@ -1,6 +1,7 @@
 #include "reference/model/params.h"
 
 #include "common/error.h"
+#include "reference/model/deepseek_v3.h"
 #include "reference/model/family.h"
 #include "reference/model/gpt_oss_model.h"
 
@@ -15,10 +16,14 @@ std::vector<ParamSpec> parameterSpecs(const ModelConfig& c) {
   specs.push_back({"model.embed_tokens.weight", {c.vocabSize, h}});
   for (int64_t i = 0; i < c.numHiddenLayers; ++i) {
     const std::string p = layerPrefix(i);
+    if (familyOf(c).latentAttention()) {
+      appendLatentAttentionSpecs(c, p, specs);  // deepseek_v3
+    } else {
     specs.push_back({p + "self_attn.q_proj.weight", {c.numAttentionHeads * d, h}});
     specs.push_back({p + "self_attn.k_proj.weight", {c.numKeyValueHeads * d, h}});
     specs.push_back({p + "self_attn.v_proj.weight", {c.numKeyValueHeads * d, h}});
     specs.push_back({p + "self_attn.o_proj.weight", {h, c.numAttentionHeads * d}});
+    }
     if (familyOf(c).qkNorm()) {
       specs.push_back({p + "self_attn.q_norm.weight", {d}});
       specs.push_back({p + "self_attn.k_norm.weight", {d}});
@@ -26,6 +31,7 @@ std::vector<ParamSpec> parameterSpecs(const ModelConfig& c) {
     if (c.isMoeLayer(i)) {
       const int64_t e = c.numExperts, m = c.moeIntermediateSize;
       specs.push_back({p + "mlp.gate.weight", {e, h}});
+      if (familyOf(c).biasCorrectedRouter()) specs.push_back({correctionBiasName(i), {e}});
       specs.push_back({p + "mlp.experts.gate_up_proj", {e, 2 * m, h}});
       specs.push_back({p + "mlp.experts.down_proj", {e, h, m}});
       if (c.sharedExpertIntermediateSize > 0) {
@@ -34,6 +40,12 @@ std::vector<ParamSpec> parameterSpecs(const ModelConfig& c) {
         specs.push_back({p + "mlp.shared_expert.up_proj.weight", {s, h}});
         specs.push_back({p + "mlp.shared_expert.down_proj.weight", {h, s}});
         specs.push_back({p + "mlp.shared_expert_gate.weight", {1, h}});
+      }
+      if (c.nSharedExperts > 0) {  // deepseek_v3: ungated, width moe_intermediate_size * n
+        const int64_t s = m * c.nSharedExperts;
+        specs.push_back({p + "mlp.shared_experts.gate_proj.weight", {s, h}});
+        specs.push_back({p + "mlp.shared_experts.up_proj.weight", {s, h}});
+        specs.push_back({p + "mlp.shared_experts.down_proj.weight", {h, s}});
       }
     } else {
       specs.push_back({p + "mlp.gate_proj.weight", {c.intermediateSize, h}});

@@ -28,7 +28,10 @@ struct ParamSpec {
 // gate.weight, experts.gate_up_proj [E, 2I, H], experts.down_proj [E, H, I],
 // shared_expert.{gate,up,down}_proj.weight, shared_expert_gate.weight),
 // input_layernorm.weight, post_attention_layernorm.weight; model.norm.weight;
-// lm_head.weight unless tie_word_embeddings.
+// lm_head.weight unless tie_word_embeddings. deepseek_v3 (family traits):
+// the latent-attention projections instead of q/k/v/o (deepseek_v3.h),
+// mlp.gate.e_score_correction_bias [E] after the router (not trained by the
+// optimizer: isCorrectionBias) and mlp.shared_experts.{gate,up,down}_proj.
 std::vector<ParamSpec> parameterSpecs(const ModelConfig& config);
 
 // "model.layers.3."

@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "kernels/routing.h"
+#include "reference/model/deepseek_v3.h"
 #include "reference/model/family.h"
 #include "reference/model/gpt_oss_model.h"
 #include "reference/model/moe_block.h"
@@ -102,8 +103,10 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
   auto h = embed.index_select(0, inputIds.reshape({-1})).view({b, s, hidden}).to(dtype);
   for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
     const std::string p = layerPrefix(i);
-    h = h + attentionForward(rmsNorm(h, getParam(params, p + "input_layernorm.weight"), config.rmsNormEps), params,
-                             p, config, dtype);
+    auto normed = rmsNorm(h, getParam(params, p + "input_layernorm.weight"), config.rmsNormEps);
+    h = h + (familyOf(config).latentAttention()
+                 ? latentAttentionForward(normed, params, p, config, dtype)
+                 : attentionForward(normed, params, p, config, dtype));
     auto x = rmsNorm(h, getParam(params, p + "post_attention_layernorm.weight"), config.rmsNormEps)
                  .view({b * s, hidden});
     torch::Tensor mlp;
@@ -118,9 +121,20 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
         mw.sharedDown = w(p + "mlp.shared_expert.down_proj.weight");
         mw.sharedExpertGate = w(p + "mlp.shared_expert_gate.weight");
       }
+      if (familyOf(config).biasCorrectedRouter()) {  // deepseek_v3
+        // Hugging Face keeps gate.weight (and the bias) in fp32 under bf16.
+        mw.router = getParam(params, p + "mlp.gate.weight");
+        mw.correctionBias = getParam(params, correctionBiasName(i));
+      }
+      if (config.nSharedExperts > 0) {  // deepseek_v3: ungated shared experts
+        mw.sharedGate = w(p + "mlp.shared_experts.gate_proj.weight");
+        mw.sharedUp = w(p + "mlp.shared_experts.up_proj.weight");
+        mw.sharedDown = w(p + "mlp.shared_experts.down_proj.weight");
+      }
       auto block = moeBlockForward(x, mw, config);
       mlp = block.out;
       out.routerLogits.push_back(block.routerLogits);
+      out.expertLoads.push_back(expertLoads(block.topkIdx, config.numExperts));
     } else {
       mlp = swiglu(x, w(p + "mlp.gate_proj.weight"), w(p + "mlp.up_proj.weight"),
                    w(p + "mlp.down_proj.weight"));
@@ -166,7 +180,7 @@ LossParts computeLoss(const ModelConfig& config, const ModelOutput& output,
                       const torch::Tensor& inputIds) {
   LossParts parts;
   parts.ce = causalLmCrossEntropy(output.logits, inputIds);
-  if (output.routerLogits.empty()) {
+  if (output.routerLogits.empty() || !familyOf(config).routerAuxLoss()) {
     parts.aux = torch::zeros({}, parts.ce.options());
   } else {
     parts.aux = loadBalancingLoss(routerAuxStats(output.routerLogits, config.numExpertsPerTok))

@@ -24,6 +24,9 @@ struct ForwardOptions {
 struct ModelOutput {
   torch::Tensor logits;                     // [B, S, V] compute dtype
   std::vector<torch::Tensor> routerLogits;  // per MoE layer: [B*S, E]
+  // Per MoE layer [E] fp32: the (token, slot) selections of each expert
+  // (deepseek_v3.h expertLoads; the input of the correction-bias rule).
+  std::vector<torch::Tensor> expertLoads;
 };
 
 // RMSNorm: statistics in fp32 (or fp64), normalised x cast back to x's dtype,
@@ -56,7 +59,7 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
 struct LossParts {
   torch::Tensor loss;  // ce + router_aux_loss_coef * aux (scalar, fp32/fp64)
   torch::Tensor ce;    // scalar
-  torch::Tensor aux;   // scalar (0 when the model has no MoE layer)
+  torch::Tensor aux;   // scalar (0 when the model has no MoE layer or its family no aux loss)
 };
 
 // Next-token cross-entropy: position t predicts token t+1, mean over all

@@ -31,6 +31,8 @@
 //    partition, right after the group's communicators were created.
 //  - stores/fsdp_store.cpp build(): the mesh dims a parameter is sharded
 //    over and its gradient summed over.
+//  - dist_model.cpp step: the expert loads of deepseek_v3's bias rule.
+//  - dist_model.cpp moeLayer: the experts deepseek_v3's group scores see.
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -134,6 +136,15 @@ struct MutationPoints {
   // the row-parallel down_proj_bias on every tp rank before the reduction
   // (so it is counted tp times) instead of once after it.
   bool (*rowParallelBiasPerRank)() = nullptr;
+  // --- added with deepseek_v3 ---
+  // dist_model.cpp step: true updates the correction biases from this
+  // rank's own expert loads (the all-reduce over the token-partitioning
+  // group still runs, on a copy, so the traffic is unchanged).
+  bool (*biasLoadsLocal)() = nullptr;
+  // dist_model.cpp moeLayer (deepseek_v3 router under ep): true scores the
+  // expert groups over this rank's local experts only (the others count as
+  // -inf), instead of over all experts.
+  bool (*groupScoresLocalExperts)() = nullptr;
 };
 
 namespace detail {

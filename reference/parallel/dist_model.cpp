@@ -5,6 +5,7 @@
 #include "harness/comm/flight_recorder.h"
 #include "common/error.h"
 #include "kernels/permute.h"
+#include "reference/model/deepseek_v3.h"
 #include "reference/model/family.h"
 #include "reference/model/gpt_oss_model.h"
 #include "reference/model/moe_block.h"
@@ -90,6 +91,12 @@ struct DistTrainer::Impl {
   // gpt_oss's layers (ref/model/gpt_oss_model.h): replicated attention and
   // expert parallelism so far; its tensor-parallel styles are not written.
   bool gptOss = false;
+  // deepseek_v3 (family.h): latent attention; the bias-corrected router,
+  // whose per-layer expert loads this step counted on this rank's tokens
+  // (all-reduced over the token-partitioning group before the bias rule).
+  bool latentAttention = false;
+  bool biasRouter = false;
+  std::vector<torch::Tensor> expertLoads;
 
   std::shared_ptr<comm::Communicator> tp, ep, stats;
   ModelPlan model;                 // what the styles declared (layer_plan.h)
@@ -112,6 +119,8 @@ struct DistTrainer::Impl {
     gptOss = family.gptOssLayers();
     qkNorm = family.qkNorm();
     fp32Combine = family.fp32Combine();
+    latentAttention = family.latentAttention();
+    biasRouter = family.biasCorrectedRouter();
     // Shards on another device are moved once (a no-op for those already
     // there); the store copies what it keeps.
     ParamMap local;
@@ -152,6 +161,11 @@ struct DistTrainer::Impl {
       so.reductions.push_back(red);
     }
     store = makeParamStore(distOptions.wrapper, so);
+    // deepseek_v3: a wrapper that cannot hand out the correction biases'
+    // masters is refused here, on every rank, before the first step.
+    if (biasRouter)
+      for (int64_t i = 0; i < config.numHiddenLayers; ++i)
+        if (config.isMoeLayer(i)) store->mutableMaster(ref::correctionBiasName(i));
   }
 
   // The tp ranks' gradients of this tp-replicated parameter are partial
@@ -178,6 +192,15 @@ struct DistTrainer::Impl {
   // trait); norm weights stay fp32 (rmsNorm rounds them straight-through).
   ParamMap attentionParams(const std::string& p, torch::ScalarType dt) {
     ParamMap m;
+    if (latentAttention) {  // deepseek_v3: the MLA projections; norms fp32
+      std::vector<ref::ParamSpec> specs;
+      ref::appendLatentAttentionSpecs(config, p, specs);
+      for (const auto& s : specs) {
+        const bool norm = s.name.size() > 11 && s.name.compare(s.name.size() - 11, 11, "norm.weight") == 0;
+        m.insert(s.name, w(s.name, norm ? torch::kFloat : dt));
+      }
+      return m;
+    }
     for (const char* n : {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
                           "self_attn.o_proj.weight"})
       m.insert(p + n, w(p + n, dt));
@@ -304,10 +327,21 @@ struct DistTrainer::Impl {
     const auto p = ref::layerPrefix(layer);
     const int64_t b = x.size(0), sl = x.size(1), h = x.size(2), k = config.numExpertsPerTok;
     auto xt = x.reshape({b * sl, h});
-    auto router = ref::routeTokens(xt, w(p + "mlp.gate.weight", dt), config);
-    routerLogits.push_back(router.logits);
     const bool moeTp = model.layers[static_cast<size_t>(layer)].moeTp;
     const bool epOn = model.layers[static_cast<size_t>(layer)].epOn;
+    torch::Tensor groupExperts;  // undefined: the group scores see every expert
+    if (auto f = mutants::points().groupScoresLocalExperts; f && f() && epOn) {
+      const int64_t local = config.numExperts / epSize;
+      groupExperts = torch::zeros({config.numExperts}, torch::TensorOptions(torch::kBool).device(device));
+      groupExperts.narrow(0, mesh.coord("ep") * local, local).fill_(true);
+    }
+    auto router = biasRouter  // deepseek_v3: the fp32 master router and its bias
+                      ? ref::biasCorrectedRoute(xt, w(p + "mlp.gate.weight", torch::kFloat),
+                                                w(ref::correctionBiasName(layer), torch::kFloat).detach(),
+                                                config, groupExperts)
+                      : ref::routeTokens(xt, w(p + "mlp.gate.weight", dt), config);
+    routerLogits.push_back(router.logits);
+    if (biasRouter) expertLoads.push_back(ref::expertLoads(router.routing.topkIdx, config.numExperts));
     auto idx = router.routing.topkIdx, wts = router.routing.topkWeights, xe = xt;
     const auto pieces = chunkSizes(options.seqLen, tpSize);
     // Grouped experts keep their tp partial sums in fp32 (partial_sums.h).
@@ -366,6 +400,19 @@ struct DistTrainer::Impl {
       auto gate = torch::sigmoid(ref::project(xt, w(p + "mlp.shared_expert_gate.weight", dt)));
       out = out + (gate * shared).view({b, sl, h});
     }
+    if (config.nSharedExperts > 0) {  // deepseek_v3: ungated, a dense MLP region
+      const auto& lp = model.layers[static_cast<size_t>(layer)];
+      const auto sPs = lp.sharedTp ? tpPartialSums(dt) : ref::PartialSums{};
+      const std::string s = p + "mlp.shared_experts.";
+      // On xt, the tensor the router and experts read, as one device does:
+      // the gradients reaching x are then summed in the same order (bf16).
+      // Sequence parallelism gathers along the sequence: the [B, Sl, H] view.
+      auto in = lp.sharedTp ? (sp ? tpEnter(x, sPs, pieces) : tpEnter(xt, sPs, pieces)) : xt;
+      auto shared = ref::swiglu(in, w(s + "gate_proj.weight", dt), w(s + "up_proj.weight", dt),
+                                w(s + "down_proj.weight", dt), sPs);
+      if (lp.sharedTp) shared = tpExit(shared, pieces, dt);
+      out = out + shared.view({b, sl, h});
+    }
     return out;
   }
 
@@ -407,7 +454,9 @@ struct DistTrainer::Impl {
                "(docs/families.md)");
         a = ref::gptOssAttention(x, gptOssAttentionParams(p), i, config, dt);
       } else {
-        a = ref::attentionForward(aTp ? tpEnter(x, aPs, pieces) : x, attentionParams(p, dt), p, config, dt, aPs);
+        auto aIn = aTp ? tpEnter(x, aPs, pieces) : x;
+        a = latentAttention ? ref::latentAttentionForward(aIn, attentionParams(p, dt), p, config, dt, aPs)
+                            : ref::attentionForward(aIn, attentionParams(p, dt), p, config, dt, aPs);
       }
       if (aTp) a = tpExit(a, pieces, dt);
       h = h + a;
@@ -446,7 +495,7 @@ struct DistTrainer::Impl {
     stats->allReduce(ceGlobal, comm::ReduceOp::kSum);
     out.ce = ceGlobal.item<double>() / numPositions;
     torch::Tensor objective = ceSum / numPositions;
-    if (!routerLogits.empty()) {
+    if (!routerLogits.empty() && ref::familyOf(config).routerAuxLoss()) {
       auto st = ref::routerAuxStats(routerLogits, config.numExpertsPerTok);
       auto counts = st.selectionCounts.detach().clone().contiguous();
       auto probs = st.probSums.detach().clone().contiguous();
@@ -482,6 +531,7 @@ struct DistTrainer::Impl {
     auto ids = global.narrow(0, rows.start, rows.length).contiguous().to(device);
     store->beginStep();
     stepParams.clear();
+    expertLoads.clear();
     auto loss = forwardLoss(ids);
     loss.objective.backward();
     stepParams.clear();
@@ -503,7 +553,36 @@ struct DistTrainer::Impl {
       auto coef = torch::clamp(options.maxGradNorm / (norm + 1e-6), std::nullopt, 1.0);
       for (auto& g : gs) g = g * coef;
     }
+    if (!biasRouter) {
+      optimizer.step(ps, gs);
+      return rec;
+    }
+    // deepseek_v3: the correction biases are not trained (AdamW would still
+    // decay them): kept through the optimizer step, then moved by the
+    // balancing rule with the loads of the GLOBAL batch, all-reduced over
+    // the ranks that partition the tokens, so every rank holds the same bias.
+    std::vector<torch::Tensor> biases, kept;
+    for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
+      if (!config.isMoeLayer(i)) continue;
+      biases.push_back(store->mutableMaster(ref::correctionBiasName(i)));
+      kept.push_back(biases.back().detach().clone());
+    }
     optimizer.step(ps, gs);
+    auto loads = torch::cat(expertLoads).contiguous();  // [MoE layers * E] fp32
+    if (auto f = mutants::points().biasLoadsLocal; !(f && f())) {
+      stats->allReduce(loads, comm::ReduceOp::kSum);
+    } else {  // the mutant: the same traffic, but the local loads are used
+      auto copy = loads.clone();
+      stats->allReduce(copy, comm::ReduceOp::kSum);
+    }
+    torch::NoGradGuard ng;
+    for (size_t j = 0; j < biases.size(); ++j) {
+      auto b = kept[j];
+      ref::applyBiasUpdate(b, loads.narrow(0, static_cast<int64_t>(j) * config.numExperts, config.numExperts),
+                           config.biasUpdateSpeed);
+      biases[j].copy_(b);
+    }
+    expertLoads.clear();  // nothing of the step is kept (the memory check counts it)
     return rec;
   }
 

@@ -93,8 +93,15 @@ class Reader {
     for (int64_t i = 0; i < config.numHiddenLayers; ++i) {
       const auto p = ref::layerPrefix(i);
       auto& lp = out[static_cast<size_t>(i)];
-      const Region attn{p + "self_attn", {p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"},
-                        p + "self_attn.o_proj"};
+      Region attn{p + "self_attn", {p + "self_attn.q_proj", p + "self_attn.k_proj", p + "self_attn.v_proj"},
+                  p + "self_attn.o_proj"};
+      // deepseek_v3's latent attention: the per-head projections q_b_proj
+      // (q_proj without q_lora_rank) and kv_b_proj read the region's input;
+      // the low-rank a-projections and their norms sit inside the region,
+      // replicated, with partial tp gradients (ModelPlan::tpPartial).
+      if (ref::familyOf(config).latentAttention())
+        attn.entries = {p + (config.qLoraRank > 0 ? "self_attn.q_b_proj" : "self_attn.q_proj"),
+                        p + "self_attn.kv_b_proj"};
       lp.attnTp = regionIsTp(attn);
       if (lp.attnTp) lp.activeRegions.push_back(attn);
       if (sp && !lp.attnTp) fail("plan: ", attn.scope, ": sequence_parallel needs tensor-parallel attention");
@@ -125,6 +132,13 @@ class Reader {
         if (dispatch && !lp.epOn && epSize > 1)
           fail("plan: ", router, ": ep_router needs grouped_gemm experts (", experts, " is not sharded over ep)");
         inRegions.push_back(experts);
+        if (config.nSharedExperts > 0) {  // deepseek_v3: the shared experts are a dense MLP
+          const std::string s = p + "mlp.shared_experts";
+          const Region shared{s, {s + ".gate_proj", s + ".up_proj"}, s + ".down_proj"};
+          lp.sharedTp = regionIsTp(shared);
+          if (lp.sharedTp) lp.activeRegions.push_back(shared);
+          inRegions.push_back(s);
+        }
       } else {
         const Region mlp{p + "mlp", {p + "mlp.gate_proj", p + "mlp.up_proj"}, p + "mlp.down_proj"};
         lp.mlpTp = regionIsTp(mlp);

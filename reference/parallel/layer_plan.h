@@ -36,6 +36,7 @@ struct LayerPlan {
   bool moeTp = false;   // experts are sharded over tp (Partial outputs)
   bool epOn = false;    // experts are sharded over ep (tokens dispatched)
   std::vector<Region> activeRegions;  // attention / dense MLP when tp
+  bool sharedTp = false;  // deepseek_v3: the shared-experts MLP region is tensor-parallel
 };
 
 struct ModelPlan {

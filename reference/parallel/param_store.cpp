@@ -56,6 +56,12 @@ std::vector<CommExpectation> ParamStore::expectedStepComm() const {
        "(ParamStore::expectedStepComm, param_store.h)");
 }
 
+torch::Tensor ParamStore::mutableMaster(const std::string& param) {
+  fail("data-parallel wrapper '", name(), "' cannot hand out the master of ", param,
+       ", which the model updates by its own rule after each step (deepseek_v3's correction bias); "
+       "use --wrapper none (docs/families.md)");
+}
+
 void addExpectedCall(std::vector<CommExpectation>& out, const comm::Communicator& group,
                      comm::OpType op, int64_t bytesSent) {
   if (group.size() <= 1) return;
@@ -167,6 +173,12 @@ class ReplicatedStore : public ParamStore {
 
   std::vector<ParamShard> paramShards() const override { return shards(masters_); }
   std::vector<ParamShard> gradShards() const override { return shards(grads_); }
+
+  torch::Tensor mutableMaster(const std::string& name) override {
+    auto it = index_.find(name);
+    if (it == index_.end()) fail("no parameter ", name, " in the plan");
+    return masters_[it->second];
+  }
 
   StoreMemory memory() const override {
     StoreMemory m;

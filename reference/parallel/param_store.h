@@ -137,6 +137,13 @@ class ParamStore {
   // returns the prefix of the groups it gathers on ("fsdp:"), for the
   // gather-volume check. Default "": no per-parameter gathers.
   virtual std::string parameterGatherPrefix() const { return ""; }
+
+  // --- added with deepseek_v3 ---
+  // The plan-local master of `name` itself (not a copy), for a parameter
+  // the model moves by its own rule after the optimizer step (deepseek_v3's
+  // correction bias, deepseek_v3.h). Default: a HarnessError naming the
+  // store (a store that shards or flattens its masters does not offer it).
+  virtual torch::Tensor mutableMaster(const std::string& name);
 };
 
 // Creates the store named `name` ("none", "fsdp", "zero3", ...). Collective:

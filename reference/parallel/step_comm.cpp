@@ -104,10 +104,14 @@ std::vector<CommExpectation> expectedStepComm(const StepCommInputs& in) {
       for (int c = 0; c < 5; ++c) add(*ep, OpType::kAllToAll, -1);
       ++epLayer;
     }
+    if (lp.sharedTp) tpModule();  // deepseek_v3's shared experts under tp
   }
   // Loss statistics in the routing/statistics dtype (fp32 for fp32 and bf16).
   add(*stats, OpType::kAllReduce, wsize);  // ce sum
-  if (config.numMoeLayers() > 0) {
+  const auto& family = ref::familyOf(config);
+  if (config.numMoeLayers() > 0 && family.biasCorrectedRouter())  // deepseek_v3's bias rule
+    add(*stats, OpType::kAllReduce, config.numMoeLayers() * config.numExperts * 4);  // expert loads, fp32
+  if (config.numMoeLayers() > 0 && family.routerAuxLoss()) {
     add(*stats, OpType::kAllReduce, k * config.numExperts * wsize);  // selection counts [k, E]
     add(*stats, OpType::kAllReduce, config.numExperts * wsize);      // probability sums [E]
     add(*stats, OpType::kAllReduce, 8);                              // token count (double)

@@ -1,6 +1,8 @@
 #include "reference/train/trainer.h"
 
 #include "common/error.h"
+#include "reference/model/deepseek_v3.h"
+#include "reference/model/family.h"
 #include "reference/model/init.h"
 #include "reference/model/qwen3_moe.h"
 
@@ -48,7 +50,8 @@ Trainer::Trainer(ModelConfig config, const ParamMap& initialParams, TrainOptions
       fail("trainer: parameter ", spec.name, " has shape ", p.sizes(), ", config expects ",
            torch::IntArrayRef(spec.shape));
   }
-  for (auto& item : params_) item.value().requires_grad_(true);
+  // deepseek_v3's correction biases are state, not trained (isCorrectionBias).
+  for (auto& item : params_) item.value().requires_grad_(!isCorrectionBias(item.key()));
 }
 
 torch::Tensor trainBatch(const ModelConfig& config, const TrainOptions& options, int64_t step) {
@@ -73,6 +76,14 @@ StepRecord Trainer::step() {
   std::vector<torch::Tensor> params, grads;
   lastGrads_ = ParamMap();
   for (auto& item : params_) {
+    if (isCorrectionBias(item.key())) {
+      // No gradient reaches it (selection only) and the optimizer never
+      // steps it: recorded as a zero gradient, so every parameter has one.
+      auto zero = torch::zeros_like(item.value()).detach();
+      lastGrads_.insert(item.key(), zero);
+      rec.gradChecksums.push_back(checksum(item.key(), zero));
+      continue;
+    }
     auto g = item.value().grad();
     // Every parameter takes part in the forward (experts are fused per layer),
     // so torch's "skip params whose grad is None" never applies.
@@ -86,6 +97,10 @@ StepRecord Trainer::step() {
   }
   rec.gradNorm = clipGradNorm(grads, options_.maxGradNorm);
   optimizer_.step(params, grads);
+  // The harness's balancing rule (deepseek_v3.h), after the optimizer step:
+  // the loads of this step's (whole, global) batch.
+  if (familyOf(config_).biasCorrectedRouter())
+    updateCorrectionBiases(config_, params_, out.expertLoads);
   for (auto& item : params_) rec.paramChecksums.push_back(checksum(item.key(), item.value()));
   return rec;
 }

@@ -2,6 +2,9 @@
 // Single-device reference trainer: init -> N steps of (synthetic batch,
 // forward, loss, backward, clip, AdamW), recording per step the loss parts,
 // the gradient norm and a checksum of every parameter and gradient.
+// deepseek_v3's correction biases (isCorrectionBias) get no gradient and no
+// AdamW: after the optimizer step the balancing rule of deepseek_v3.h
+// updates them from the step's expert loads (their gradient is recorded as 0).
 //
 // Bitwise determinism: with the same config, options and libtorch build, two
 // runs give identical records provided the intra-op thread count is the same

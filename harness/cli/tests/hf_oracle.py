@@ -18,6 +18,9 @@ Exit 0 = agree (or, with --plant, the planted bug was caught), 1 = disagree
 --plant swap_gate_up hands the harness a checkpoint in which expert 0 of the
 first MoE layer has its gate_proj and up_proj exchanged, the bug a wrong
 hub -> fused conversion makes; the oracle must report it.
+--plant zero_bias (deepseek_v3 only: --family deepseek_v3) zeroes the
+correction biases of the harness's checkpoint: experts are then selected on
+the unbiased scores, as a router that ignored the bias would select them.
 
 Deliberate differences (none is exercised here): the harness breaks exact
 top-k ties towards the lower expert index (torch.topk does not promise an
@@ -78,6 +81,31 @@ FAMILIES = {
         experts="model.layers.0.mlp.experts", gate_up=None,
         perturb=("bias", "sinks"),
     ),
+    # DeepSeek-V3: multi-head latent attention (q_lora_rank set, interleaved
+    # rotary), layer 0 dense (first_k_dense_replace), layers 1-2 MoE with one
+    # ungated shared expert, the sigmoid router with e_score_correction_bias
+    # and group-limited top-k (8 experts in 4 groups, 2 groups, top-2),
+    # routed_scaling_factor. rms_norm_eps is not the default, so using it for
+    # the latent norms (which Hugging Face builds with eps 1e-6) would show.
+    # Deliberate difference: Hugging Face computes no aux loss for this model
+    # (its aux_loss is None even with output_router_logits); the harness's aux
+    # is 0 for the family (docs/families.md), compared as such. The bias is
+    # a buffer: it gets no gradient on either side; the harness updates it
+    # after the step by its own rule (checked by DeepseekV3.BiasUpdate* unit
+    # tests, not here: step 1's loss and gradients come before the update).
+    "deepseek_v3": dict(
+        config=lambda: transformers.DeepseekV3Config(
+            vocab_size=64, hidden_size=32, intermediate_size=48, moe_intermediate_size=16,
+            num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=4,
+            n_shared_experts=1, n_routed_experts=8, routed_scaling_factor=2.5,
+            kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8, v_head_dim=12,
+            qk_nope_head_dim=8, n_group=4, topk_group=2, num_experts_per_tok=2,
+            first_k_dense_replace=1, norm_topk_prob=True, rope_interleave=True,
+            rms_norm_eps=1e-5, max_position_embeddings=64),
+        model=lambda c: transformers.DeepseekV3ForCausalLM(c),
+        experts="model.layers.1.mlp.experts", gate_up=("gate_proj", "up_proj"),
+        aux=False, fp32_router=True,
+    ),
 }
 
 # Tolerances, relative.
@@ -134,6 +162,24 @@ def plant_swap_gate_up(ckpt, planted, experts, gate_up):
     shutil.copy(os.path.join(ckpt, "config.json"), os.path.join(planted, "config.json"))
 
 
+def plant_zero_bias(ckpt, planted):
+    """Copies the checkpoint with every e_score_correction_bias set to 0
+    (deepseek_v3): the harness then selects experts on the unbiased scores,
+    as a router that ignored the bias would; the oracle must report it."""
+    os.makedirs(planted)
+    tensors = {}
+    for f in sorted(os.listdir(ckpt)):
+        if f.endswith(".safetensors"):
+            tensors.update(load_file(os.path.join(ckpt, f)))
+    biases = [n for n in tensors if n.endswith("e_score_correction_bias")]
+    if not biases:
+        raise SystemExit("cannot plant zero_bias: no e_score_correction_bias in the checkpoint")
+    for n in biases:
+        tensors[n] = torch.zeros_like(tensors[n])
+    save_file(tensors, os.path.join(planted, "model.safetensors"), metadata={"format": "pt"})
+    shutil.copy(os.path.join(ckpt, "config.json"), os.path.join(planted, "config.json"))
+
+
 def check_family(tool, family, spec, dtype, plant, work):
     failures = []
     torch.manual_seed(1234)
@@ -143,6 +189,12 @@ def check_family(tool, family, spec, dtype, plant, work):
         for n, p in model.named_parameters():
             if n.endswith("norm.weight") or n.endswith(spec.get("perturb", ("norm.weight",))):
                 p.add_(0.1 * torch.randn_like(p))
+        # Correction biases (deepseek_v3) off 0, so selection on the biased
+        # scores differs from selection on the scores; bf16-exact values, so
+        # the bf16 model holds the same bias.
+        for n, b in model.named_buffers():
+            if n.endswith("e_score_correction_bias"):
+                b.copy_((0.05 * torch.randn_like(b)).bfloat16().float())
     ckpt = os.path.join(work, family + "_hf")
     model.save_pretrained(ckpt, max_shard_size="16KB")
     index = os.path.join(ckpt, "model.safetensors.index.json")
@@ -155,6 +207,10 @@ def check_family(tool, family, spec, dtype, plant, work):
         load_dir = os.path.join(work, family + "_planted")
         plant_swap_gate_up(ckpt, load_dir, spec["experts"], spec["gate_up"])
         print(f"{family}: planted swap_gate_up in {spec['experts']}.0")
+    elif plant == "zero_bias":
+        load_dir = os.path.join(work, family + "_planted")
+        plant_zero_bias(ckpt, load_dir)
+        print(f"{family}: planted zero_bias (every e_score_correction_bias 0)")
 
     out = os.path.join(work, family + "_" + dtype)
     cmd = [tool, "reference", "--config", os.path.join(load_dir, "config.json"), "--checkpoint", load_dir,
@@ -171,10 +227,16 @@ def check_family(tool, family, spec, dtype, plant, work):
     def hf_step(m):
         m.train()  # dropout is 0: train() changes nothing else here
         o = m(input_ids=ids, labels=ids, output_router_logits=True)
-        aux = o.aux_loss.float()
+        if spec.get("aux", True):
+            aux = o.aux_loss.float()
+        else:  # no aux loss in this family (deepseek_v3): stated above
+            if o.aux_loss is not None:
+                raise SystemExit(f"{family}: transformers now computes an aux loss; revisit the entry")
+            aux = torch.zeros(())
         o.loss.backward()
+        coef = getattr(config, "router_aux_loss_coef", 0.0) if spec.get("aux", True) else 0.0
         terms = {"loss": o.loss.float().item(), "aux": aux.item(),
-                 "ce": (o.loss.float() - config.router_aux_loss_coef * aux).item()}
+                 "ce": (o.loss.float() - coef * aux).item()}
         return o, terms, {n: p.grad.detach().double().clone() for n, p in m.named_parameters() if p.grad is not None}
 
     # A clamped SwiGLU (gpt_oss) must clamp somewhere, or its limit is untested:
@@ -202,14 +264,27 @@ def check_family(tool, family, spec, dtype, plant, work):
     grads16, terms16 = {}, {}
     if dtype == "bf16":
         model.zero_grad(set_to_none=True)
-        _, terms16, grads16 = hf_step(model.to(torch.bfloat16))
+        model = model.to(torch.bfloat16)
+        if spec.get("fp32_router"):
+            # What from_pretrained(dtype=bfloat16) leaves in fp32
+            # (_keep_in_fp32_modules_strict: gate.weight, e_score_correction_bias);
+            # model.to() would round them, the harness does not.
+            for mod in model.modules():
+                if type(mod).__name__.endswith("TopkRouter"):
+                    mod.float()
+        _, terms16, grads16 = hf_step(model)
     names = [n for n, _ in model.named_parameters()]
 
-    # The tie margin: top-k of the router probabilities, k-th vs (k+1)-th.
+    # The tie margin: top-k of the router probabilities, k-th vs (k+1)-th
+    # (deepseek_v3: of the biased sigmoid scores, over all experts).
     k = config.num_experts_per_tok
     gaps = []
-    for logits in o32.router_logits:
-        p = torch.softmax(logits.float(), -1).sort(-1, descending=True)[0]
+    biases = [b for n, b in sorted(model.named_buffers()) if n.endswith("e_score_correction_bias")]
+    for i, logits in enumerate(o32.router_logits):
+        if biases:
+            p = (logits.float().sigmoid() + biases[i].float()).sort(-1, descending=True)[0]
+        else:
+            p = torch.softmax(logits.float(), -1).sort(-1, descending=True)[0]
         gaps.append((p[:, k - 1] - p[:, k]).min().item())
     print(f"{family} {dtype}: smallest top-{k} margin {min(gaps):.3e} (0 would be a tie)")
 
@@ -233,7 +308,13 @@ def check_family(tool, family, spec, dtype, plant, work):
         if d > bound:
             failures.append(f"{family} {dtype} {key}")
     missing = [n for n in names if n not in grads]
-    extra = [n for n in grads if n not in names]
+    # Buffers Hugging Face saves but does not train (deepseek_v3's
+    # e_score_correction_bias): the harness reports their gradient as 0.
+    buffers = {n for n, _ in model.named_buffers()}
+    for n in sorted(buffers & set(grads)):
+        if grads[n].abs().max().item() != 0:
+            failures.append(f"{family}: buffer {n} has a nonzero harness gradient")
+    extra = [n for n in grads if n not in names and n not in buffers]
     if missing or extra:
         failures.append(f"{family}: parameter names differ: missing in harness {missing}, extra {extra}")
     worst = (0.0, "", 0.0, 0.0)
@@ -256,7 +337,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("tool")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
-    ap.add_argument("--plant", choices=["swap_gate_up"])
+    ap.add_argument("--plant", choices=["swap_gate_up", "zero_bias"])
     ap.add_argument("--family", action="append", help="default: every family")
     a = ap.parse_args()
     print(f"transformers {transformers.__version__}, torch {torch.__version__}")

@@ -24,6 +24,7 @@
 #include "harness/mesh/device_mesh.h"
 #include "harness/tests/rank_test_util.h"
 #include "reference/io/tensor_source.h"
+#include "reference/model/family.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/parallel/tests/test_plans.h"
@@ -81,6 +82,14 @@ struct E2ECase {
 };
 
 ref::ModelConfig configOf(const E2ECase& c) {
+  if (c.modelType == "deepseek_v3") {  // reference/model/family.h; the bias rule on, visibly
+    auto d = ref::tinyDeepseekV3TestConfig();
+    // bf16: 1e-5, as the bf16 cases (one token's routing flip is a 2 x speed
+    // jump of a bias element; cases/deepseek_v3_ep2_bf16.json derives it).
+    d.biasUpdateSpeed = c.precision == ref::Precision::kFp32 ? 0.01 : 1e-5;
+    d.expertsImplementation = c.expertsImplementation;
+    return d;
+  }
   auto cfg = c.modelType == "mixtral" ? tinyMixtral(c.numExperts) : tinyMoe(c.numExperts);
   cfg.expertsImplementation = c.expertsImplementation;
   return cfg;
@@ -376,6 +385,74 @@ TEST(DistTrainMixtral, Tp2LoopBf16) {
 TEST(DistTrainMixtral, Ep2Tp2Bf16) {
   expectRun(4, mixtral({{"ep", 2}, {"tp", 2}}, joinPlans({kEpPlan, kMixtralTpPlan}), ref::Precision::kBf16));
 }
+
+// --- deepseek_v3: latent attention, shared experts, the bias rule ---------
+// (tinyDeepseekV3TestConfig, bias_update_speed 0.01: final parameters
+// include every correction bias, moved by 3 steps of the rule.)
+const char* kDeepseekTpPlan = R"([
+  ["model.layers.*.self_attn.q_b_proj", "mla_colwise"],
+  ["model.layers.*.self_attn.kv_b_proj", "mla_colwise"],
+  ["model.layers.*.self_attn.o_proj", "mla_rowwise"],
+  ["model.layers.*.mlp.gate_proj", "colwise"],
+  ["model.layers.*.mlp.up_proj", "colwise"],
+  ["model.layers.*.mlp.down_proj", "rowwise"],
+  ["model.layers.*.mlp.shared_experts.gate_proj", "colwise"],
+  ["model.layers.*.mlp.shared_experts.up_proj", "colwise"],
+  ["model.layers.*.mlp.shared_experts.down_proj", "rowwise"],
+  ["model.layers.*.mlp.experts.gate_up_proj", "moe_tp_gate_up_colwise"],
+  ["model.layers.*.mlp.experts.down_proj", "moe_tp_down_rowwise"],
+  ["model.layers.*.mlp.experts", "moe_experts_allreduce"]])";
+E2ECase deepseek(std::vector<mesh::MeshDim> m, std::string plan, ref::Precision p = ref::Precision::kFp32,
+                 std::string impl = "grouped") {
+  E2ECase c{std::move(m), std::move(plan)};
+  c.modelType = "deepseek_v3";
+  c.precision = p;
+  c.expertsImplementation = std::move(impl);
+  return c;
+}
+TEST(DistTrainDeepseekV3, OneRank) { expectRun(1, deepseek({{"tp", 1}}, kDeepseekTpPlan)); }
+TEST(DistTrainDeepseekV3, OneRankBf16) {
+  expectRun(1, deepseek({{"tp", 1}}, kDeepseekTpPlan, ref::Precision::kBf16));
+}
+TEST(DistTrainDeepseekV3, Ep2) { expectRun(2, deepseek({{"ep", 2}}, kEpPlan)); }
+TEST(DistTrainDeepseekV3, Dp2Ep2) { expectRun(4, deepseek({{"dp", 2}, {"ep", 2}}, kEpPlan)); }
+TEST(DistTrainDeepseekV3, Tp2) { expectRun(2, deepseek({{"tp", 2}}, kDeepseekTpPlan)); }
+TEST(DistTrainDeepseekV3, Tp2SequenceParallel) {
+  expectRun(2, deepseek({{"tp", 2}}, joinPlans({kDeepseekTpPlan, kSpEntries})));
+}
+TEST(DistTrainDeepseekV3, Ep2Tp2) { expectRun(4, deepseek({{"ep", 2}, {"tp", 2}}, joinPlans({kEpPlan, kDeepseekTpPlan}))); }
+TEST(DistTrainDeepseekV3, Ep2Bf16) { expectRun(2, deepseek({{"ep", 2}}, kEpPlan, ref::Precision::kBf16)); }
+TEST(DistTrainDeepseekV3, Tp2Bf16) { expectRun(2, deepseek({{"tp", 2}}, kDeepseekTpPlan, ref::Precision::kBf16)); }
+// fsdp and zero3 cannot hand out the correction biases' masters: refused
+// when the trainer is built, naming the wrapper and the bias, on every rank.
+TEST(DistTrainDeepseekV3, ShardingWrappersAreRefusedBeforeTheFirstStep) {
+  for (const char* wrapper : {"fsdp", "zero3"}) {
+    auto r = ranktest::runRanks(2, [wrapper](const launch::RankContext&) {
+      auto world = ranktest::rankWorld();
+      mesh::DeviceMesh mesh(world, {{"dp", 2}});
+      auto cfg = configOf(deepseek({{"dp", 2}}, "[]"));
+      ref::TrainOptions opts;
+      opts.steps = 1;
+      auto applied = plan::applyPlan(plan::Plan::parse("[]"), cfg, mesh.shape());
+      auto local = distributeParams(applied, mesh, ref::initParameters(cfg, 7));
+      DistOptions d;
+      d.wrapper = wrapper;
+      try {
+        DistTrainer trainer(cfg, mesh, applied, local, opts, d);
+      } catch (const HarnessError& e) {
+        const std::string m = e.what();
+        RANK_CHECK(m.find(std::string("wrapper '") + wrapper + "'") != std::string::npos &&
+                       m.find("e_score_correction_bias") != std::string::npos,
+                   "rank ", world->rank(), ": message ", m);
+        return 0;
+      }
+      RANK_CHECK(false, "rank ", world->rank(), ": wrapper ", wrapper, " was not refused");
+      return 0;
+    }, 120);
+    ASSERT_TRUE(r.result.ok) << wrapper << ": " << r.all();
+  }
+}
+TEST(DistTrainDeepseekV3, Ep2Loop) { expectRun(2, deepseek({{"ep", 2}}, kEpPlan, ref::Precision::kFp32, "loop")); }
 
 }  // namespace
 }  // namespace moe::parallel

@@ -204,8 +204,10 @@ TEST(PlanStyles, Placements) {
 }
 
 TEST(PlanStyles, RegistryKnowsEveryStyle) {
-  // The ten of Qwen3-MoE / Mixtral plus gpt_oss's two.
-  EXPECT_EQ(knownStyles().size(), 12u);
+  // The ten of Qwen3-MoE / Mixtral, gpt_oss's two, deepseek_v3's two.
+  EXPECT_EQ(knownStyles().size(), 14u);
+  EXPECT_TRUE(hasStyle("mla_colwise"));
+  EXPECT_TRUE(hasStyle("mla_rowwise"));
   EXPECT_TRUE(hasStyle("ep_router"));
   EXPECT_TRUE(hasStyle("gpt_oss_gate_up_colwise"));
   EXPECT_TRUE(hasStyle("gpt_oss_down_rowwise"));

@@ -98,11 +98,15 @@ void writeRankPieces(const std::string& dir, int rank, const std::vector<Checkpo
 // headers of rank files 0..worldSize-1 (a missing one is an error naming
 // it), builds metadata.json from their pieces and `shapes` (name -> global
 // shape: every tensor the checkpoint must hold), writes it, then COMPLETE.
-// Refuses (HarnessError naming the tensor and the gap or overlap) when the
-// pieces do not cover every tensor exactly once: a save that would be
-// incomplete is never marked complete. Returns the metadata written.
+// Coverage is NOT judged here (the checkpoint_complete check does, and the
+// reader refuses any range its pieces do not cover exactly once): a saver's
+// bug stays visible in the checkpoint instead of aborting the run. Returns
+// the metadata written.
 DistCheckpointMeta finalizeDistCheckpoint(const std::string& dir, int worldSize, const nlohmann::json& info,
                                           const std::map<std::string, std::vector<int64_t>>& shapes);
+
+// Writes DIR/COMPLETE (temporary name + rename) and journals it.
+void writeCompleteMarker(const std::string& dir);
 
 // Coverage of one tensor by its pieces: "" when every element is covered
 // exactly once, else a message naming the first gap or overlap and the

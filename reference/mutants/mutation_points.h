@@ -31,6 +31,9 @@
 //    partition, right after the group's communicators were created.
 //  - stores/fsdp_store.cpp build(): the mesh dims a parameter is sharded
 //    over and its gradient summed over.
+//  - parallel/dist_checkpoint.cpp: the offsets a saved piece is recorded
+//    at, when the completion marker is written, the placements and the
+//    moments' slices a resume reads.
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -128,6 +131,22 @@ struct MutationPoints {
   // every rank.
   void (*fsdpGroupDims)(const plan::ParamPlacement& param, const mesh::DeviceMesh& mesh,
                         std::vector<std::string>& dims) = nullptr;
+  // ---- checkpoints (issue 19), parallel/dist_checkpoint.cpp ----
+  // Save: the global offsets of one piece a rank writes (`localOffsets`: the
+  // piece's offsets inside the rank's local tensor); an expert tensor's dim 0
+  // is the global expert index.
+  void (*savePieceOffsets)(bool isExpert, const std::vector<int64_t>& localOffsets,
+                           std::vector<int64_t>& globalOffsets) = nullptr;
+  // Save: true writes the completion marker right after INTENT, before any
+  // rank file (the marker must be written last).
+  bool (*completeMarkerFirst)() = nullptr;
+  // Resume: the placements the checkpoint's parameters are read with (the
+  // declared placements stay the plan's).
+  void (*resumePlacements)(const plan::ParamPlacement& param, std::vector<ref::Placement>& placements) = nullptr;
+  // Resume: true reads each optimizer moment as the box at offset 0 of the
+  // rank's local shape (the saving rank 0's piece) instead of the rank's
+  // own slice: the moments are not resharded with their parameter.
+  bool (*momentsNotResharded)() = nullptr;
 };
 
 namespace detail {

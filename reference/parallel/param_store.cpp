@@ -55,6 +55,11 @@ std::vector<CommExpectation> ParamStore::expectedStepComm() const {
        "(ParamStore::expectedStepComm, param_store.h)");
 }
 
+std::vector<ParamShard> ParamStore::shardsOf(const std::vector<torch::Tensor>&) const {
+  fail("data-parallel wrapper '", name(), "' cannot present optimizer state for a checkpoint ",
+       "(ParamStore::shardsOf, param_store.h)");
+}
+
 void addExpectedCall(std::vector<CommExpectation>& out, const comm::Communicator& group,
                      comm::OpType op, int64_t bytesSent) {
   if (group.size() <= 1) return;
@@ -129,6 +134,11 @@ class ReplicatedStore : public ParamStore {
 
   std::vector<ParamShard> paramShards() const override { return shards(masters_); }
   std::vector<ParamShard> gradShards() const override { return shards(grads_); }
+  // masters() are the plan-local tensors themselves.
+  std::vector<ParamShard> shardsOf(const std::vector<torch::Tensor>& likeMasters) const override {
+    MOE_ASSERT_EQ(likeMasters.size(), masters_.size());
+    return shards(likeMasters);
+  }
 
   StoreMemory memory() const override {
     StoreMemory m;

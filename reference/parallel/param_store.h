@@ -133,6 +133,14 @@ class ParamStore {
   // returns the prefix of the groups it gathers on ("fsdp:"), for the
   // gather-volume check. Default "": no per-parameter gathers.
   virtual std::string parameterGatherPrefix() const { return ""; }
+
+  // ---- checkpoints (issue 19) ---------------------------------------------
+  // The paramShards() view of tensors laid out like masters() (same order,
+  // same shapes), e.g. AdamW's moments: what a distributed checkpoint saves
+  // of them. Collective where paramShards() is (zero3 gathers). The default
+  // throws HarnessError naming the store.
+  //   likeMasters[i]: [shape of masters()[i]]
+  virtual std::vector<ParamShard> shardsOf(const std::vector<torch::Tensor>& likeMasters) const;
 };
 
 // Creates the store named `name` ("none", "fsdp", "zero3", ...). Collective:

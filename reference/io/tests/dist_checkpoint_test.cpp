@@ -96,10 +96,17 @@ TEST(DistCheckpoint, GapAndOverlapAreRefusedNamingTheElement) {
   // Rows 2-3 twice, 6-7 never.
   writeRankPieces(dir.file("ck"), 0, {piece("w", s.w, {0, 0}, {4, 3}), piece("w", s.w, {2, 0}, {4, 3}),
                                       piece("b", s.b, {0}, {5})});
-  const auto e = errorOf([&] { finalizeDistCheckpoint(dir.file("ck"), 1, {}, s.shapes); });
+  const auto meta = finalizeDistCheckpoint(dir.file("ck"), 1, {}, s.shapes);
+  const auto e = coverageProblem("w", meta.tensors.at("w"));
   EXPECT_NE(e.find("tensor 'w' [8, 3]: element [2, 0] is in 2 pieces: w@0,0 (rank0.safetensors), w@2,0"),
             std::string::npos) << e;
-  EXPECT_FALSE(isDistCheckpoint(dir.file("ck")));
+  EXPECT_EQ(coverageProblem("b", meta.tensors.at("b")), "");
+  // The reader refuses a range the pieces cover twice (or not at all).
+  DistCheckpointSource src(dir.file("ck"));
+  const auto r = errorOf([&] { src.readSlice("w", 0, 1, 2); });
+  EXPECT_NE(r.find("tensor 'w': the pieces cover 9 of the 6 requested elements"), std::string::npos) << r;
+  const auto g = errorOf([&] { src.readSlice("w", 0, 6, 2); });
+  EXPECT_NE(g.find("the pieces cover 0 of the 6"), std::string::npos) << g;
   TensorInfo gap{{8, 3}, "F32", {{"rank0.safetensors", "w@0,0", 0, {0, 0}, {6, 3}, ""}}};
   EXPECT_NE(coverageProblem("w", gap).find("element [6, 0] is in no piece"), std::string::npos)
       << coverageProblem("w", gap);

@@ -50,6 +50,11 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--expect-placements", *expect,
                   "JSON array of expected placements [{\"param\":p,\"ranks\":[..],\"placements\":\"[Shard(0)]\","
                   "\"local_shape\":[..]}] judged by the expected_placements check");
+  sub->add_option("--save", o->saveDir, "write a distributed checkpoint (per-rank pieces, metadata.json, COMPLETE) "
+                  "of parameters, AdamW state and data position to DIR after step --save-at");
+  sub->add_option("--save-at", o->saveAt, "the step after which --save writes (1..--steps)");
+  sub->add_option("--resume", o->resumeDir, "resume from a distributed checkpoint DIR saved at step k by any mesh, "
+                  "plan and wrapper; trains steps k+1..--steps against the uninterrupted reference");
   sub->add_option("--mutant", o->mutant, "plant a known bug (issue 7; `moe-harness mutate --list`); default: none");
   sub->callback([o, expect] {
     // First: an unknown mutant fails before any rank connects. The run

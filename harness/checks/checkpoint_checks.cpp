@@ -149,14 +149,20 @@ std::string resumeParityProblem(const ResumeParityInputs& in, const ParityCheckO
   const auto& run = require(in.runSteps, "resume_parity", "run step records");
   const auto& ref = require(in.referenceSteps, "resume_parity", "reference step records");
   double lossMax = 0;
+  // Reported in this order: the loaded state (the resume's own effect),
+  // then the losses, then the final parameters (consequences).
+  std::string lossProblem;
+  auto noteLoss = [&](const std::string& p) {
+    if (lossProblem.empty()) lossProblem = p;
+  };
   if (run.size() != ref.size())
-    note(moe::str("rank ", in.rank, ": the resumed run has ", run.size(), " steps vs ", ref.size(),
+    noteLoss(moe::str("rank ", in.rank, ": the resumed run has ", run.size(), " steps vs ", ref.size(),
                   " in the reference"));
   for (size_t i = 0; i < std::min(run.size(), ref.size()); ++i) {
     const double d = std::abs(run[i].loss - ref[i].loss);
     lossMax = std::max(lossMax, std::isnan(d) ? INFINITY : d);
     if (!(d <= tol.lossAbs))
-      note(moe::str("rank ", in.rank, ": step ", ref[i].step, " (resumed at ", in.resumedFromStep, "): loss ",
+      noteLoss(moe::str("rank ", in.rank, ": step ", ref[i].step, " (resumed at ", in.resumedFromStep, "): loss ",
                     formatNumber(run[i].loss), " vs uninterrupted reference ", formatNumber(ref[i].loss),
                     " (|diff| ", formatNumber(d), " > ", formatNumber(tol.lossAbs), ")"));
   }
@@ -186,6 +192,7 @@ std::string resumeParityProblem(const ResumeParityInputs& in, const ParityCheckO
     measured["loaded_state_max_abs_diff"] =
         compare(*in.resumedState, require(in.referenceStateAtResume, "resume_parity", "reference state"),
                 "state loaded at the resume step", in.resumedFromStep);
+  note(lossProblem);
   if (in.finalParams)
     measured["final_params_max_abs_diff"] =
         compare(*in.finalParams, require(in.referenceParams, "resume_parity", "reference parameters"),

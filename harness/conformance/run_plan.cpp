@@ -358,8 +358,11 @@ int runPlan(const RunPlanOptions& o) {
     source = std::make_unique<io::MapTensorSource>(m, moe::str("init(seed ", o.seed, ")"));
   }
   phases.loadSeconds = secondsSince(tLoad);  // config, plan, checkpoint scan; the rest after the reference
-  std::optional<ResumeReference> resumeRef;
+  std::optional<ResumeReference> resumeRef, roundtripRef;
   if (resumeSource) resumeRef = computeResumeReference(cfg, initial, t, resumeStep);
+  // --resume-roundtrip: the reference's state at the save step, computed
+  // before the memory baseline (it is the judge's, not the wrapper's).
+  if (o.resumeRoundtrip && !o.saveDir.empty()) roundtripRef = computeResumeReference(cfg, initial, t, o.saveAt);
   const Reference reference =
       resumeRef ? Reference{resumeRef->result, {}} : computeReference(o, cfg, initial, t, *world);
   const auto tLoad2 = std::chrono::steady_clock::now();
@@ -378,9 +381,11 @@ int runPlan(const RunPlanOptions& o) {
   // keeps, and a copy kept here would be measured as the wrapper's memory.
   std::optional<parallel::ResumeState> resumed;
   if (resumeSource) resumed = parallel::loadResumeState(*resumeSource, applied, mesh);
-  parallel::DistTrainer trainer(cfg, mesh, applied, resumed ? resumed->params : parallel::loadParams(lo), t, dopt);
+  // A pointer: --resume-roundtrip replaces the trainer mid-run.
+  auto trainerPtr = std::make_unique<parallel::DistTrainer>(
+      cfg, mesh, applied, resumed ? resumed->params : parallel::loadParams(lo), t, dopt);
   if (resumed) {
-    trainer.restoreState(resumed->step, resumed->expAvg, resumed->expAvgSq);
+    trainerPtr->restoreState(resumed->step, resumed->expAvg, resumed->expAvgSq);
     resumed.reset();  // the store and the optimizer copied what they keep
   }
   phases.loadSeconds += secondsSince(tLoad2);
@@ -392,8 +397,8 @@ int runPlan(const RunPlanOptions& o) {
   ctx.config = &cfg;
   ctx.dtype = o.dtype;
   ctx.steps = o.steps - resumeStep;  // steps this run trains
-  ctx.wrapper = trainer.store().name();
-  ctx.parameterGatherPrefix = trainer.store().parameterGatherPrefix();
+  ctx.wrapper = trainerPtr->store().name();
+  ctx.parameterGatherPrefix = trainerPtr->store().parameterGatherPrefix();
   ctx.computeElementBytes = static_cast<int64_t>(c10::elementSize(computeDtype(t.precision)));
   ctx.expectedPlacements = &o.expectedPlacements;
   if (!o.tolerance.empty()) ctx.parity.tolerance = parseTolerance(o.tolerance);
@@ -403,8 +408,8 @@ int runPlan(const RunPlanOptions& o) {
   ctx.measuredMemoryOptions.assertAccounted = !o.allowUnaccountedMemory;
 
   // ---- after loading
-  const auto loaded = cloned(trainer.paramShards());
-  std::vector<checks::FlatPartition> flat = onHost(trainer.store().flatPartitions());
+  const auto loaded = cloned(trainerPtr->paramShards());
+  std::vector<checks::FlatPartition> flat = onHost(trainerPtr->store().flatPartitions());
   ctx.params = &loaded;
   ctx.checkpoint = resumeSource ? static_cast<const io::TensorSource*>(resumeSource.get()) : source.get();
   // A resumed run's loaded state, parameters and moments, under the saved
@@ -414,7 +419,7 @@ int runPlan(const RunPlanOptions& o) {
   if (resumeRef) {
     resumedState = loaded;
     for (const bool second : {false, true})
-      for (auto s : cloned(trainer.optimizerShards(second))) {
+      for (auto s : cloned(trainerPtr->optimizerShards(second))) {
         s.name = (second ? parallel::kExpAvgSqPrefix : parallel::kExpAvgPrefix) + s.name;
         resumedState.push_back(std::move(s));
       }
@@ -453,23 +458,27 @@ int runPlan(const RunPlanOptions& o) {
   const std::vector<int> meshSizes = ref::meshSizes(mesh);
   const std::vector<int> meshCoords = mesh.coords();
   const int64_t firstStep = resumeStep + 1;
+  const std::string saveDir = o.saveDir;
+  if (o.resumeRoundtrip && o.saveDir.empty()) fail("--resume-roundtrip needs --save and --save-at");
+  std::vector<checks::ParamShard> roundtripState;
+  std::unique_ptr<io::MapTensorSource> roundtripRefState;
   for (int64_t s = firstStep; s <= o.steps; ++s) {
     const auto tStep = std::chrono::steady_clock::now();
     checks::CommWindow window;
-    memProbe.beginStep(snapshotBytes({&loaded, &grads1, &afterStep1, &resumedState}, device));
-    steps.push_back(trainer.step());
-    memProbe.endStep(snapshotBytes({&loaded, &grads1, &afterStep1, &resumedState}, device));
+    memProbe.beginStep(snapshotBytes({&loaded, &grads1, &afterStep1, &resumedState, &roundtripState}, device));
+    steps.push_back(trainerPtr->step());
+    memProbe.endStep(snapshotBytes({&loaded, &grads1, &afterStep1, &resumedState, &roundtripState}, device));
     if (s == firstStep) {
       step1Comm = window.delta();  // before the checks' own gathers (zero3's gradShards)
-      grads1 = cloned(trainer.gradShards());
-      step1Expected = trainer.expectedStepComm();  // uses step 1's routing
-      dispatch.sentRows = trainer.lastDispatch().tokensSent;
-      wrapperStep1 = trainer.store().expectedStepComm();
-      afterStep1 = cloned(trainer.paramShards());
+      grads1 = cloned(trainerPtr->gradShards());
+      step1Expected = trainerPtr->expectedStepComm();  // uses step 1's routing
+      dispatch.sentRows = trainerPtr->lastDispatch().tokensSent;
+      wrapperStep1 = trainerPtr->store().expectedStepComm();
+      afterStep1 = cloned(trainerPtr->paramShards());
     }
     if (runNonFinite.empty() && !checks::finiteRecord(steps.back())) {
-      const auto g = trainer.gradShards();
-      const auto p = trainer.paramShards();
+      const auto g = trainerPtr->gradShards();
+      const auto p = trainerPtr->paramShards();
       runNonFinite = checks::scanStep(steps.back(), &g, &p, meshSizes, meshCoords);
       if (env.rank == 0)
         std::cerr << "run-plan: non-finite values at step " << s << " (the finite check fails the run)" << std::endl;
@@ -478,9 +487,31 @@ int runPlan(const RunPlanOptions& o) {
     if (env.rank == 0)
       std::cerr << "run-plan: step " << s << "/" << o.steps << " loss " << steps.back().loss << " (reference "
                 << reference.result.steps[s - firstStep].loss << ")" << std::endl;
-    if (!o.saveDir.empty() && s == o.saveAt) saveCheckpoint(o, cfg, t, mesh, trainer, s, ctx);
+    if (!o.saveDir.empty() && s == o.saveAt) {
+      saveCheckpoint(o, cfg, t, mesh, *trainerPtr, s, ctx);
+      if (o.resumeRoundtrip) {
+        // The same job resumes from what it just saved: a fresh trainer
+        // loads the checkpoint with the plan's slices and continues.
+        trainerPtr.reset();
+        io::DistCheckpointSource src(saveDir);
+        auto st = parallel::loadResumeState(src, applied, mesh);
+        trainerPtr = std::make_unique<parallel::DistTrainer>(cfg, mesh, applied, st.params, t, dopt);
+        trainerPtr->restoreState(st.step, st.expAvg, st.expAvgSq);
+        roundtripState = cloned(trainerPtr->paramShards());
+        for (const bool second : {false, true})
+          for (auto sh : cloned(trainerPtr->optimizerShards(second))) {
+            sh.name = (second ? parallel::kExpAvgSqPrefix : parallel::kExpAvgPrefix) + sh.name;
+            roundtripState.push_back(std::move(sh));
+          }
+        roundtripRefState = std::make_unique<io::MapTensorSource>(
+            roundtripRef->stateAtK, moe::str("the uninterrupted reference at step ", s));
+        ctx.resumedFromStep = s;
+        ctx.resumedState = &roundtripState;
+        ctx.referenceStateAtResume = roundtripRefState.get();
+      }
+    }
   }
-  const auto finalShards = onHost(trainer.paramShards());
+  const auto finalShards = onHost(trainerPtr->paramShards());
 
   // ---- after the last step
   const auto tChecks2 = std::chrono::steady_clock::now();
@@ -503,7 +534,7 @@ int runPlan(const RunPlanOptions& o) {
   ctx.commExpected = &step1Expected;
   ctx.dispatch = &dispatch;
   ctx.wrapperCommExpected = &wrapperStep1;
-  const checks::MemoryInputs memory = memoryInputs(trainer.store().memory(), trainer.optimizerStateBytes(), applied,
+  const checks::MemoryInputs memory = memoryInputs(trainerPtr->store().memory(), trainerPtr->optimizerStateBytes(), applied,
                                                    mesh, finalShards, flat);
   const auto measuredMemory = checks::gatherMeasuredMemory(
       *world, memProbe.measured(memory.paramBytes + memory.gradBytes + memory.optimizerBytes, memory.replicatedBytes,
@@ -547,6 +578,7 @@ int runPlan(const RunPlanOptions& o) {
     result.environment = environmentJson(o.backend, git ? git : "unknown");
     result.timings.totalSeconds = secondsSince(t0);
     writeResult(result, o.resultJson);
+    if (o.removeSaveAfter && !o.saveDir.empty()) std::filesystem::remove_all(o.saveDir);
   }
   return result.passed ? 0 : 1;
 }

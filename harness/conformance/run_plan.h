@@ -75,6 +75,13 @@ struct RunPlanOptions {
   // read shard-on-read). A config, seed, batch or sequence length differing
   // from the checkpoint's is a HarnessError naming both values.
   std::string resumeDir;
+  // With saveDir: right after saving, the same job resumes from the
+  // checkpoint (a fresh trainer loads it with the plan's slices) and trains
+  // on; resume_parity judges the state it loaded. A single-job save/resume,
+  // for the mutation suite.
+  bool resumeRoundtrip = false;
+  // Remove saveDir after the run (rank 0): a per-job temporary checkpoint.
+  bool removeSaveAfter = false;
   std::string mutant;  // recorded in the result; the caller activates it (harness/mutate)
   // A case's expected placements: judged by the expected_placements check
   // on the loaded shards (empty: that check does not apply).

@@ -203,6 +203,22 @@ struct CheckContext {
   const MemoryInputs* memory = nullptr;                         // this rank's
   const std::vector<MeasuredMemory>* measuredMemory = nullptr;  // every rank's, rank order
 
+  // ---- checkpoints (issue 19; after the last step)
+  // The distributed checkpoint this run saved ("" = none): checkpoint_complete.
+  std::string savedCheckpoint;
+  // Every tensor it must hold (parameters and "optimizer.exp_avg/..." /
+  // "optimizer.exp_avg_sq/..." moments), and which of them are experts.
+  std::vector<std::string> savedTensors;
+  std::vector<std::string> savedExpertTensors;
+  nlohmann::json saveStats;  // bytes and seconds of the save, reported
+  // A resumed run (resumedFromStep >= 0): its state right after loading
+  // (parameters and moments under the saved names, as shards) and the
+  // uninterrupted single-device reference's state at that step (same names):
+  // resume_parity. runSteps/referenceSteps then hold only the steps run.
+  int64_t resumedFromStep = -1;
+  const std::vector<ParamShard>* resumedState = nullptr;
+  const io::TensorSource* referenceStateAtResume = nullptr;
+
   PlacementCheckOptions placement;
   // Empty cover dims: the dims the expert tensors' placements split their
   // expert dim over (ep; plus the expert-data-parallel dims under fsdp).

@@ -1,6 +1,10 @@
 // `moe-harness run-plan`: the command line of one conformance run
 // (harness/conformance/run_plan.h).
 #include <CLI/CLI.hpp>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
 
 #include "common/error.h"
 #include "harness/cli/commands.h"
@@ -50,6 +54,13 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--expect-placements", *expect,
                   "JSON array of expected placements [{\"param\":p,\"ranks\":[..],\"placements\":\"[Shard(0)]\","
                   "\"local_shape\":[..]}] judged by the expected_placements check");
+  sub->add_option("--save", o->saveDir, "write a distributed checkpoint (per-rank pieces, metadata.json, COMPLETE) "
+                  "of parameters, AdamW state and data position to DIR after step --save-at");
+  sub->add_option("--save-at", o->saveAt, "the step after which --save writes (1..--steps)");
+  sub->add_option("--resume", o->resumeDir, "resume from a distributed checkpoint DIR saved at step k by any mesh, "
+                  "plan and wrapper; trains steps k+1..--steps against the uninterrupted reference");
+  sub->add_flag("--resume-roundtrip", o->resumeRoundtrip, "after --save, resume from the checkpoint in the same job "
+                "(a fresh trainer loads it) and train on; resume_parity judges the loaded state");
   sub->add_option("--mutant", o->mutant, "plant a known bug (issue 7; `moe-harness mutate --list`); default: none");
   sub->callback([o, expect] {
     // First: an unknown mutant fails before any rank connects. The run
@@ -64,6 +75,18 @@ void addRunPlanCommand(CLI::App& app) {
       }
       o->expectedPlacements = checks::placementExpectationsFromJson(j);
     }
+    // "{tmp}" and "{job}" in --save: the temporary directory and a token of
+    // this job (its store port and launcher), so concurrent jobs of the same
+    // arguments (the mutation suite's baseline and mutant) never share a
+    // checkpoint; such a directory is removed after the run.
+    for (const auto& [key, value] :
+         {std::pair<std::string, std::string>{"{tmp}", std::filesystem::temp_directory_path().string()},
+          {"{job}", std::string(std::getenv("MASTER_PORT") ? std::getenv("MASTER_PORT") : "0") + "-" +
+                        std::to_string(::getppid())}})
+      for (auto pos = o->saveDir.find(key); pos != std::string::npos; pos = o->saveDir.find(key)) {
+        o->saveDir.replace(pos, key.size(), value);
+        o->removeSaveAfter = true;
+      }
     if (int code = conformance::runPlan(*o)) throw CommandExit{code};
   });
 }

@@ -20,10 +20,12 @@
 #include "harness/conformance/run_result.h"
 #include "harness/launch/rank_env.h"
 #include "harness/mesh/device_mesh.h"
+#include "reference/io/dist_checkpoint.h"
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
 #include "reference/io/sharded_safetensors.h"
 #include "reference/model/init.h"
+#include "reference/parallel/dist_checkpoint.h"
 #include "reference/parallel/dist_model.h"
 #include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
@@ -196,6 +198,96 @@ void warmUpCudaLibraries(at::Device device) {
   }
 }
 
+// The uninterrupted single-device run, seen from a run resumed after step
+// k: steps k+1..n, the gradients of step k+1 (the resumed run's first step),
+// the final parameters, and the state at step k (parameters and AdamW
+// moments under the checkpoint's names).
+struct ResumeReference {
+  TrainResult result;
+  std::map<std::string, at::Tensor> stateAtK;
+};
+ResumeReference computeResumeReference(const ModelConfig& cfg, const ParamMap& initial, const TrainOptions& t,
+                                       int64_t k) {
+  ResumeReference r;
+  Trainer trainer(cfg, initial, t);
+  for (int64_t s = 1; s <= t.steps; ++s) {
+    auto rec = trainer.step();
+    if (s > k) r.result.steps.push_back(rec);
+    if (s == k + 1) r.result.gradsStep1 = cloneParams(trainer.lastGrads());
+    if (s == k) {
+      size_t i = 0;
+      const auto& opt = trainer.optimizer();
+      for (const auto& kv : trainer.params()) {
+        r.stateAtK[kv.key()] = kv.value().detach().clone();
+        r.stateAtK[parallel::kExpAvgPrefix + kv.key()] = opt.expAvg().at(i).detach().clone();
+        r.stateAtK[parallel::kExpAvgSqPrefix + kv.key()] = opt.expAvgSq().at(i).detach().clone();
+        ++i;
+      }
+    }
+  }
+  r.result.initialParams = cloneParams(initial, torch::kFloat);
+  r.result.finalParams = cloneParams(trainer.params());
+  return r;
+}
+
+// Saves the run after step `step` (collective) and records the save's size
+// and time for the checkpoint_complete report.
+void saveCheckpoint(const RunPlanOptions& o, const ModelConfig& cfg, const TrainOptions& t, mesh::DeviceMesh& mesh,
+                    const parallel::DistTrainer& trainer, int64_t step, checks::CheckContext& ctx) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto params = onHost(trainer.paramShards());
+  const auto m = onHost(trainer.optimizerShards(false));
+  const auto v = onHost(trainer.optimizerShards(true));
+  parallel::DistSaveOptions so;
+  so.dir = o.saveDir;
+  so.step = step;
+  so.info = {{"step", step},
+             {"data_position", step + 1},
+             {"adamw", {{"step", step}, {"lr", t.adamw.lr}, {"beta1", t.adamw.beta1}, {"beta2", t.adamw.beta2},
+                        {"eps", t.adamw.eps}, {"weight_decay", t.adamw.weightDecay}}},
+             {"max_grad_norm", t.maxGradNorm},
+             {"config", cfg.toJson()},
+             {"seed", t.seed},
+             {"batch_size", t.batchSize},
+             {"seq_len", t.seqLen},
+             {"mesh", o.mesh},
+             {"plan", o.planPath},
+             {"wrapper", o.wrapper},
+             {"fsdp_experts", o.fsdpExperts},
+             {"world_size", mesh.world()->size()},
+             {"dtype", o.dtype}};
+  parallel::saveDistCheckpoint(so, mesh, params, m, v);
+  const double seconds = secondsSince(t0);
+  std::error_code ec;
+  const auto bytes = std::filesystem::file_size(o.saveDir + "/" + io::rankFileName(mesh.world()->rank()), ec);
+  ctx.saveStats = {{"step", step}, {"rank_file_bytes", ec ? 0 : bytes}, {"seconds", seconds},
+                   {"mb_per_s", seconds > 0 && !ec ? static_cast<double>(bytes) / 1e6 / seconds : 0.0}};
+  if (mesh.world()->rank() == 0)
+    std::cerr << "run-plan: saved step " << step << " to " << o.saveDir << " in " << seconds << " s" << std::endl;
+}
+
+// Refuses a resume whose checkpoint was saved for another model or data:
+// every difference named with both values, before any collective.
+void validateResume(const RunPlanOptions& o, const io::DistCheckpointSource& src, const ModelConfig& cfg,
+                    const TrainOptions& t) {
+  const auto& info = src.meta().info;
+  const std::string where = "--resume " + o.resumeDir;
+  if (!info.contains("config")) fail(where, ": metadata.json info has no config");
+  const std::string mismatch = parallel::configMismatch(info["config"], cfg.toJson());
+  if (!mismatch.empty()) fail(where, ": ", mismatch);
+  auto same = [&](const char* key, const nlohmann::json& run) {
+    if (!info.contains(key)) fail(where, ": metadata.json info has no ", key);
+    if (info[key] != run)
+      fail(where, ": ", key, " is ", info[key].dump(), " in the checkpoint, ", run.dump(), " in this run");
+  };
+  same("seed", t.seed);
+  same("batch_size", t.batchSize);
+  same("seq_len", t.seqLen);
+  const int64_t k = info.value("step", int64_t{-1});
+  if (k < 0 || k >= o.steps)
+    fail(where, ": the checkpoint is of step ", k, ", --steps is ", o.steps, " (nothing left to train)");
+}
+
 }  // namespace
 
 int runPlan(const RunPlanOptions& o) {
@@ -236,6 +328,16 @@ int runPlan(const RunPlanOptions& o) {
   if (o.dtype != "fp32" && o.dtype != "bf16") fail("--dtype must be fp32 or bf16, got '", o.dtype, "'");
   t.precision = o.dtype == "bf16" ? Precision::kBf16 : Precision::kFp32;
   const parallel::LoadPath loadPath = parallel::parseLoadPath(o.load);  // before the costly reference run
+  if (!o.saveDir.empty() && (o.saveAt < 1 || o.saveAt > o.steps))
+    fail("--save-at must be in [1, --steps = ", o.steps, "], got ", o.saveAt);
+  std::unique_ptr<io::DistCheckpointSource> resumeSource;
+  int64_t resumeStep = 0;
+  if (!o.resumeDir.empty()) {
+    if (!o.checkpoint.empty()) fail("--resume and --checkpoint exclude each other");
+    resumeSource = std::make_unique<io::DistCheckpointSource>(o.resumeDir);
+    validateResume(o, *resumeSource, cfg, t);
+    resumeStep = resumeSource->meta().info["step"].get<int64_t>();
+  }
 
   // The checkpoint: a file or a sharded directory (io::openCheckpoint), in
   // either expert layout, or the seed's init. Opened once: the files' headers
@@ -256,7 +358,13 @@ int runPlan(const RunPlanOptions& o) {
     source = std::make_unique<io::MapTensorSource>(m, moe::str("init(seed ", o.seed, ")"));
   }
   phases.loadSeconds = secondsSince(tLoad);  // config, plan, checkpoint scan; the rest after the reference
-  const Reference reference = computeReference(o, cfg, initial, t, *world);
+  std::optional<ResumeReference> resumeRef, roundtripRef;
+  if (resumeSource) resumeRef = computeResumeReference(cfg, initial, t, resumeStep);
+  // --resume-roundtrip: the reference's state at the save step, computed
+  // before the memory baseline (it is the judge's, not the wrapper's).
+  if (o.resumeRoundtrip && !o.saveDir.empty()) roundtripRef = computeResumeReference(cfg, initial, t, o.saveAt);
+  const Reference reference =
+      resumeRef ? Reference{resumeRef->result, {}} : computeReference(o, cfg, initial, t, *world);
   const auto tLoad2 = std::chrono::steady_clock::now();
 
   parallel::LoadOptions lo;
@@ -271,7 +379,15 @@ int runPlan(const RunPlanOptions& o) {
   memProbe.beforeLoad(device);
   // The loaded plan-local tensors are a temporary: every store copies what it
   // keeps, and a copy kept here would be measured as the wrapper's memory.
-  parallel::DistTrainer trainer(cfg, mesh, applied, parallel::loadParams(lo), t, dopt);
+  std::optional<parallel::ResumeState> resumed;
+  if (resumeSource) resumed = parallel::loadResumeState(*resumeSource, applied, mesh);
+  // A pointer: --resume-roundtrip replaces the trainer mid-run.
+  auto trainerPtr = std::make_unique<parallel::DistTrainer>(
+      cfg, mesh, applied, resumed ? resumed->params : parallel::loadParams(lo), t, dopt);
+  if (resumed) {
+    trainerPtr->restoreState(resumed->step, resumed->expAvg, resumed->expAvgSq);
+    resumed.reset();  // the store and the optimizer copied what they keep
+  }
   phases.loadSeconds += secondsSince(tLoad2);
 
   // One context for every check; each reads what it needs (check_context.h).
@@ -280,9 +396,9 @@ int runPlan(const RunPlanOptions& o) {
   ctx.plan = &applied;
   ctx.config = &cfg;
   ctx.dtype = o.dtype;
-  ctx.steps = o.steps;
-  ctx.wrapper = trainer.store().name();
-  ctx.parameterGatherPrefix = trainer.store().parameterGatherPrefix();
+  ctx.steps = o.steps - resumeStep;  // steps this run trains
+  ctx.wrapper = trainerPtr->store().name();
+  ctx.parameterGatherPrefix = trainerPtr->store().parameterGatherPrefix();
   ctx.computeElementBytes = static_cast<int64_t>(c10::elementSize(computeDtype(t.precision)));
   ctx.expectedPlacements = &o.expectedPlacements;
   if (!o.tolerance.empty()) ctx.parity.tolerance = parseTolerance(o.tolerance);
@@ -292,10 +408,27 @@ int runPlan(const RunPlanOptions& o) {
   ctx.measuredMemoryOptions.assertAccounted = !o.allowUnaccountedMemory;
 
   // ---- after loading
-  const auto loaded = cloned(trainer.paramShards());
-  std::vector<checks::FlatPartition> flat = onHost(trainer.store().flatPartitions());
+  const auto loaded = cloned(trainerPtr->paramShards());
+  std::vector<checks::FlatPartition> flat = onHost(trainerPtr->store().flatPartitions());
   ctx.params = &loaded;
-  ctx.checkpoint = source.get();
+  ctx.checkpoint = resumeSource ? static_cast<const io::TensorSource*>(resumeSource.get()) : source.get();
+  // A resumed run's loaded state, parameters and moments, under the saved
+  // names (resume_parity).
+  std::vector<checks::ParamShard> resumedState;
+  std::unique_ptr<io::MapTensorSource> referenceAtResume;
+  if (resumeRef) {
+    resumedState = loaded;
+    for (const bool second : {false, true})
+      for (auto s : cloned(trainerPtr->optimizerShards(second))) {
+        s.name = (second ? parallel::kExpAvgSqPrefix : parallel::kExpAvgPrefix) + s.name;
+        resumedState.push_back(std::move(s));
+      }
+    referenceAtResume = std::make_unique<io::MapTensorSource>(resumeRef->stateAtK, moe::str(
+        "the uninterrupted reference at step ", resumeStep));
+    ctx.resumedFromStep = resumeStep;
+    ctx.resumedState = &resumedState;
+    ctx.referenceStateAtResume = referenceAtResume.get();
+  }
   ctx.flatPartitions = &flat;
   std::map<const checks::Check*, checks::CheckResult> results;
   const auto tChecks1 = std::chrono::steady_clock::now();
@@ -324,23 +457,28 @@ int runPlan(const RunPlanOptions& o) {
   std::vector<NonFiniteValue> runNonFinite;
   const std::vector<int> meshSizes = ref::meshSizes(mesh);
   const std::vector<int> meshCoords = mesh.coords();
-  for (int64_t s = 1; s <= o.steps; ++s) {
+  const int64_t firstStep = resumeStep + 1;
+  const std::string saveDir = o.saveDir;
+  if (o.resumeRoundtrip && o.saveDir.empty()) fail("--resume-roundtrip needs --save and --save-at");
+  std::vector<checks::ParamShard> roundtripState;
+  std::unique_ptr<io::MapTensorSource> roundtripRefState;
+  for (int64_t s = firstStep; s <= o.steps; ++s) {
     const auto tStep = std::chrono::steady_clock::now();
     checks::CommWindow window;
-    memProbe.beginStep(snapshotBytes({&loaded, &grads1, &afterStep1}, device));
-    steps.push_back(trainer.step());
-    memProbe.endStep(snapshotBytes({&loaded, &grads1, &afterStep1}, device));
-    if (s == 1) {
+    memProbe.beginStep(snapshotBytes({&loaded, &grads1, &afterStep1, &resumedState, &roundtripState}, device));
+    steps.push_back(trainerPtr->step());
+    memProbe.endStep(snapshotBytes({&loaded, &grads1, &afterStep1, &resumedState, &roundtripState}, device));
+    if (s == firstStep) {
       step1Comm = window.delta();  // before the checks' own gathers (zero3's gradShards)
-      grads1 = cloned(trainer.gradShards());
-      step1Expected = trainer.expectedStepComm();  // uses step 1's routing
-      dispatch.sentRows = trainer.lastDispatch().tokensSent;
-      wrapperStep1 = trainer.store().expectedStepComm();
-      afterStep1 = cloned(trainer.paramShards());
+      grads1 = cloned(trainerPtr->gradShards());
+      step1Expected = trainerPtr->expectedStepComm();  // uses step 1's routing
+      dispatch.sentRows = trainerPtr->lastDispatch().tokensSent;
+      wrapperStep1 = trainerPtr->store().expectedStepComm();
+      afterStep1 = cloned(trainerPtr->paramShards());
     }
     if (runNonFinite.empty() && !checks::finiteRecord(steps.back())) {
-      const auto g = trainer.gradShards();
-      const auto p = trainer.paramShards();
+      const auto g = trainerPtr->gradShards();
+      const auto p = trainerPtr->paramShards();
       runNonFinite = checks::scanStep(steps.back(), &g, &p, meshSizes, meshCoords);
       if (env.rank == 0)
         std::cerr << "run-plan: non-finite values at step " << s << " (the finite check fails the run)" << std::endl;
@@ -348,9 +486,32 @@ int runPlan(const RunPlanOptions& o) {
     result.timings.stepSeconds.push_back(secondsSince(tStep));
     if (env.rank == 0)
       std::cerr << "run-plan: step " << s << "/" << o.steps << " loss " << steps.back().loss << " (reference "
-                << reference.result.steps[s - 1].loss << ")" << std::endl;
+                << reference.result.steps[s - firstStep].loss << ")" << std::endl;
+    if (!o.saveDir.empty() && s == o.saveAt) {
+      saveCheckpoint(o, cfg, t, mesh, *trainerPtr, s, ctx);
+      if (o.resumeRoundtrip) {
+        // The same job resumes from what it just saved: a fresh trainer
+        // loads the checkpoint with the plan's slices and continues.
+        trainerPtr.reset();
+        io::DistCheckpointSource src(saveDir);
+        auto st = parallel::loadResumeState(src, applied, mesh);
+        trainerPtr = std::make_unique<parallel::DistTrainer>(cfg, mesh, applied, st.params, t, dopt);
+        trainerPtr->restoreState(st.step, st.expAvg, st.expAvgSq);
+        roundtripState = cloned(trainerPtr->paramShards());
+        for (const bool second : {false, true})
+          for (auto sh : cloned(trainerPtr->optimizerShards(second))) {
+            sh.name = (second ? parallel::kExpAvgSqPrefix : parallel::kExpAvgPrefix) + sh.name;
+            roundtripState.push_back(std::move(sh));
+          }
+        roundtripRefState = std::make_unique<io::MapTensorSource>(
+            roundtripRef->stateAtK, moe::str("the uninterrupted reference at step ", s));
+        ctx.resumedFromStep = s;
+        ctx.resumedState = &roundtripState;
+        ctx.referenceStateAtResume = roundtripRefState.get();
+      }
+    }
   }
-  const auto finalShards = onHost(trainer.paramShards());
+  const auto finalShards = onHost(trainerPtr->paramShards());
 
   // ---- after the last step
   const auto tChecks2 = std::chrono::steady_clock::now();
@@ -373,11 +534,19 @@ int runPlan(const RunPlanOptions& o) {
   ctx.commExpected = &step1Expected;
   ctx.dispatch = &dispatch;
   ctx.wrapperCommExpected = &wrapperStep1;
-  const checks::MemoryInputs memory = memoryInputs(trainer.store().memory(), trainer.optimizerStateBytes(), applied,
+  const checks::MemoryInputs memory = memoryInputs(trainerPtr->store().memory(), trainerPtr->optimizerStateBytes(), applied,
                                                    mesh, finalShards, flat);
   const auto measuredMemory = checks::gatherMeasuredMemory(
       *world, memProbe.measured(memory.paramBytes + memory.gradBytes + memory.optimizerBytes, memory.replicatedBytes,
                                 memoryAllowance(loaded, applied, mesh)));
+  if (!o.saveDir.empty()) {
+    ctx.savedCheckpoint = o.saveDir;
+    for (const auto* prefix : {"", parallel::kExpAvgPrefix, parallel::kExpAvgSqPrefix})
+      for (const auto& pp : applied.params) {
+        ctx.savedTensors.push_back(prefix + pp.name);
+        if (pp.isExpert) ctx.savedExpertTensors.push_back(prefix + pp.name);
+      }
+  }
   ctx.memory = &memory;
   ctx.measuredMemory = &measuredMemory;
   runStage(ctx, /*afterLoad=*/false, results);
@@ -409,6 +578,7 @@ int runPlan(const RunPlanOptions& o) {
     result.environment = environmentJson(o.backend, git ? git : "unknown");
     result.timings.totalSeconds = secondsSince(t0);
     writeResult(result, o.resultJson);
+    if (o.removeSaveAfter && !o.saveDir.empty()) std::filesystem::remove_all(o.saveDir);
   }
   return result.passed ? 0 : 1;
 }

@@ -61,6 +61,27 @@ struct RunPlanOptions {
   // measured_memory: undeclared bytes after a step fail the check unless
   // allowed (every wrapper holds exactly its declaration, docs/measurements.md "Measured memory").
   bool allowUnaccountedMemory = false;
+  // Checkpoints (issue 19; parallel/dist_checkpoint.h, io/dist_checkpoint.h).
+  // saveDir: after step saveAt (1 <= saveAt <= steps) the run writes a
+  // distributed checkpoint there (parameters, AdamW moments and step, data
+  // position) and keeps training; the checkpoint_complete check judges it.
+  std::string saveDir;
+  int64_t saveAt = 0;
+  // resumeDir: start from that checkpoint (saved at step k by any mesh, plan
+  // and wrapper) instead of --checkpoint/the init, and train steps
+  // k+1..steps. The reference is the UNINTERRUPTED single-device run of the
+  // saving run's seed; parity and resume_parity compare the steps run and
+  // the state loaded at k with it. --load does not apply (the checkpoint is
+  // read shard-on-read). A config, seed, batch or sequence length differing
+  // from the checkpoint's is a HarnessError naming both values.
+  std::string resumeDir;
+  // With saveDir: right after saving, the same job resumes from the
+  // checkpoint (a fresh trainer loads it with the plan's slices) and trains
+  // on; resume_parity judges the state it loaded. A single-job save/resume,
+  // for the mutation suite.
+  bool resumeRoundtrip = false;
+  // Remove saveDir after the run (rank 0): a per-job temporary checkpoint.
+  bool removeSaveAfter = false;
   std::string mutant;  // recorded in the result; the caller activates it (harness/mutate)
   // A case's expected placements: judged by the expected_placements check
   // on the loaded shards (empty: that check does not apply).

@@ -272,6 +272,19 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
     b.model["experts_implementation"] = doc["experts_implementation"].get<std::string>();
   b.labels = doc.value("labels", std::vector<std::string>{});
   b.timeoutSeconds = doc.value("timeout", 300.0);
+  if (doc.contains("save_resume")) {
+    const auto& sr = doc["save_resume"];
+    b.saveAt = integer<int64_t>(sr.at("save_at"), "save_resume.save_at");
+    const auto& rs = sr.at("resume");
+    b.resumeWorldSize = integer<int>(rs.at("world_size"), "save_resume.resume.world_size");
+    b.resumeMesh = rs.at("mesh");
+    const std::string rp = rs.at("plan").get<std::string>();
+    const std::string f = findNamedPlan(path, rp);
+    if (f.empty()) fail("save_resume.resume.plan: unknown plan '", rp, "' (known plans: ", join(knownPlans(path), ", "), ")");
+    b.resumePlan = parseJson<nlohmann::ordered_json>(f, readText(f));
+    b.resumeWrapper = rs.value("wrapper", std::string("none"));
+    requireWrapper("save_resume.resume.wrapper", b.resumeWrapper);
+  }
   b.checks.clear();  // empty: every check run-plan reports decides
   if (doc.contains("expect")) {
     const auto& ex = doc["expect"];

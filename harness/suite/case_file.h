@@ -77,6 +77,16 @@ struct RunSpec {
   std::vector<PlacementExpectation> expectedPlacements;
   std::vector<std::string> labels;
   double timeoutSeconds = 300;
+  // "save_resume" (issue 19): the run described above SAVES a distributed
+  // checkpoint after step saveAt (its checkpoint_complete must pass), then a
+  // second job resumes from it on resumeMesh / resumePlan / resumeWrapper
+  // with resumeWorldSize ranks and trains to `steps`; the resumed job's
+  // checks (resume_parity, parity, ...) are the run's verdict.
+  int64_t saveAt = 0;  // 0: no save/resume
+  int resumeWorldSize = 0;
+  nlohmann::ordered_json resumeMesh;
+  nlohmann::ordered_json resumePlan;
+  std::string resumeWrapper = "none";
 
   nlohmann::json toJson() const;  // the spec as reports record it
   bool hasLabel(const std::string& l) const;

@@ -260,6 +260,48 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
     for (const auto& a : argv) cmd << (cmd.tellp() ? " '" : "'") << a << "'";
     log << "# " << cmd.str() << "\n";
   }
+  if (spec.saveAt > 0) {
+    // Save / resume (issue 19): the described run saves; a second job
+    // resumes from its checkpoint on the resume mesh, plan and wrapper.
+    const std::string ckpt = (dir / "checkpoint").string(), saveResult = (dir / "save_result.json").string();
+    auto saveArgv = argv;
+    for (size_t i = 0; i + 1 < saveArgv.size(); ++i)
+      if (saveArgv[i] == "--result-json") saveArgv[i + 1] = saveResult;
+    saveArgv.insert(saveArgv.end(), {"--save", ckpt, "--save-at", std::to_string(spec.saveAt)});
+    progress.line(moe::str(tag, ": saving (", spec.worldSize, " ranks, mesh ", spec.mesh.dump(), ")"));
+    launch::LaunchResult sr;
+    try {
+      sr = launch::launchProgram(lo, saveArgv);
+    } catch (const std::exception& e) {
+      r.status = Status::kError;
+      r.reason = moe::str("could not launch the saving job: ", e.what());
+      return r;
+    }
+    if (!sr.ok) {
+      out.flush();
+      err.flush();
+      r.status = Status::kFail;
+      r.reason = moe::str("the saving job failed (exit ", sr.exitCode(), "; its checkpoint_complete or another check, ",
+                          saveResult, ")");
+      std::lock_guard<std::mutex> lock(tailMu);
+      r.log = lastLines(tail);
+      return r;
+    }
+    std::ofstream(dir / "resume_plan.json") << spec.resumePlan.dump(2) << "\n";
+    for (size_t i = 0; i + 1 < argv.size(); ++i) {
+      if (argv[i] == "--mesh") argv[i + 1] = spec.resumeMesh.dump();
+      if (argv[i] == "--plan") argv[i + 1] = (dir / "resume_plan.json").string();
+    }
+    for (size_t i = 0; i < argv.size(); ++i)
+      if (argv[i] == "--wrapper" || argv[i] == "--fsdp-experts" || argv[i] == "--load") {
+        argv.erase(argv.begin() + static_cast<std::ptrdiff_t>(i), argv.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+        --i;
+      }
+    if (spec.resumeWrapper != "none") argv.insert(argv.end(), {"--wrapper", spec.resumeWrapper});
+    argv.insert(argv.end(), {"--resume", ckpt});
+    lo.nranks = spec.resumeWorldSize;
+    log << "# resume: " << spec.resumeWorldSize << " ranks, mesh " << spec.resumeMesh.dump() << "\n";
+  }
   progress.line(moe::str(tag, ": started (", spec.worldSize, " ranks, mesh ", spec.mesh.dump(), ")"));
   launch::LaunchResult lr;
   try {

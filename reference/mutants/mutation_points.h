@@ -33,6 +33,9 @@
 //    over and its gradient summed over.
 //  - dist_model.cpp step: the expert loads of deepseek_v3's bias rule.
 //  - dist_model.cpp moeLayer: the experts deepseek_v3's group scores see.
+//  - parallel/dist_checkpoint.cpp: the offsets a saved piece is recorded
+//    at, when the completion marker is written, the placements and the
+//    moments' slices a resume reads.
 #include <ATen/core/Tensor.h>
 
 #include <string>
@@ -145,6 +148,22 @@ struct MutationPoints {
   // expert groups over this rank's local experts only (the others count as
   // -inf), instead of over all experts.
   bool (*groupScoresLocalExperts)() = nullptr;
+  // ---- checkpoints (issue 19), parallel/dist_checkpoint.cpp ----
+  // Save: the global offsets of one piece a rank writes (`localOffsets`: the
+  // piece's offsets inside the rank's local tensor); an expert tensor's dim 0
+  // is the global expert index.
+  void (*savePieceOffsets)(bool isExpert, const std::vector<int64_t>& localOffsets,
+                           std::vector<int64_t>& globalOffsets) = nullptr;
+  // Save: true writes the completion marker right after INTENT, before any
+  // rank file (the marker must be written last).
+  bool (*completeMarkerFirst)() = nullptr;
+  // Resume: the placements the checkpoint's parameters are read with (the
+  // declared placements stay the plan's).
+  void (*resumePlacements)(const plan::ParamPlacement& param, std::vector<ref::Placement>& placements) = nullptr;
+  // Resume: true reads each optimizer moment as the box at offset 0 of the
+  // rank's local shape (the saving rank 0's piece) instead of the rank's
+  // own slice: the moments are not resharded with their parameter.
+  bool (*momentsNotResharded)() = nullptr;
 };
 
 namespace detail {

@@ -166,6 +166,29 @@ struct DistTrainer::Impl {
     if (biasRouter)
       for (int64_t i = 0; i < config.numHiddenLayers; ++i)
         if (config.isMoeLayer(i)) store->mutableMaster(ref::correctionBiasName(i));
+    storeReductions = so.reductions;
+  }
+
+  // Checkpoints (issue 19): the store's options for the throwaway stores of
+  // restoreState().
+  std::vector<GradReduction> storeReductions;
+
+  // Plan-local tensors -> the store's master layout, through a store of the
+  // same wrapper built from them.
+  std::vector<torch::Tensor> masterLayout(const ParamMap& planLocal) {
+    ParamMap local;
+    for (const auto& kv : planLocal) local.insert(kv.key(), kv.value().to(device));
+    ParamStoreOptions so;
+    so.plan = &plan;
+    so.mesh = &mesh;
+    so.local = &local;
+    so.reductions = storeReductions;
+    so.expertSharding = distOptions.expertSharding;
+    so.computeDtype = ref::computeDtype(options.precision);
+    auto tmp = makeParamStore(distOptions.wrapper, so);
+    std::vector<torch::Tensor> out;
+    for (auto& m : tmp->masters()) out.push_back(m.detach().clone());
+    return out;
   }
 
   // The tp ranks' gradients of this tp-replicated parameter are partial
@@ -612,5 +635,23 @@ std::vector<CommExpectation> DistTrainer::expectedStepComm() const {
 }
 std::vector<ParamShard> DistTrainer::paramShards() const { return impl_->store->paramShards(); }
 std::vector<ParamShard> DistTrainer::gradShards() const { return impl_->store->gradShards(); }
+
+int64_t DistTrainer::stepsTaken() const { return impl_->stepCount; }
+
+std::vector<ParamShard> DistTrainer::optimizerShards(bool secondMoment) const {
+  const auto& m = secondMoment ? impl_->optimizer.expAvgSq() : impl_->optimizer.expAvg();
+  if (!m.empty()) return impl_->store->shardsOf(m);
+  std::vector<torch::Tensor> zeros;
+  for (const auto& t : impl_->store->masters()) zeros.push_back(torch::zeros_like(t).detach());
+  return impl_->store->shardsOf(zeros);
+}
+
+void DistTrainer::restoreState(int64_t step, const ParamMap& expAvgLocal, const ParamMap& expAvgSqLocal) {
+  auto m = impl_->masterLayout(expAvgLocal);
+  auto v = impl_->masterLayout(expAvgSqLocal);
+  impl_->optimizer.setState(step, step > 0 ? std::move(m) : std::vector<torch::Tensor>{},
+                            step > 0 ? std::move(v) : std::vector<torch::Tensor>{});
+  impl_->stepCount = step;
+}
 
 }  // namespace moe::parallel

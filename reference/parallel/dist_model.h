@@ -146,6 +146,22 @@ class DistTrainer {
   std::vector<ParamShard> paramShards() const;
   std::vector<ParamShard> gradShards() const;
 
+  // ---- checkpoints (issue 19) -----------------------------------------------
+  // Steps taken so far: the data position (the next step trains batch
+  // stepsTaken() + 1) and, after a step, AdamW's step count.
+  int64_t stepsTaken() const;
+  // AdamW's first (secondMoment = false) or second moments described as
+  // paramShards() describes the parameters (ParamStore::shardsOf; collective
+  // where paramShards() is). Zero tensors before the first step.
+  std::vector<ParamShard> optimizerShards(bool secondMoment) const;
+  // Resume: the state after `step` steps of an earlier run. The moments are
+  // plan-local fp32 tensors (the layout loadLocalParams gives: read from a
+  // checkpoint with this run's plan); they are put into the store's master
+  // layout by a throwaway store of the same wrapper built from them (its
+  // masters(); collective like the store's constructor), so no wrapper needs
+  // an inverse of its own layout. The step counter continues from `step`.
+  void restoreState(int64_t step, const ref::ParamMap& expAvgLocal, const ref::ParamMap& expAvgSqLocal);
+
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;

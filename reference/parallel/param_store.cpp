@@ -62,6 +62,11 @@ torch::Tensor ParamStore::mutableMaster(const std::string& param) {
        "use --wrapper none (docs/families.md)");
 }
 
+std::vector<ParamShard> ParamStore::shardsOf(const std::vector<torch::Tensor>&) const {
+  fail("data-parallel wrapper '", name(), "' cannot present optimizer state for a checkpoint ",
+       "(ParamStore::shardsOf, param_store.h)");
+}
+
 void addExpectedCall(std::vector<CommExpectation>& out, const comm::Communicator& group,
                      comm::OpType op, int64_t bytesSent) {
   if (group.size() <= 1) return;
@@ -173,6 +178,11 @@ class ReplicatedStore : public ParamStore {
 
   std::vector<ParamShard> paramShards() const override { return shards(masters_); }
   std::vector<ParamShard> gradShards() const override { return shards(grads_); }
+  // masters() are the plan-local tensors themselves.
+  std::vector<ParamShard> shardsOf(const std::vector<torch::Tensor>& likeMasters) const override {
+    MOE_ASSERT_EQ(likeMasters.size(), masters_.size());
+    return shards(likeMasters);
+  }
 
   torch::Tensor mutableMaster(const std::string& name) override {
     auto it = index_.find(name);

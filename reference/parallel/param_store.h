@@ -144,6 +144,13 @@ class ParamStore {
   // correction bias, deepseek_v3.h). Default: a HarnessError naming the
   // store (a store that shards or flattens its masters does not offer it).
   virtual torch::Tensor mutableMaster(const std::string& name);
+  // ---- checkpoints (issue 19) ---------------------------------------------
+  // The paramShards() view of tensors laid out like masters() (same order,
+  // same shapes), e.g. AdamW's moments: what a distributed checkpoint saves
+  // of them. Collective where paramShards() is (zero3 gathers). The default
+  // throws HarnessError naming the store.
+  //   likeMasters[i]: [shape of masters()[i]]
+  virtual std::vector<ParamShard> shardsOf(const std::vector<torch::Tensor>& likeMasters) const;
 };
 
 // Creates the store named `name` ("none", "fsdp", "zero3", ...). Collective:

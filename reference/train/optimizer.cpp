@@ -35,6 +35,14 @@ void AdamW::step(const std::vector<torch::Tensor>& params, const std::vector<tor
   }
 }
 
+void AdamW::setState(int64_t step, std::vector<torch::Tensor> expAvg, std::vector<torch::Tensor> expAvgSq) {
+  MOE_ASSERT(step >= 0, "AdamW step ", step);
+  MOE_ASSERT_EQ(expAvg.size(), expAvgSq.size(), "AdamW moments");
+  step_ = step;
+  expAvg_ = std::move(expAvg);
+  expAvgSq_ = std::move(expAvgSq);
+}
+
 double clipGradNorm(const std::vector<torch::Tensor>& grads, double maxNorm) {
   if (grads.empty()) return 0.0;
   torch::NoGradGuard noGrad;

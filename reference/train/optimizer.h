@@ -34,6 +34,10 @@ class AdamW {
   const AdamWOptions& options() const { return options_; }
   const std::vector<torch::Tensor>& expAvg() const { return expAvg_; }
   const std::vector<torch::Tensor>& expAvgSq() const { return expAvgSq_; }
+  // Resume from a checkpoint: the state after `step` steps. expAvg[i] and
+  // expAvgSq[i] are shaped like the params of the next step() (taken as
+  // given, not copied); step 0 with empty moments is a fresh optimizer.
+  void setState(int64_t step, std::vector<torch::Tensor> expAvg, std::vector<torch::Tensor> expAvgSq);
 
  private:
   AdamWOptions options_;

@@ -65,6 +65,9 @@ class Trainer {
   const ParamMap& lastGrads() const { return lastGrads_; }
   const TrainOptions& options() const { return options_; }
   const ModelConfig& config() const { return config_; }
+  // AdamW's state (moments in params() order), e.g. for a resumed run's
+  // judge: the state an uninterrupted run has at a step.
+  const AdamW& optimizer() const { return optimizer_; }
 
  private:
   ModelConfig config_;

@@ -328,8 +328,9 @@ TEST(ChecksRegistry, EveryCheckIsRegisteredWithItsRunMetadata) {
   std::vector<std::string> names;
   for (const Check* c : checksInOrder()) names.push_back(c->name());
   EXPECT_EQ(names, (std::vector<std::string>{"placement", "expert_uniqueness", "zero3_partition", "finite", "parity",
-                                             "communication", "params_changed", "wrapper_communication",
-                                             "gradient_scale", "fsdp_gather_volume", "memory", "measured_memory",
+                                             "resume_parity", "communication", "params_changed",
+                                             "wrapper_communication", "gradient_scale", "checkpoint_complete",
+                                             "fsdp_gather_volume", "memory", "measured_memory",
                                              "expected_placements"}));
   for (const Check* c : reg.all()) {
     EXPECT_FALSE(c->description().empty()) << c->name();
@@ -344,9 +345,10 @@ TEST(ChecksRegistry, EveryCheckIsRegisteredWithItsRunMetadata) {
     reg.get("uniqueness");
     FAIL() << "no error";
   } catch (const HarnessError& e) {
-    EXPECT_TRUE(contains(e.what(), "unknown check 'uniqueness' (known: communication, expected_placements, "
-                                    "expert_uniqueness, finite, fsdp_gather_volume, gradient_scale, measured_memory, memory, "
-                                    "params_changed, parity, placement, wrapper_communication, zero3_partition)"))
+    EXPECT_TRUE(contains(e.what(), "unknown check 'uniqueness' (known: checkpoint_complete, communication, "
+                                    "expected_placements, expert_uniqueness, finite, fsdp_gather_volume, gradient_scale, "
+                                    "measured_memory, memory, params_changed, parity, placement, resume_parity, "
+                                    "wrapper_communication, zero3_partition)"))
         << e.what();
   }
   // A check run without its inputs names what is missing.

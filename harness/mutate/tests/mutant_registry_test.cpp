@@ -45,7 +45,8 @@ TEST(MutantRegistry, UnknownNameListsTheKnownOnes) {
 }
 
 TEST(MutantRegistry, EveryMutantIsComplete) {
-  const std::set<std::string> checks = {"placement", "expert_uniqueness", "parity", "communication", "desync"};
+  const std::set<std::string> checks = {"placement",     "expert_uniqueness",   "parity",       "communication",
+                                        "desync",        "checkpoint_complete", "resume_parity"};
   std::set<std::string> names;
   ASSERT_GE(allMutants().size(), 12u);
   for (const auto& m : allMutants()) {

@@ -264,6 +264,13 @@ class FsdpStore : public ParamStore {
 
   std::vector<ParamShard> paramShards() const override { return shards(false); }
   std::vector<ParamShard> gradShards() const override { return shards(true); }
+  // masters() are the shards paramShards() describes, one to one.
+  std::vector<ParamShard> shardsOf(const std::vector<torch::Tensor>& likeMasters) const override {
+    MOE_ASSERT_EQ(likeMasters.size(), entries_.size());
+    auto out = shards(false);
+    for (size_t i = 0; i < out.size(); ++i) out[i].local = likeMasters[i].detach();
+    return out;
+  }
 
   StoreMemory memory() const override {
     StoreMemory m;

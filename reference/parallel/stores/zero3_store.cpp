@@ -233,6 +233,20 @@ struct Zero3Store::Impl {
     return out;
   }
 
+  // shards() of tensors laid out like the masters (one partition per flat
+  // group, in group order), e.g. AdamW's moments.
+  std::vector<ParamShard> shardsOf(const std::vector<torch::Tensor>& parts) const {
+    MOE_ASSERT_EQ(parts.size(), groups.size());
+    std::vector<ParamShard> out(plan.params.size());
+    for (size_t i = 0; i < groups.size(); ++i) {
+      const auto& g = *groups[i];
+      auto flat = gatherFlat(g, parts[i].detach(), g.checkComm.get(), torch::kFloat);
+      for (size_t k = 0; k < g.members.size(); ++k)
+        out[g.members[k]] = planShard(plan.params[g.members[k]], memberView(g, flat, k).clone());
+    }
+    return out;
+  }
+
   // Member k of `g` as a view of a flat buffer. flat: [g.padded] -> plan-local shape
   static torch::Tensor memberView(const FlatGroup& g, const torch::Tensor& flat, size_t k) {
     const auto& shape = g.shapes[k];
@@ -356,6 +370,9 @@ std::vector<torch::Tensor> Zero3Store::grads() {
 
 std::vector<ParamShard> Zero3Store::paramShards() const { return impl_->shards(false); }
 std::vector<ParamShard> Zero3Store::gradShards() const { return impl_->shards(true); }
+std::vector<ParamShard> Zero3Store::shardsOf(const std::vector<torch::Tensor>& likeMasters) const {
+  return impl_->shardsOf(likeMasters);
+}
 
 namespace {
 // fp32 masters, fp32 gradients and AdamW's two fp32 moments of `elements`.

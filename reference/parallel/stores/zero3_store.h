@@ -74,6 +74,8 @@ class Zero3Store : public ParamStore {
   // Collective (see above): every rank calls them in the same order.
   std::vector<ParamShard> paramShards() const override;
   std::vector<ParamShard> gradShards() const override;
+  // Collective like paramShards(): likeMasters are [P] per flat group.
+  std::vector<ParamShard> shardsOf(const std::vector<torch::Tensor>& likeMasters) const override;
   // Partition bytes per rank (paddingBytes: the part of this rank's
   // partitions beyond the flat groups' real elements).
   StoreMemory memory() const override;

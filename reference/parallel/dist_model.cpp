@@ -228,6 +228,42 @@ struct DistTrainer::Impl {
     return m;
   }
 
+  // gpt_oss's experts under ep x tp: each ep rank holds L = E / ep experts
+  // (Shard(0)), each tp rank of those whole (gate, up) pairs (Shard(-1) of the
+  // interleaved gate_up_proj and its bias) and the matching down_proj rows.
+  // The tokens' rows are dispatched over ep (fp32 under a narrow dtype, as
+  // tpEnter hands them); the local experts' Partial(sum) outputs are reduced
+  // over tp in fp32, the row-parallel down_proj_bias (whole over tp, its ep
+  // shard [L, H]) is added ONCE to the reduced rows, then they are rounded
+  // once and returned for the combine on the token's rank.
+  // xt: [T, H] in dt, idx/wts: [T, k] -> [T, H] in dt
+  torch::Tensor gptOssEpTpExperts(const torch::Tensor& xt, const torch::Tensor& idx, const torch::Tensor& wts,
+                                  ref::GptOssExperts ex, torch::ScalarType dt) {
+    const ref::PartialSums ps = tpPartialSums(dt);
+    auto xe = tpEnter(xt, ps, chunkSizes(options.seqLen, tpSize));
+    const int64_t numLocal = ex.gateUp.size(0);
+    ex.firstExpert = mesh.coord("ep") * numLocal;
+    auto downBias = ex.downBias;  // [L, H]
+    ex.downBias = torch::Tensor();
+    const bool biasPerRank = mutants::points().rowParallelBiasPerRank && mutants::points().rowParallelBiasPerRank();
+    if (biasPerRank) ex.downBias = downBias;  // the mutant: every tp rank adds it
+    EpDispatchOptions eo{/*numExperts=*/config.numExperts, config.expertsImplementation};
+    eo.localExperts = [&](const torch::Tensor& xLocal, const std::vector<int64_t>& rows) {
+      auto y = reducePartialExperts(
+          ref::gptOssGroupedExperts(xLocal, rows, ex, config, {ps.wideInput, /*wideOutput=*/true, dt}));
+      if (!biasPerRank) {
+        auto counts = torch::tensor(rows, torch::TensorOptions().dtype(torch::kLong)).to(y.device());
+        y = y + downBias.index_select(0, torch::repeat_interleave(counts)).to(y.scalar_type());
+      }
+      return y.to(dt);
+    };
+    const ref::LocalExperts block{ex.gateUp, ex.down, ex.firstExpert};
+    auto r = epExpertsForward(xe, idx, wts, block, *ep, eo);
+    dispatch.tokensSent += sum(r.numTokensPerRank);
+    dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
+    return r.out;
+  }
+
   // The gpt_oss MoE layer: replicated or expert-parallel (ref::gptOss*).
   // x: [B, Sl, H] -> [B, Sl, H]
   torch::Tensor gptOssMoeLayer(const torch::Tensor& x, int64_t layer, torch::ScalarType dt,
@@ -235,9 +271,9 @@ struct DistTrainer::Impl {
     const auto p = ref::layerPrefix(layer);
     const auto& lp = model.layers[static_cast<size_t>(layer)];
     const bool loop = config.expertsImplementation == "loop";
-    if (sp || (lp.moeTp && (lp.epOn || loop)))
-      fail("plan: ", p, "mlp.experts: gpt_oss under sequence parallelism, ep x tp, or loop experts under MoE "
-           "tensor parallelism is not implemented yet (docs/families.md)");
+    if (sp || (lp.moeTp && loop))
+      fail("plan: ", p, "mlp.experts: gpt_oss under sequence parallelism, or loop experts under MoE "
+           "tensor parallelism, is not implemented yet (docs/families.md)");
     const int64_t b = x.size(0), sl = x.size(1), h = x.size(2);
     auto xt = x.reshape({b * sl, h});
     auto router = ref::gptOssRoute(xt, w(p + "mlp.router.weight", dt), w(p + "mlp.router.bias", dt), config);
@@ -248,7 +284,9 @@ struct DistTrainer::Impl {
                           w(p + "mlp.experts.down_proj", dt), w(p + "mlp.experts.down_proj_bias", dt),
                           /*firstExpert=*/0};
     torch::Tensor out;
-    if (lp.moeTp) {
+    if (lp.moeTp && lp.epOn) {
+      out = gptOssEpTpExperts(xt, idx, wts, ex, dt);
+    } else if (lp.moeTp) {
       // Each tp rank holds whole (gate, up) pairs of every expert and the
       // matching rows of down_proj: its output is a Partial(sum), kept in
       // fp32 under a narrow dtype, summed over tp per row; the row-parallel

@@ -228,6 +228,28 @@ struct DistTrainer::Impl {
     return m;
   }
 
+  // gpt_oss's attention, replicated or tensor-parallel by head (styles
+  // gpt_oss_attn_colwise / gpt_oss_attn_rowwise / gpt_oss_sinks_by_head):
+  // under tp each rank runs its heads (q/k/v rows and biases, sinks) from
+  // the full input (fp32 under a narrow dtype), its o_proj output is a
+  // Partial sum kept in fp32, all-reduced over tp; the whole o_proj.bias is
+  // added ONCE to the sum, which is then rounded once, as one device adds it
+  // to its fp32 accumulator.
+  // x: [B, S, H] -> [B, S, H] in dt
+  torch::Tensor gptOssAttentionLayer(const torch::Tensor& x, const std::string& p, int64_t layer,
+                                     torch::ScalarType dt, bool tensorParallel) {
+    if (!tensorParallel) return ref::gptOssAttention(x, gptOssAttentionParams(p), layer, config, dt);
+    const ref::PartialSums ps = tpPartialSums(dt);
+    ref::GptOssAttentionOptions ao;
+    ao.partialSums = {ps.wideInput, /*wideOutput=*/true, dt};
+    const bool biasPerRank = mutants::points().rowParallelBiasPerRank && mutants::points().rowParallelBiasPerRank();
+    ao.addOutputBias = biasPerRank;  // the mutant: every tp rank adds it
+    auto a = ref::gptOssAttention(tpEnter(x, ps, {}), gptOssAttentionParams(p), layer, config, dt, ao);
+    a = reduceFromGroup(a, *tp);
+    if (!biasPerRank) a = a + ref::computeWeight(w(p + "self_attn.o_proj.bias", torch::kFloat), dt).to(a.scalar_type());
+    return a.to(dt);
+  }
+
   // gpt_oss's experts under ep x tp: each ep rank holds L = E / ep experts
   // (Shard(0)), each tp rank of those whole (gate, up) pairs (Shard(-1) of the
   // interleaved gate_up_proj and its bias) and the matching down_proj rows.
@@ -440,14 +462,14 @@ struct DistTrainer::Impl {
       const auto aPs = aTp ? tpPartialSums(dt) : ref::PartialSums{};
       torch::Tensor a;
       if (gptOss) {
-        if (aTp || sp)
-          fail("plan: ", p, "self_attn: gpt_oss under tensor or sequence parallelism is not implemented yet "
+        if (sp)
+          fail("plan: ", p, "self_attn: gpt_oss under sequence parallelism is not implemented yet "
                "(docs/families.md)");
-        a = ref::gptOssAttention(x, gptOssAttentionParams(p), i, config, dt);
+        a = gptOssAttentionLayer(x, p, i, dt, aTp);
       } else {
         a = ref::attentionForward(aTp ? tpEnter(x, aPs, pieces) : x, attentionParams(p, dt), p, config, dt, aPs);
       }
-      if (aTp) a = tpExit(a, pieces, dt);
+      if (aTp && !gptOss) a = tpExit(a, pieces, dt);
       h = h + a;
       x = norm(h, w(p + "post_attention_layernorm.weight", torch::kFloat));
       torch::Tensor m;

@@ -204,11 +204,14 @@ TEST(PlanStyles, Placements) {
 }
 
 TEST(PlanStyles, RegistryKnowsEveryStyle) {
-  // The ten of Qwen3-MoE / Mixtral plus gpt_oss's two.
-  EXPECT_EQ(knownStyles().size(), 12u);
+  // The ten of Qwen3-MoE / Mixtral plus gpt_oss's five.
+  EXPECT_EQ(knownStyles().size(), 15u);
   EXPECT_TRUE(hasStyle("ep_router"));
   EXPECT_TRUE(hasStyle("gpt_oss_gate_up_colwise"));
   EXPECT_TRUE(hasStyle("gpt_oss_down_rowwise"));
+  EXPECT_TRUE(hasStyle("gpt_oss_attn_colwise"));
+  EXPECT_TRUE(hasStyle("gpt_oss_attn_rowwise"));
+  EXPECT_TRUE(hasStyle("gpt_oss_sinks_by_head"));
 }
 
 }  // namespace

@@ -412,8 +412,9 @@ TEST(DistTrainMixtral, Ep2Tp2Bf16) {
 // CPU): loss, step-1 gradients and final parameters bit-identical in fp32
 // and bf16. Ep2 / Tp2 / Ep2Tp2 (seed 7, 3 steps): fp32 gradients within
 // 5.2e-7 relative, parameters 7.4e-7; bf16 Ep2 within 7.6e-8, Tp2 and
-// Ep2Tp2 loss 1.1e-4, worst whole-tensor gradient 1.71e-2 (k_proj.bias, the
-// near-zero gradient of docs/families.md) of the 2e-2 tolerance.
+// Ep2Tp2 loss 1.1e-4, worst gradient k_proj.bias 9.7e-3 (the near-zero
+// gradient of docs/families.md), whole-tensor maximum 1.71e-2 of the 2e-2
+// tolerance.
 TEST(DistTrainGptOss, OneRankEqualsSingleDeviceFp32) {
   expectOneRank(ref::Precision::kFp32, "grouped", 1e-6, "gpt_oss");
 }

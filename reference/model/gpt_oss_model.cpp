@@ -137,16 +137,19 @@ RouterOutput gptOssRoute(const torch::Tensor& x, const torch::Tensor& weight, co
 }
 
 torch::Tensor gptOssAttention(const torch::Tensor& x, const ParamMap& params, int64_t layer,
-                              const ModelConfig& config, torch::ScalarType dtype) {
+                              const ModelConfig& config, torch::ScalarType dtype,
+                              const GptOssAttentionOptions& options) {
+  const PartialSums& ps = options.partialSums;
+  const PartialSums in{ps.wideInput, /*wideOutput=*/false, dtype};
   const std::string prefix = layerPrefix(layer) + "self_attn.";
   auto w = [&](const char* n) { return computeWeight(getParam(params, prefix + n), dtype); };
   const int64_t b = x.size(0), s = x.size(1), d = config.headDim;
   auto wq = w("q_proj.weight"), wk = w("k_proj.weight");
   const int64_t numHeads = wq.size(0) / d, numKv = wk.size(0) / d;
   MOE_ASSERT(numKv > 0 && numHeads % numKv == 0, "heads ", numHeads, " kv heads ", numKv);
-  auto q = projectBias(x, wq, w("q_proj.bias")).view({b, s, numHeads, d}).transpose(1, 2);
-  auto k = projectBias(x, wk, w("k_proj.bias")).view({b, s, numKv, d}).transpose(1, 2);
-  auto v = projectBias(x, w("v_proj.weight"), w("v_proj.bias")).view({b, s, numKv, d}).transpose(1, 2);
+  auto q = projectBias(x, wq, w("q_proj.bias"), in).view({b, s, numHeads, d}).transpose(1, 2);
+  auto k = projectBias(x, wk, w("k_proj.bias"), in).view({b, s, numKv, d}).transpose(1, 2);
+  auto v = projectBias(x, w("v_proj.weight"), w("v_proj.bias"), in).view({b, s, numKv, d}).transpose(1, 2);
   auto [cosHost, sinHost] = ropeTables(s, d, config.ropeTheta, dtype);
   auto cos = cosHost.to(x.device()), sin = sinHost.to(x.device());
   q = applyRope(q, cos, sin);
@@ -168,7 +171,8 @@ torch::Tensor gptOssAttention(const torch::Tensor& x, const ParamMap& params, in
   auto logits = torch::cat({scores.to(st).masked_fill(masked, -INFINITY), sinks}, /*dim=*/-1);
   auto probs = torch::softmax(logits, /*dim=*/-1).narrow(-1, 0, s).to(dtype);  // the sink column dropped
   auto ctx = torch::matmul(probs, v).transpose(1, 2).reshape({b, s, numHeads * d});
-  return projectBias(ctx, w("o_proj.weight"), w("o_proj.bias"));
+  return projectBias(ctx, w("o_proj.weight"), options.addOutputBias ? w("o_proj.bias") : torch::Tensor(),
+                     {/*wideInput=*/false, ps.wideOutput, dtype});
 }
 
 ModelOutput gptOssForwardModel(const ModelConfig& config, const ParamMap& params,

@@ -89,10 +89,22 @@ torch::Tensor gptOssLoopExperts(const torch::Tensor& x, const torch::Tensor& top
 RouterOutput gptOssRoute(const torch::Tensor& x, const torch::Tensor& weight,
                          const torch::Tensor& bias, const ModelConfig& config);
 
+// How a tensor-parallel rank runs its heads (defaults: one device).
+struct GptOssAttentionOptions {
+  // ps.wideInput: x arrives in fp32 holding dtype values; ps.wideOutput: the
+  // o_proj result is returned in fp32 (a Partial sum to reduce, then round).
+  PartialSums partialSums;
+  // false under tp: o_proj.bias is left to the caller, to add ONCE to the
+  // reduced output (styles/gpt_oss_attn_rowwise.cpp).
+  bool addOutputBias = true;
+};
+
 // Self-attention of layer `layer` (sinks, biases, its window). Head counts
-// are read from the weight shapes. x: [B, S, H] -> [B, S, H]
+// are read from the weight shapes (a tp rank passes its heads' q/k/v rows,
+// biases, sinks and o_proj columns). x: [B, S, H] -> [B, S, H]
 torch::Tensor gptOssAttention(const torch::Tensor& x, const ParamMap& params, int64_t layer,
-                              const ModelConfig& config, torch::ScalarType dtype);
+                              const ModelConfig& config, torch::ScalarType dtype,
+                              const GptOssAttentionOptions& options = {});
 
 // The single-device model. inputIds: [B, S] int64
 ModelOutput gptOssForwardModel(const ModelConfig& config, const ParamMap& params,

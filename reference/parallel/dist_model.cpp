@@ -274,6 +274,64 @@ struct DistTrainer::Impl {
     return m;
   }
 
+  // gpt_oss's attention, replicated or tensor-parallel by head (styles
+  // gpt_oss_attn_colwise / gpt_oss_attn_rowwise / gpt_oss_sinks_by_head):
+  // under tp each rank runs its heads (q/k/v rows and biases, sinks) from
+  // the full input (fp32 under a narrow dtype), its o_proj output is a
+  // Partial sum kept in fp32, all-reduced over tp; the whole o_proj.bias is
+  // added ONCE to the sum, which is then rounded once, as one device adds it
+  // to its fp32 accumulator.
+  // x: [B, S, H] -> [B, S, H] in dt
+  torch::Tensor gptOssAttentionLayer(const torch::Tensor& x, const std::string& p, int64_t layer,
+                                     torch::ScalarType dt, bool tensorParallel) {
+    if (!tensorParallel) return ref::gptOssAttention(x, gptOssAttentionParams(p), layer, config, dt);
+    const ref::PartialSums ps = tpPartialSums(dt);
+    ref::GptOssAttentionOptions ao;
+    ao.partialSums = {ps.wideInput, /*wideOutput=*/true, dt};
+    const bool biasPerRank = mutants::points().rowParallelBiasPerRank && mutants::points().rowParallelBiasPerRank();
+    ao.addOutputBias = biasPerRank;  // the mutant: every tp rank adds it
+    auto a = ref::gptOssAttention(tpEnter(x, ps, {}), gptOssAttentionParams(p), layer, config, dt, ao);
+    a = reduceFromGroup(a, *tp);
+    if (!biasPerRank) a = a + ref::computeWeight(w(p + "self_attn.o_proj.bias", torch::kFloat), dt).to(a.scalar_type());
+    return a.to(dt);
+  }
+
+  // gpt_oss's experts under ep x tp: each ep rank holds L = E / ep experts
+  // (Shard(0)), each tp rank of those whole (gate, up) pairs (Shard(-1) of the
+  // interleaved gate_up_proj and its bias) and the matching down_proj rows.
+  // The tokens' rows are dispatched over ep (fp32 under a narrow dtype, as
+  // tpEnter hands them); the local experts' Partial(sum) outputs are reduced
+  // over tp in fp32, the row-parallel down_proj_bias (whole over tp, its ep
+  // shard [L, H]) is added ONCE to the reduced rows, then they are rounded
+  // once and returned for the combine on the token's rank.
+  // xt: [T, H] in dt, idx/wts: [T, k] -> [T, H] in dt
+  torch::Tensor gptOssEpTpExperts(const torch::Tensor& xt, const torch::Tensor& idx, const torch::Tensor& wts,
+                                  ref::GptOssExperts ex, torch::ScalarType dt) {
+    const ref::PartialSums ps = tpPartialSums(dt);
+    auto xe = tpEnter(xt, ps, chunkSizes(options.seqLen, tpSize));
+    const int64_t numLocal = ex.gateUp.size(0);
+    ex.firstExpert = mesh.coord("ep") * numLocal;
+    auto downBias = ex.downBias;  // [L, H]
+    ex.downBias = torch::Tensor();
+    const bool biasPerRank = mutants::points().rowParallelBiasPerRank && mutants::points().rowParallelBiasPerRank();
+    if (biasPerRank) ex.downBias = downBias;  // the mutant: every tp rank adds it
+    EpDispatchOptions eo{/*numExperts=*/config.numExperts, config.expertsImplementation};
+    eo.localExperts = [&](const torch::Tensor& xLocal, const std::vector<int64_t>& rows) {
+      auto y = reducePartialExperts(
+          ref::gptOssGroupedExperts(xLocal, rows, ex, config, {ps.wideInput, /*wideOutput=*/true, dt}));
+      if (!biasPerRank) {
+        auto counts = torch::tensor(rows, torch::TensorOptions().dtype(torch::kLong)).to(y.device());
+        y = y + downBias.index_select(0, torch::repeat_interleave(counts)).to(y.scalar_type());
+      }
+      return y.to(dt);
+    };
+    const ref::LocalExperts block{ex.gateUp, ex.down, ex.firstExpert};
+    auto r = epExpertsForward(xe, idx, wts, block, *ep, eo);
+    dispatch.tokensSent += sum(r.numTokensPerRank);
+    dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
+    return r.out;
+  }
+
   // The gpt_oss MoE layer: replicated or expert-parallel (ref::gptOss*).
   // x: [B, Sl, H] -> [B, Sl, H]
   torch::Tensor gptOssMoeLayer(const torch::Tensor& x, int64_t layer, torch::ScalarType dt,
@@ -281,9 +339,9 @@ struct DistTrainer::Impl {
     const auto p = ref::layerPrefix(layer);
     const auto& lp = model.layers[static_cast<size_t>(layer)];
     const bool loop = config.expertsImplementation == "loop";
-    if (sp || (lp.moeTp && (lp.epOn || loop)))
-      fail("plan: ", p, "mlp.experts: gpt_oss under sequence parallelism, ep x tp, or loop experts under MoE "
-           "tensor parallelism is not implemented yet (docs/families.md)");
+    if (sp || (lp.moeTp && loop))
+      fail("plan: ", p, "mlp.experts: gpt_oss under sequence parallelism, or loop experts under MoE "
+           "tensor parallelism, is not implemented yet (docs/families.md)");
     const int64_t b = x.size(0), sl = x.size(1), h = x.size(2);
     auto xt = x.reshape({b * sl, h});
     auto router = ref::gptOssRoute(xt, w(p + "mlp.router.weight", dt), w(p + "mlp.router.bias", dt), config);
@@ -294,7 +352,9 @@ struct DistTrainer::Impl {
                           w(p + "mlp.experts.down_proj", dt), w(p + "mlp.experts.down_proj_bias", dt),
                           /*firstExpert=*/0};
     torch::Tensor out;
-    if (lp.moeTp) {
+    if (lp.moeTp && lp.epOn) {
+      out = gptOssEpTpExperts(xt, idx, wts, ex, dt);
+    } else if (lp.moeTp) {
       // Each tp rank holds whole (gate, up) pairs of every expert and the
       // matching rows of down_proj: its output is a Partial(sum), kept in
       // fp32 under a narrow dtype, summed over tp per row; the row-parallel
@@ -472,16 +532,16 @@ struct DistTrainer::Impl {
       const auto aPs = aTp ? tpPartialSums(dt) : ref::PartialSums{};
       torch::Tensor a;
       if (gptOss) {
-        if (aTp || sp)
-          fail("plan: ", p, "self_attn: gpt_oss under tensor or sequence parallelism is not implemented yet "
+        if (sp)
+          fail("plan: ", p, "self_attn: gpt_oss under sequence parallelism is not implemented yet "
                "(docs/families.md)");
-        a = ref::gptOssAttention(x, gptOssAttentionParams(p), i, config, dt);
+        a = gptOssAttentionLayer(x, p, i, dt, aTp);
       } else {
         auto aIn = aTp ? tpEnter(x, aPs, pieces) : x;
         a = latentAttention ? ref::latentAttentionForward(aIn, attentionParams(p, dt), p, config, dt, aPs)
                             : ref::attentionForward(aIn, attentionParams(p, dt), p, config, dt, aPs);
       }
-      if (aTp) a = tpExit(a, pieces, dt);
+      if (aTp && !gptOss) a = tpExit(a, pieces, dt);
       h = h + a;
       x = norm(h, w(p + "post_attention_layernorm.weight", torch::kFloat));
       torch::Tensor m;

@@ -57,8 +57,11 @@ class Reader {
     std::vector<std::string> modules = r.entries;
     modules.push_back(r.exit);
     const bool tpOn = moduleShardedOn(modules.front(), "tp");
+    // gpt_oss: the row-parallel o_proj.bias stays whole under tp (it is
+    // added once, after the reduction: styles/gpt_oss_attn_rowwise.cpp).
+    const std::string wholeBias = ref::familyOf(config).gptOssLayers() ? r.exit + ".bias" : "";
     for (const auto& m : modules)
-      if (moduleShardedOn(m, "tp") != tpOn || !moduleUniformOn(m, "tp"))
+      if (moduleShardedOn(m, "tp") != tpOn || !moduleUniformOn(m, "tp", m == r.exit ? wholeBias : ""))
         fail("plan: ", r.scope, ": the modules of one tensor-parallel region (", moe::str(modules.size()),
              " modules from ", modules.front(), " to ", r.exit, ") must be sharded over tp together; ", m,
              " (", stylesOf(m), ") is ", moduleShardedOn(m, "tp") ? "" : "not ", "sharded");

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "reference/model/family.h"
 #include "reference/plan/plan.h"
 #include "reference/plan/style_registry.h"
 
@@ -203,14 +204,56 @@ TEST(PlanStyles, Placements) {
   EXPECT_EQ(ap2.param("model.layers.1.mlp.experts.gate_up_proj").style, "");
 }
 
+// gpt_oss attention by head: q/k/v weights AND biases Shard(0), sinks with
+// their heads, o_proj.weight Shard(1) and its bias whole; the rowwise style
+// refuses the bias by name (it must go to replicate, added once), and the
+// head count must divide over tp.
+TEST(PlanStyles, GptOssAttentionByHead) {
+  auto cfg = ref::tinyGptOssTestConfig();  // 4 heads, 2 kv heads
+  const char* plan = R"([
+    ["model.layers.*.self_attn.q_proj", "gpt_oss_attn_colwise"],
+    ["model.layers.*.self_attn.k_proj", "gpt_oss_attn_colwise"],
+    ["model.layers.*.self_attn.v_proj", "gpt_oss_attn_colwise"],
+    ["model.layers.*.self_attn.o_proj.weight", "gpt_oss_attn_rowwise"],
+    ["model.layers.*.self_attn.o_proj.bias", "replicate"],
+    ["model.layers.*.self_attn.sinks", "gpt_oss_sinks_by_head"]])";
+  auto ap = applyPlan(Plan::parse(plan), cfg, meshOf({{"tp", 2}}));
+  const std::vector<Placement> shard0{Placement::shard(0)}, shard1{Placement::shard(1)},
+      whole{Placement::replicate()};
+  for (const char* n : {"q_proj.weight", "q_proj.bias", "k_proj.bias", "v_proj.weight", "sinks"})
+    EXPECT_EQ(ap.param(std::string("model.layers.0.self_attn.") + n).placements, shard0) << n;
+  EXPECT_EQ(ap.param("model.layers.0.self_attn.o_proj.weight").placements, shard1);
+  EXPECT_EQ(ap.param("model.layers.0.self_attn.o_proj.bias").placements, whole);
+  EXPECT_TRUE(ap.comm("model.layers.0.self_attn.o_proj", "tp").exitRegion);
+  EXPECT_TRUE(ap.comm("model.layers.0.self_attn.q_proj", "tp").enterRegion);
+  auto e = errorOf([&] {
+    applyPlan(Plan::parse(R"({"model.layers.*.self_attn.o_proj": "gpt_oss_attn_rowwise"})"), cfg,
+              meshOf({{"tp", 2}}));
+  });
+  EXPECT_NE(e.find("o_proj.bias is the row-parallel bias"), std::string::npos) << e;
+  e = errorOf([&] {
+    applyPlan(Plan::parse(R"({"model.layers.*.self_attn.k_proj": "gpt_oss_attn_colwise"})"), cfg,
+              meshOf({{"tp", 4}}));
+  });
+  EXPECT_NE(e.find("heads = 2 is not divisible by 4"), std::string::npos) << e;
+  e = errorOf([&] {
+    applyPlan(Plan::parse(R"({"model.layers.*.self_attn.sinks": "gpt_oss_sinks_by_head"})"), cfg,
+              meshOf({{"tp", 8}}));
+  });
+  EXPECT_NE(e.find("not divisible by 8"), std::string::npos) << e;
+}
+
 TEST(PlanStyles, RegistryKnowsEveryStyle) {
-  // The ten of Qwen3-MoE / Mixtral, gpt_oss's two, deepseek_v3's two.
-  EXPECT_EQ(knownStyles().size(), 14u);
+  // The ten of Qwen3-MoE / Mixtral, gpt_oss's five, deepseek_v3's two.
+  EXPECT_EQ(knownStyles().size(), 17u);
   EXPECT_TRUE(hasStyle("mla_colwise"));
   EXPECT_TRUE(hasStyle("mla_rowwise"));
   EXPECT_TRUE(hasStyle("ep_router"));
   EXPECT_TRUE(hasStyle("gpt_oss_gate_up_colwise"));
   EXPECT_TRUE(hasStyle("gpt_oss_down_rowwise"));
+  EXPECT_TRUE(hasStyle("gpt_oss_attn_colwise"));
+  EXPECT_TRUE(hasStyle("gpt_oss_attn_rowwise"));
+  EXPECT_TRUE(hasStyle("gpt_oss_sinks_by_head"));
 }
 
 }  // namespace

@@ -10,9 +10,14 @@
 // (the JSON), wrapper and where fsdp puts experts, loading path, dtype and
 // model config. Steps may differ: a mutant is proven on step 1, which every
 // run checks (parity compares every step; the placement and communication
-// checks judge the loaded state and step 1).
+// checks judge the loaded state and step 1). A job that saves a checkpoint
+// (--save) needs a run that saves (a save_resume case); a job that also
+// resumes in the same job (--resume-roundtrip: onto its own mesh and plan)
+// needs a save_resume run resuming onto that same configuration. The step
+// saved at may differ.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -34,9 +39,13 @@ struct Config {
   nlohmann::ordered_json mesh, plan;
   nlohmann::json model;
   std::string wrapper = "none", fsdpExperts = "edp", load = "shard_on_read", dtype = "fp32";
+  bool saves = false;
+  // Where the checkpoint is resumed: {ranks, mesh, plan, wrapper}; null = no resume.
+  nlohmann::ordered_json resume;
   std::string describe() const {
     return moe::str(ranks, " ranks, mesh ", mesh.dump(), ", wrapper ", wrapper, " (fsdp experts ", fsdpExperts,
-                    "), load ", load, ", ", dtype);
+                    "), load ", load, ", ", dtype, saves ? ", saves" : "",
+                    resume.is_null() ? "" : ", resumes on " + resume.dump().substr(0, 80));
   }
 };
 
@@ -71,7 +80,10 @@ Config ofMutantJob(const mutate::MutationRunSpec& job) {
     else if (k == "--fsdp-experts") c.fsdpExperts = v;
     else if (k == "--load") c.load = v;
     else if (k == "--dtype") c.dtype = v;
+    else if (k == "--save") c.saves = true;
   }
+  const bool roundtrip = std::find(job.args.begin(), job.args.end(), "--resume-roundtrip") != job.args.end();
+  if (roundtrip) c.resume = {{"ranks", c.ranks}, {"mesh", c.mesh}, {"plan", c.plan}, {"wrapper", c.wrapper}};
   return c;
 }
 
@@ -85,12 +97,17 @@ Config ofRun(const RunSpec& r) {
   if (!r.fsdpExperts.empty()) c.fsdpExperts = r.fsdpExperts;
   c.load = r.loading;
   c.dtype = r.dtype;
+  c.saves = r.saveAt > 0;
+  if (c.saves)
+    c.resume = {{"ranks", r.resumeWorldSize}, {"mesh", r.resumeMesh}, {"plan", r.resumePlan}, {"wrapper", r.resumeWrapper}};
   return c;
 }
 
+// Whether run `b` exercises mutant job `a`'s configuration.
 bool sameConfig(const Config& a, const Config& b) {
   return a.ranks == b.ranks && a.mesh == b.mesh && a.plan == b.plan && a.model == b.model && a.wrapper == b.wrapper &&
-         a.load == b.load && a.dtype == b.dtype && (a.wrapper != "fsdp" || a.fsdpExperts == b.fsdpExperts);
+         a.load == b.load && a.dtype == b.dtype && (a.wrapper != "fsdp" || a.fsdpExperts == b.fsdpExperts) &&
+         (!a.saves || b.saves) && (a.resume.is_null() || a.resume == b.resume);
 }
 
 std::vector<RunSpec> defaultSuite() {
@@ -112,6 +129,18 @@ std::string coveringRun(const mutate::MutationRunSpec& job, const std::vector<Ru
   return "";
 }
 
+// Known gaps, each with its reason; a job listed here that becomes covered
+// fails the test, so the list cannot go stale.
+const std::set<std::string> kKnownUncovered = {
+    // A two-job tp=2 -> tp=2 save/resume case fails resume_parity today: its
+    // loaded state at the resume step is 3.4e-6 off the reference under an
+    // AdamW allowance of 1.4e-9 (computed from the resumed steps only), so
+    // no default case can run it until that allowance is derived (issue 19,
+    // open). The mutant is still proven by its in-job round trip
+    // (mutation.strided_ignored_on_reshard).
+    "strided_ignored_on_reshard / tp2.moe_tp.roundtrip",
+};
+
 TEST(DefaultSuite, EveryMutantConfigurationIsADefaultSuiteRun) {
   const auto suite = defaultSuite();
   ASSERT_GT(suite.size(), 10u);
@@ -121,6 +150,11 @@ TEST(DefaultSuite, EveryMutantConfigurationIsADefaultSuiteRun) {
     for (const auto& job : m.spec.runs) {
       ++jobs;
       const std::string id = coveringRun(job, suite);
+      const std::string key = m.spec.name + " / " + job.id;
+      if (kKnownUncovered.count(key)) {
+        EXPECT_EQ(id, "") << key << " is covered by " << id << " now: remove it from kKnownUncovered";
+        continue;
+      }
       if (id.empty())
         missing << "\n  " << m.spec.name << " / " << job.id << ": " << ofMutantJob(job).describe()
                 << " (plan " << ofMutantJob(job).plan.dump().substr(0, 60) << "...)";
@@ -142,6 +176,13 @@ TEST(DefaultSuite, ADifferentConfigurationIsNotCovered) {
   EXPECT_EQ(coveringRun(mutants::runPlanJob("ep2_bf16", 2, R"({"ep":2})", "ep", 1, {"--dtype", "fp64"}), suite), "");
   EXPECT_EQ(coveringRun(mutants::runPlanJob("tp2_ep", 2, R"({"tp":2})", "ep"), suite), "");
   EXPECT_EQ(coveringRun(mutants::runPlanJob("ep4_tp_plan", 4, R"({"ep":4})", "moe_tp"), suite), "");
+  // A saving job needs a saving run; a round trip, a run resuming onto the
+  // same configuration.
+  EXPECT_EQ(coveringRun(mutants::runPlanJob("ep3_save", 3, R"({"ep":3})", "ep", 2, {"--save", "x"}), suite), "");
+  EXPECT_EQ(coveringRun(mutants::runPlanJob("tp3.roundtrip", 3, R"({"tp":3})", "moe_tp", 2,
+                                            {"--save", "x", "--save-at", "1", "--resume-roundtrip"}),
+                        suite),
+            "");
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include "common/registry.h"
 #include "harness/mutate/mutation.h"
 #include "reference/mutants/mutation_points.h"
+#include "reference/plan/plan.h"
 
 namespace moe::mutants {
 
@@ -40,6 +41,11 @@ class FunctionMutant : public Mutant {
  private:
   MutantDef def_;
 };
+
+// Hook body shared by the mutants that slice a StridedShard tensor as if it
+// were plainly sharded (strided_as_plain_shard at load, strided_ignored_on_
+// reshard at resume): every StridedShard(d, s) in `placements` becomes Shard(d).
+void stridedAsPlainShard(const plan::ParamPlacement& param, std::vector<ref::Placement>& placements);
 
 // A run-plan job on tiny_moe.json in fp32: `plan` names cases/plans/<plan>.json,
 // `extra` are further run-plan arguments (e.g. {"--load", "rank0_broadcast"}).

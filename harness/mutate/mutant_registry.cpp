@@ -21,6 +21,11 @@
 namespace moe::mutants {
 
 
+void stridedAsPlainShard(const plan::ParamPlacement&, std::vector<ref::Placement>& placements) {
+  for (auto& p : placements)
+    if (p.kind == ref::PlacementKind::kStridedShard) p = ref::Placement::shard(p.dim);
+}
+
 mutate::MutationRunSpec runPlanJob(const std::string& id, int nranks, const std::string& mesh,
                                    const std::string& plan, int steps, const std::vector<std::string>& extra) {
   mutate::MutationRunSpec r;

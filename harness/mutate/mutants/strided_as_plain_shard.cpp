@@ -5,18 +5,8 @@
 // the declared slice of the checkpoint, and the message says they are the
 // plain Shard slice.
 #include "harness/mutate/mutant.h"
-#include "reference/plan/plan.h"
 
 namespace moe::mutants {
-namespace {
-
-void plainShard(const plan::ParamPlacement&, std::vector<ref::Placement>& placements) {
-  for (auto& p : placements)
-    if (p.kind == ref::PlacementKind::kStridedShard) p = ref::Placement::shard(p.dim);
-}
-
-}  // namespace
-
 MutantDef makeStridedAsPlainShardMutant() {
   MutantDef m;
   m.spec.name = "strided_as_plain_shard";
@@ -25,7 +15,7 @@ MutantDef makeStridedAsPlainShardMutant() {
       "reference/parallel/dist_model.cpp: loadLocalParams; loading.cpp: rank0_broadcast (loaderPlacements)";
   m.spec.intendedCheck = "placement";
   m.spec.runs = {runPlanJob("tp2.moe_tp", 2, R"({"tp":2})", "moe_tp")};
-  m.install = [](MutationPoints& p) { p.loaderPlacements = plainShard; };
+  m.install = [](MutationPoints& p) { p.loaderPlacements = stridedAsPlainShard; };
   return m;
 }
 

@@ -4,18 +4,8 @@
 // Killed by resume_parity: the loaded parameters are not the reference's
 // state at the save step (a single-job save + resume, --resume-roundtrip).
 #include "harness/mutate/mutant.h"
-#include "reference/plan/plan.h"
 
 namespace moe::mutants {
-namespace {
-
-void plainShard(const plan::ParamPlacement&, std::vector<ref::Placement>& placements) {
-  for (auto& p : placements)
-    if (p.kind == ref::PlacementKind::kStridedShard) p = ref::Placement::shard(p.dim);
-}
-
-}  // namespace
-
 MutantDef makeStridedIgnoredOnReshardMutant() {
   MutantDef m;
   m.spec.name = "strided_ignored_on_reshard";
@@ -24,7 +14,7 @@ MutantDef makeStridedIgnoredOnReshardMutant() {
   m.spec.intendedCheck = "resume_parity";
   m.spec.runs = {runPlanJob("tp2.moe_tp.roundtrip", 2, R"({"tp":2})", "moe_tp", 2,
                             {"--save", "{tmp}/moe-mutant-save-{job}", "--save-at", "1", "--resume-roundtrip"})};
-  m.install = [](MutationPoints& p) { p.resumePlacements = plainShard; };
+  m.install = [](MutationPoints& p) { p.resumePlacements = stridedAsPlainShard; };
   return m;
 }
 

@@ -141,4 +141,28 @@ const std::set<std::string>& commonInertFields() {
   return kInert;
 }
 
+void setEveryLayerMoe(ModelConfig& c, int64_t expertWidth) {
+  c.intermediateSize = expertWidth;
+  c.moeIntermediateSize = expertWidth;
+  c.normTopkProb = true;
+  c.mlpOnlyLayers.clear();
+  c.decoderSparseStep = 1;
+  c.sharedExpertIntermediateSize = 0;
+}
+
+void validateEveryLayerMoe(const ModelConfig& c, const std::string& family, const std::string& normReason) {
+  if (c.numExperts <= 0)
+    fail("config: field num_local_experts must be > 0 (", family, ": every layer is MoE), got ", c.numExperts);
+  if (c.moeIntermediateSize != c.intermediateSize)
+    fail("config: ", family, ": the expert width is intermediate_size (", c.intermediateSize,
+         "); moe_intermediate_size (", c.moeIntermediateSize, ") must equal it");
+  if (!c.normTopkProb) fail("config: ", family, ": norm_topk_prob must be true (", normReason, ")");
+  if (!c.mlpOnlyLayers.empty() || c.decoderSparseStep != 1)
+    fail("config: ", family, ": every layer is MoE (mlp_only_layers must be empty and decoder_sparse_step 1, got ",
+         c.mlpOnlyLayers.size(), " mlp-only layers and step ", c.decoderSparseStep, ")");
+  if (c.sharedExpertIntermediateSize != 0)
+    fail("config: ", family, ": field shared_expert_intermediate_size must be 0 (no shared expert), got ",
+         c.sharedExpertIntermediateSize);
+}
+
 }  // namespace moe::ref::fields

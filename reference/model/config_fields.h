@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "reference/model/config.h"
+
 namespace moe::ref::fields {
 
 using nlohmann::json;
@@ -73,5 +75,13 @@ void readAttentionShape(const json& j, int64_t hiddenSize, int64_t defaultKvHead
 // output_router_logits: the harness's loss always includes
 // router_aux_loss_coef * aux (docs/families.md).
 const std::set<std::string>& commonInertFields();
+
+// Families whose every layer is MoE with experts of width intermediate_size
+// and a top-k-renormalised router (mixtral, gpt_oss), in the shared model's
+// form: sets the fields that say so ...
+void setEveryLayerMoe(ModelConfig& c, int64_t expertWidth);
+// ... and refuses a ModelConfig that says otherwise, naming `family`;
+// `normReason` says why norm_topk_prob must be true for it.
+void validateEveryLayerMoe(const ModelConfig& c, const std::string& family, const std::string& normReason);
 
 }  // namespace moe::ref::fields

@@ -133,30 +133,11 @@ class GptOssFamily : public ModelFamily {
     // The shared model's form of "every layer is MoE, experts of width
     // intermediate_size": the softmax over the k largest logits equals the
     // full softmax renormalised over its top k.
-    c.intermediateSize = expertWidth;
-    c.moeIntermediateSize = expertWidth;
-    c.normTopkProb = true;
-    c.mlpOnlyLayers.clear();
-    c.decoderSparseStep = 1;
-    c.sharedExpertIntermediateSize = 0;
+    fields::setEveryLayerMoe(c, expertWidth);
   }
 
   void validate(const ModelConfig& c) const override {
-    if (c.numExperts <= 0)
-      fail("config: field num_local_experts must be > 0 (gpt_oss: every layer is MoE), got ",
-           c.numExperts);
-    if (c.moeIntermediateSize != c.intermediateSize)
-      fail("config: gpt_oss: the expert width is intermediate_size (", c.intermediateSize,
-           "); moe_intermediate_size (", c.moeIntermediateSize, ") must equal it");
-    if (!c.normTopkProb)
-      fail("config: gpt_oss: norm_topk_prob must be true (the router's softmax is over its top-k)");
-    if (!c.mlpOnlyLayers.empty() || c.decoderSparseStep != 1)
-      fail("config: gpt_oss: every layer is MoE (mlp_only_layers must be empty and "
-           "decoder_sparse_step 1, got ", c.mlpOnlyLayers.size(), " mlp-only layers and step ",
-           c.decoderSparseStep, ")");
-    if (c.sharedExpertIntermediateSize != 0)
-      fail("config: gpt_oss: field shared_expert_intermediate_size must be 0 (no shared expert), got ",
-           c.sharedExpertIntermediateSize);
+    fields::validateEveryLayerMoe(c, "gpt_oss", "the router's softmax is over its top-k");
     if (static_cast<int64_t>(c.layerTypes.size()) != c.numHiddenLayers)
       fail("config: field layer_types has ", c.layerTypes.size(), " entries but num_hidden_layers is ",
            c.numHiddenLayers);

@@ -82,30 +82,11 @@ class MixtralFamily : public ModelFamily {
     readString(j, "experts_implementation", c.expertsImplementation);
     // The shared model's form of "every layer is MoE, experts of width
     // intermediate_size, top-k renormalised".
-    c.intermediateSize = expertWidth;
-    c.moeIntermediateSize = expertWidth;
-    c.normTopkProb = true;
-    c.mlpOnlyLayers.clear();
-    c.decoderSparseStep = 1;
-    c.sharedExpertIntermediateSize = 0;
+    fields::setEveryLayerMoe(c, expertWidth);
   }
 
   void validate(const ModelConfig& c) const override {
-    if (c.numExperts <= 0)
-      fail("config: field num_local_experts must be > 0 (mixtral: every layer is MoE), got ",
-           c.numExperts);
-    if (c.moeIntermediateSize != c.intermediateSize)
-      fail("config: mixtral: the expert width is intermediate_size (", c.intermediateSize,
-           "); moe_intermediate_size (", c.moeIntermediateSize, ") must equal it");
-    if (!c.normTopkProb)
-      fail("config: mixtral: norm_topk_prob must be true (the router always renormalises its top-k)");
-    if (!c.mlpOnlyLayers.empty() || c.decoderSparseStep != 1)
-      fail("config: mixtral: every layer is MoE (mlp_only_layers must be empty and "
-           "decoder_sparse_step 1, got ", c.mlpOnlyLayers.size(), " mlp-only layers and step ",
-           c.decoderSparseStep, ")");
-    if (c.sharedExpertIntermediateSize != 0)
-      fail("config: mixtral: field shared_expert_intermediate_size must be 0 (no shared expert), got ",
-           c.sharedExpertIntermediateSize);
+    fields::validateEveryLayerMoe(c, "mixtral", "the router always renormalises its top-k");
   }
 
   json toJson(const ModelConfig& c) const override {

@@ -124,12 +124,11 @@ ref::ParamMap readAll(const io::TensorSource& source, const plan::AppliedPlan& p
 
 }  // namespace
 
-ResumeState loadResumeState(const io::DistCheckpointSource& source, const plan::AppliedPlan& plan,
+ResumeState loadResumeState(const io::TensorSource& source, const nlohmann::json& info, const plan::AppliedPlan& plan,
                             mesh::DeviceMesh& mesh) {
   ResumeState s;
-  const auto& info = source.meta().info;
   if (!info.is_object() || !info.contains("step") || !info["step"].is_number_integer())
-    fail(source.where(), ": metadata.json info has no integer \"step\"");
+    fail(source.where(), ": the checkpoint's info has no integer \"step\"");
   s.step = info["step"].get<int64_t>();
   s.params = readAll(source, plan, mesh, /*parameters=*/true);
   io::PrefixView m(source, kExpAvgPrefix), v(source, kExpAvgSqPrefix);

@@ -60,11 +60,13 @@ struct ResumeState {
   ref::ParamMap params, expAvg, expAvgSq;
 };
 
-// Reads the parameters and both moments of `plan.params` from `source` with
-// this rank's placements (no communication). A tensor missing or shaped
+// Reads the parameters and both moments of `plan.params` from `source` (a
+// checkpoint in either layout: DistCheckpointSource, HfCheckpointSource)
+// with this rank's placements (no communication). A tensor missing or shaped
 // differently from the plan's global shape is a HarnessError naming the
-// checkpoint, the tensor and both shapes. `step`: metadata "info.step".
-ResumeState loadResumeState(const io::DistCheckpointSource& source, const plan::AppliedPlan& plan,
+// checkpoint, the tensor and both shapes. `step`: info["step"] (the
+// checkpoint's metadata.json / trainer_state.json "info").
+ResumeState loadResumeState(const io::TensorSource& source, const nlohmann::json& info, const plan::AppliedPlan& plan,
                             mesh::DeviceMesh& mesh);
 
 // "" when `checkpointConfig` (metadata "info.config") equals `runConfig`,

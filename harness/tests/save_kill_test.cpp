@@ -23,6 +23,7 @@
 #include "harness/tests/run_command.h"
 #include "reference/io/dist_checkpoint.h"
 #include "reference/io/safetensors.h"
+#include "reference/io/tests/test_util.h"
 
 namespace {
 namespace fs = std::filesystem;
@@ -35,17 +36,7 @@ const std::string kSrc = MOE_SOURCE_DIR;
 // "<rank>:tmp" or "<rank>:renamed" (reference/io/dist_checkpoint.cpp).
 constexpr const char* kKillEnv = "MOE_HARNESS_TEST_KILL_IN_SAVE";
 
-struct Tmp {
-  std::string path;
-  Tmp() {
-    std::string p = (fs::temp_directory_path() / "moe_save_kill_XXXXXX").string();
-    path = ::mkdtemp(p.data());
-  }
-  ~Tmp() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using TempDir = moe::io::testing::TempDir;
 
 // A 2-rank ep=2 run of `steps` steps; `env` prefixes the command.
 std::string job(const std::string& env, int steps, const std::string& extra) {
@@ -58,7 +49,12 @@ Proc saveJob(const std::string& env, const std::string& dir, int saveAt) {
   return runCommand(job(env, saveAt, "--save " + dir + " --save-at " + std::to_string(saveAt)));
 }
 
-Proc resumeJob(const std::string& dir) { return runCommand(job("", 4, "--resume " + dir)); }
+// A resume from `dir` fails: no COMPLETE, and the INTENT-based `detail`.
+void expectResumeRefused(const std::string& dir, const std::string& detail) {
+  auto r = runCommand(job("", 4, "--resume " + dir));
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_TRUE(has(r, "no COMPLETE marker: not a complete distributed checkpoint; " + detail)) << r.out;
+}
 
 std::string kill(int rank, const char* point) {
   return std::string(kKillEnv) + "=" + std::to_string(rank) + ":" + point;
@@ -98,8 +94,8 @@ std::vector<std::string> checkNothingHalfWritten(const std::string& dir, std::ve
 }
 
 TEST(SaveKill, RankKilledBeforeItsRenameLeavesNothingResumable) {
-  Tmp t;
-  const std::string dir = t.path + "/ck";
+  TempDir t;
+  const std::string dir = t.file("ck");
   auto s = saveJob(kill(1, "tmp"), dir, 2);
   // The job fails naming the killed rank: its own message, then the
   // launcher's verdict (rank 1 is the root cause, rank 0's error secondary).
@@ -118,16 +114,12 @@ TEST(SaveKill, RankKilledBeforeItsRenameLeavesNothingResumable) {
       << ::testing::PrintToString(temporaries);
   for (const auto& f : rankFiles) EXPECT_EQ(f, "rank0.safetensors");
 
-  auto r = resumeJob(dir);
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_TRUE(has(r, "no COMPLETE marker: not a complete distributed checkpoint")) << r.out;
-  EXPECT_TRUE(has(r, "the save of step 2 by 2 ranks is incomplete: missing rank1.safetensors, missing metadata.json"))
-      << r.out;
+  expectResumeRefused(dir, "the save of step 2 by 2 ranks is incomplete: missing rank1.safetensors, missing metadata.json");
 }
 
 TEST(SaveKill, RankKilledAfterItsRenameOverACompleteCheckpointIsNotAccepted) {
-  Tmp t;
-  const std::string dir = t.path + "/ck";
+  TempDir t;
+  const std::string dir = t.file("ck");
   // Baseline: the same save without the variable completes and resumes.
   auto base = saveJob("", dir, 1);
   ASSERT_EQ(base.code, 0) << base.out;
@@ -143,18 +135,14 @@ TEST(SaveKill, RankKilledAfterItsRenameOverACompleteCheckpointIsNotAccepted) {
   const auto rankFiles = checkNothingHalfWritten(dir, temporaries);
   EXPECT_EQ(rankFiles.size(), 2u) << ::testing::PrintToString(rankFiles);
 
-  auto r = resumeJob(dir);
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_TRUE(has(r, "no COMPLETE marker")) << r.out;
   // Both rank files exist (rank 1's of step 1 or 2): what is missing is
   // the metadata that only a finished save writes.
-  EXPECT_TRUE(has(r, "the save of step 2 by 2 ranks is incomplete: every rank file exists, missing metadata.json"))
-      << r.out;
+  expectResumeRefused(dir, "the save of step 2 by 2 ranks is incomplete: every rank file exists, missing metadata.json");
 }
 
 TEST(SaveKill, TheHookRefusesAMalformedValue) {
-  Tmp t;
-  auto s = saveJob(std::string(kKillEnv) + "=1:later", t.path + "/ck", 1);
+  TempDir t;
+  auto s = saveJob(std::string(kKillEnv) + "=1:later", t.file("ck"), 1);
   EXPECT_NE(s.code, 0) << s.out;
   EXPECT_TRUE(has(s, std::string(kKillEnv) + "='1:later': expected <rank>:tmp or <rank>:renamed"))
       << s.out;

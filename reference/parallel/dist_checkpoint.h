@@ -11,10 +11,12 @@
 //
 // Owner rule: a rank writes the boxes of its local tensor (one per
 // combination of its layout's ranges, so a StridedShard piece is several
-// boxes at their global offsets) only when it has coordinate 0 on every
-// mesh dim its placements do not shard: of the ranks holding the same
-// elements exactly one writes them, so every global element is written
-// once. Experts are written at their global expert index (the box offset).
+// boxes at their global offsets) only when, on every mesh dim d its
+// placements do not shard, its coordinate is (fnv1a64(saved name) + d) mod
+// the dim's size: of the ranks holding the same elements exactly one writes
+// them, so every global element is written once, and replicated tensors
+// are spread over the ranks holding them by name. Experts are written at
+// their global expert index (the box offset).
 //
 // Resume reads through DistCheckpointSource with the RESUMING run's plan:
 // parameters and moments alike, each rank only the slices its own

@@ -105,7 +105,28 @@ std::string saveKillPoint(int rank) {
   std::abort();  // unreachable: SIGKILL cannot be caught
 }
 
+// " (its 12 pieces: a@0,0, b@4 and 10 more)" from rank r's piece list, or
+// " (its piece list was never written either)".
+std::string missingPiecesText(const std::string& dir, int r) {
+  const std::string path = dir + "/" + piecesListName(r);
+  if (!fs::exists(path)) return " (its piece list was never written either)";
+  json j;
+  try {
+    j = json::parse(readText(path));
+  } catch (const json::exception&) {
+    return str(" (", piecesListName(r), " is unreadable)");
+  }
+  const auto& list = j.contains("pieces") && j["pieces"].is_array() ? j["pieces"] : json::array();
+  std::string names;
+  const size_t shown = std::min<size_t>(list.size(), 4);
+  for (size_t i = 0; i < shown; ++i) names += (i ? ", " : "") + list[i].get<std::string>();
+  if (list.size() > shown) names += str(" and ", list.size() - shown, " more");
+  return str(" (its ", list.size(), " pieces: ", names.empty() ? std::string("none") : names, ")");
+}
+
 }  // namespace
+
+std::string piecesListName(int rank) { return "rank" + std::to_string(rank) + ".pieces.json"; }
 
 void appendJournal(const std::string& dir, int rank, const std::string& file) {
   const std::string line = "rank " + std::to_string(rank) + " " + file + "\n";
@@ -120,6 +141,14 @@ void appendJournal(const std::string& dir, int rank, const std::string& file) {
 void writeIntent(const std::string& dir, int worldSize, int64_t step) {
   fs::create_directories(dir);
   for (const char* stale : {kDistCompleteFile, kDistMetadataFile, kDistJournalFile}) fs::remove(dir + "/" + stale);
+  // An earlier save's rank files and piece lists: left in place, a rank that
+  // dies before writing its own would look present (the ranks agree after
+  // INTENT, so no rank of this save has written yet).
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string f = e.path().filename().string();
+    if (f.rfind("rank", 0) == 0 && (f.ends_with(".safetensors") || f.ends_with(".pieces.json"))) fs::remove(e.path());
+  }
   writeTextAtomically(dir, kDistIntentFile, json{{"world_size", worldSize}, {"step", step}}.dump() + "\n");
   appendJournal(dir, 0, kDistIntentFile);
 }
@@ -137,6 +166,11 @@ void writeRankPieces(const std::string& dir, int rank, const std::vector<Checkpo
   wo.metadata["__format__"] = kDistFormat;
   const std::string killAt = saveKillPoint(rank);
   fs::create_directories(dir);
+  // What this rank is about to write, before the data: a save that never
+  // completes names the pieces of every rank file that did not arrive.
+  json list = json::array();
+  for (const auto& p : pieces) list.push_back(pieceKey(p.tensor, p.offsets));
+  writeTextAtomically(dir, piecesListName(rank), json{{"rank", rank}, {"pieces", list}}.dump() + "\n");
   if (killAt == "tmp") {
     writeSafetensors(dir + "/" + rankFileName(rank) + ".tmp.kill", tensors, wo);
     killSelf(rank, killAt);
@@ -307,7 +341,8 @@ DistCheckpointSource::DistCheckpointSource(const std::string& dir, DistReadOptio
       const int n = intent.value("world_size", 0);
       std::string missing;
       for (int r = 0; r < n; ++r)
-        if (!fs::exists(dir + "/" + rankFileName(r))) missing += (missing.empty() ? "" : ", ") + rankFileName(r);
+        if (!fs::exists(dir + "/" + rankFileName(r)))
+          missing += (missing.empty() ? "" : ", ") + rankFileName(r) + missingPiecesText(dir, r);
       detail = str("; the save of step ", intent.value("step", int64_t{-1}), " by ", n, " ranks is incomplete: ",
                    missing.empty() ? std::string("every rank file exists") : "missing " + missing,
                    fs::exists(dir + "/" + kDistMetadataFile) ? "" : ", missing metadata.json");

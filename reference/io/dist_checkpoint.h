@@ -10,6 +10,8 @@
 //                            per piece, key "<tensor>@<o0>,<o1>,..." (the
 //                            piece's global offsets); its "__metadata__"
 //                            maps each key to {"tensor", "offsets", "hash"};
+//   DIR/rank<r>.pieces.json  rank r's piece keys, written before its rank
+//                            file (names what a failed save never wrote);
 //   DIR/metadata.json        written by rank 0 after every rank file exists:
 //                            {"format", "info": {...the run's step, config,
 //                            source mesh/plan/wrapper, AdamW state...},
@@ -87,6 +89,10 @@ struct DistCheckpointMeta {
 
 // "rank<r>.safetensors".
 std::string rankFileName(int rank);
+// "rank<r>.pieces.json": the piece keys rank r writes, written (temporary
+// name + rename) before its rank file, so an interrupted save names the
+// pieces that never arrived.
+std::string piecesListName(int rank);
 // Appends "rank <r> <file>" to DIR/journal.log (O_APPEND: atomic per line).
 void appendJournal(const std::string& dir, int rank, const std::string& file);
 // Rank 0, before any rank writes: creates DIR and writes INTENT.

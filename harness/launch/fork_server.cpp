@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <iostream>
 #include <mutex>
 
 #include "common/error.h"
@@ -26,6 +27,23 @@ constexpr int kNumFds = 3;
 struct Header {
   uint32_t magic;
   uint32_t payloadBytes;
+};
+
+// One request's first message: the header as data, room for the fds as
+// SCM_RIGHTS control data. Not copyable: msg points into it.
+struct HeaderMessage {
+  Header h{};
+  char control[CMSG_SPACE(sizeof(int) * kNumFds)] = {};
+  iovec iov{&h, sizeof(h)};
+  msghdr msg{};
+  HeaderMessage() {
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof(control);
+  }
+  HeaderMessage(const HeaderMessage&) = delete;
+  HeaderMessage& operator=(const HeaderMessage&) = delete;
 };
 
 // The launcher's side; the server and the ranks never touch it (their copy
@@ -115,14 +133,9 @@ bool parsePayload(const std::string& payload, Request& req) {
 // The server's side: one request with its three fds; false at EOF or on a
 // malformed message (the launcher is gone or broken: the server exits).
 bool receiveRequest(int sock, Request& req) {
-  Header h{};
-  char control[CMSG_SPACE(sizeof(int) * kNumFds)];
-  iovec iov{&h, sizeof(h)};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
+  HeaderMessage m;
+  Header& h = m.h;
+  msghdr& msg = m.msg;
   ssize_t got;
   do got = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
   while (got < 0 && errno == EINTR);
@@ -167,8 +180,14 @@ bool receiveRequest(int sock, Request& req) {
   for (auto& a : req.argv) args.push_back(a.data());
   args.push_back(nullptr);
   const int code = entry(static_cast<int>(req.argv.size()), args.data());
+  // _exit, not exit: static destructors (libtorch's operator registry alone
+  // takes ~0.2 s to tear down) are useless work in a process that ends now;
+  // what a rank leaves behind (results, traces, failure records) is written
+  // and closed before its command returns. Only buffered output is pending.
+  std::cout.flush();
+  std::cerr.flush();
   fflush(nullptr);
-  exit(code);
+  _exit(code);
 }
 
 // The server's loop (single-threaded for its whole life).
@@ -312,26 +331,20 @@ pid_t forkRankViaServer(const ForkedRankSpec& spec) {
   auto& c = client();
   std::lock_guard<std::mutex> lock(c.mu);
   if (c.sock < 0) fail("launch: no fork server runs (", c.unavailable, ")");
-  Header h{kMagic, static_cast<uint32_t>(payload.size())};
+  HeaderMessage m;
+  m.h = {kMagic, static_cast<uint32_t>(payload.size())};
   const int fds[kNumFds] = {spec.outFd, spec.errFd, spec.portFd};
-  char control[CMSG_SPACE(sizeof(fds))] = {};
-  iovec iov{&h, sizeof(h)};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof(control);
-  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  cmsghdr* cm = CMSG_FIRSTHDR(&m.msg);
   cm->cmsg_level = SOL_SOCKET;
   cm->cmsg_type = SCM_RIGHTS;
   cm->cmsg_len = CMSG_LEN(sizeof(fds));
   std::memcpy(CMSG_DATA(cm), fds, sizeof(fds));
   ssize_t sent;
-  do sent = sendmsg(c.sock, &msg, MSG_NOSIGNAL);
+  do sent = sendmsg(c.sock, &m.msg, MSG_NOSIGNAL);
   while (sent < 0 && errno == EINTR);
   int32_t reply = 0;
   // A short sendmsg of 8 bytes on a local stream socket does not happen; treat it as a dead server.
-  if (sent != static_cast<ssize_t>(sizeof(h)) || !writeAll(c.sock, payload.data(), payload.size()) ||
+  if (sent != static_cast<ssize_t>(sizeof(m.h)) || !writeAll(c.sock, payload.data(), payload.size()) ||
       !readAll(c.sock, &reply, sizeof(reply))) {
     const int err = errno;
     close(c.sock);

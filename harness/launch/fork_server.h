@@ -29,8 +29,10 @@
 //    launcher, so no process of a job outlives it.
 //  - A forked rank runs in its own process group with the request's stdout,
 //    stderr, environment (replaced whole) and working directory, then calls
-//    `entry(argc, argv)` with the request's argv and leaves with exit() of
-//    its return value (stdio flushed, atexit handlers run, as after main()).
+//    `entry(argc, argv)` with the request's argv and leaves with _exit() of
+//    its return value once std::cout, std::cerr and stdio are flushed
+//    (static destructors are skipped: libtorch's take ~0.2 s; nothing the
+//    harness leaves behind depends on them).
 //    One visible difference: /proc/PID/environ shows a process's environment
 //    as it was at exec, so for a forked rank it shows the server's (what
 //    getenv returns in the rank is the request's).

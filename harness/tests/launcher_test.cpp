@@ -153,17 +153,27 @@ TEST_P(Spawn, LauncherExitCodeOfFailedRankIsReturned) {
   EXPECT_NE(r.result.summary.find("rank 1 exited with code 3"), std::string::npos) << r.all();
 }
 
-TEST(Launcher, MissingProgramFailsWith127) {
+// Runs `argv` as it is (any program) as 2 quiet ranks.
+ExecRun launchTwo(const std::vector<std::string>& argv, launch::SpawnMode spawn = launch::SpawnMode::kExec) {
   std::ostringstream out, err;
   launch::LaunchOptions o;
   o.nranks = 2;
   o.out = &out;
   o.err = &err;
   o.quiet = true;
-  auto r = launch::launchProgram(o, {"/nonexistent/program"});
+  o.spawn = spawn;
+  ExecRun r{launch::launchProgram(o, argv), "", "", 0};
+  r.out = out.str();
+  r.err = err.str();
+  return r;
+}
+
+TEST(Launcher, MissingProgramFailsWith127) {
+  auto run = launchTwo({"/nonexistent/program"});
+  const auto& r = run.result;
   ASSERT_FALSE(r.ok);
   EXPECT_EQ(r.exitCode(), 127);
-  EXPECT_NE(err.str().find("cannot execute /nonexistent/program"), std::string::npos) << err.str();
+  EXPECT_NE(run.err.find("cannot execute /nonexistent/program"), std::string::npos) << run.err;
 }
 
 TEST_P(Spawn, LauncherConcurrentJobsDoNotCollide) {
@@ -585,16 +595,9 @@ TEST_P(Spawn, ARankSeesTheLaunchersEnvironmentDirectoryAndIsItsChild) {
 
 // Fork is asked for a program the server does not serve: the ranks exec.
 TEST(SpawnPaths, ARequestedForkFallsBackToExecForAnotherProgram) {
-  std::ostringstream out, err;
-  launch::LaunchOptions o;
-  o.nranks = 2;
-  o.out = &out;
-  o.err = &err;
-  o.quiet = true;
-  o.spawn = launch::SpawnMode::kFork;
-  auto r = launch::launchProgram(o, {"/bin/true"});
-  EXPECT_TRUE(r.ok) << r.summary << err.str();
-  EXPECT_EQ(r.spawn, "exec");  // the server runs moe-harness's command line, not /bin/true
+  auto r = launchTwo({"/bin/true"}, launch::SpawnMode::kFork);
+  EXPECT_TRUE(r.result.ok) << r.all();
+  EXPECT_EQ(r.result.spawn, "exec");  // the server runs moe-harness's command line, not /bin/true
 }
 
 INSTANTIATE_TEST_SUITE_P(Spawn, Spawn, ::testing::Values(launch::SpawnMode::kExec, launch::SpawnMode::kFork),

@@ -102,9 +102,13 @@ TEST_F(RunCases, BrokenCasesAmongGoodOnesAreErrorsInEveryFormat) {
 }
 
 TEST_F(RunCases, AHungRunIsAnErrorWithTheLaunchersExplanation) {
-  // 0.5 s cannot fit 2 ranks' start-up and training: the launcher stops the
-  // job and the run becomes an error; the other run still passes.
-  writeCase("hang.json", goodCase("hang", R"( "timeout": 0.5,)"));
+  // 0.5 s cannot fit 5000 steps (and as many reference steps), of several
+  // milliseconds each, however fast the ranks start (forked ranks start in
+  // tens of milliseconds): the launcher stops the job and the run becomes an
+  // error; the other run still passes.
+  std::string hang = goodCase("hang", R"( "timeout": 0.5,)");
+  hang.replace(hang.find("\"steps\": 2"), 10, "\"steps\": 5000");
+  writeCase("hang.json", hang);
   writeCase("ok.json", goodCase("ok"));
   const fs::path report = dir_ / "report";
   const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string());

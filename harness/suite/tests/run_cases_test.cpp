@@ -121,6 +121,24 @@ TEST_F(RunCases, AHungRunIsAnErrorWithTheLaunchersExplanation) {
   EXPECT_EQ(j["runs"][1]["status"], "pass");
 }
 
+// `run` forks its ranks from the fork server unless told otherwise, and the
+// report says how they started (issue 20 point 1).
+TEST_F(RunCases, RanksAreForkedByDefaultAndExecdOnRequest) {
+  writeCase("a.json", goodCase("a"));
+  for (const std::string spawn : {"", "exec", "fork"}) {
+    const fs::path report = dir_ / ("report" + spawn);
+    // The default is fork whatever this test's environment chooses.
+    const Proc p = runCommand("env -u MOE_HARNESS_SPAWN " + kHarness + " run " + (dir_ / "cases").string() +
+                              " --report " + report.string() + (spawn.empty() ? "" : " --spawn " + spawn));
+    EXPECT_EQ(p.code, 0) << p.out;
+    const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+    EXPECT_EQ(j["suite"]["spawn"], spawn.empty() ? "fork" : spawn) << spawn;
+    EXPECT_EQ(j["runs"][0]["status"], "pass") << spawn;
+  }
+  // A misspelt way is a rejected command line (exit 2).
+  EXPECT_EQ(runCommand(kHarness + " run " + (dir_ / "cases").string() + " --spawn zygote").code, 2);
+}
+
 TEST_F(RunCases, AFailedJobsReasonIsTheRootCauseRanksOwnError) {
   // Rank 0 cannot create the reference cache under /proc and fails on its
   // own; rank 1, waiting for it in a collective, fails with Gloo's

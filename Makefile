@@ -41,6 +41,7 @@ run: build
 
 bench: build
 	$(BUILD_DIR)/bin/bench_comm
+	$(BUILD_DIR)/bin/bench_checkpoint
 
 clean:
 	rm -rf $(BUILD_DIR)

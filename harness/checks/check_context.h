@@ -175,7 +175,11 @@ struct CheckContext {
   const std::vector<StepRecord>* runSteps = nullptr;
   const std::vector<StepRecord>* referenceSteps = nullptr;
   const std::vector<ParamShard>* step1Grads = nullptr;   // local gradient shards
-  const io::TensorSource* referenceGrads = nullptr;      // full step-1 gradients
+  const io::TensorSource* referenceGrads = nullptr;      // full gradients of the run's first step
+  // A resumed run only (null otherwise): the reference's gradients of global
+  // step 1 and their norm, the AdamW allowance's basis (ParityInputs).
+  const io::TensorSource* referenceGlobalStep1Grads = nullptr;
+  double referenceGlobalStep1GradNorm = 0;
   const std::vector<ParamShard>* finalParams = nullptr;  // after the last step
   const io::TensorSource* referenceParams = nullptr;     // full final params
 
@@ -211,6 +215,10 @@ struct CheckContext {
   std::vector<std::string> savedTensors;
   std::vector<std::string> savedExpertTensors;
   nlohmann::json saveStats;  // bytes and seconds of the save, reported
+  // Rank 0: a problem the save itself found before converting its sharded
+  // staging copy to the consolidated layout ("" = none); the checkpoint was
+  // then left unconverted in "<savedCheckpoint>.sharded".
+  std::string saveProblem;
   // A resumed run (resumedFromStep >= 0): its state right after loading
   // (parameters and moments under the saved names, as shards) and the
   // uninterrupted single-device reference's state at that step (same names):

@@ -13,6 +13,8 @@
 #include "harness/checks/check_registry.h"
 #include "harness/checks/parity_check.h"
 #include "reference/io/dist_checkpoint.h"
+#include "reference/parallel/hf_checkpoint.h"
+#include "reference/train/hub_naming.h"
 #include "reference/placement/dist_tensor.h"
 
 namespace moe::checks {
@@ -122,7 +124,14 @@ CheckResult CheckpointCompleteCheck::run(const CheckContext& ctx) const {
   nlohmann::json measured;
   if (world.rank() == 0) {  // the files are shared: one rank audits them
     try {
-      mine = checkpointProblem(ctx.savedCheckpoint, ctx.savedTensors, ctx.savedExpertTensors, measured);
+      if (!ctx.saveProblem.empty())
+        mine = ctx.saveProblem;
+      else if (parallel::isHfCheckpoint(ctx.savedCheckpoint))
+        mine = hfCheckpointProblem(ctx.savedCheckpoint, ref::fusedViewOptions(require(ctx.config, "checkpoint_complete",
+                                                                                      "model config")),
+                                   ctx.savedTensors, measured);
+      else
+        mine = checkpointProblem(ctx.savedCheckpoint, ctx.savedTensors, ctx.savedExpertTensors, measured);
     } catch (const HarnessError& e) {
       mine = e.what();
     }
@@ -137,6 +146,40 @@ CheckResult CheckpointCompleteCheck::run(const CheckContext& ctx) const {
                            : moe::str(ctx.savedCheckpoint, ": ", ctx.savedTensors.size(),
                                       " tensors complete, every element once, hashes and order verified");
   return r;
+}
+
+std::string hfCheckpointProblem(const std::string& dir, const io::FusedViewOptions& view,
+                                const std::vector<std::string>& expectedTensors, nlohmann::json& measured) {
+  std::unique_ptr<parallel::HfCheckpointSource> src;
+  try {
+    // Opening validates the expert keys: every experts module must hold
+    // experts 0..E-1 once each, every projection, consistent shapes.
+    src = std::make_unique<parallel::HfCheckpointSource>(dir, view);
+  } catch (const HarnessError& e) {
+    return e.what();
+  }
+  std::string problem;
+  auto note = [&](const std::string& p) {
+    if (problem.empty()) problem = p;
+  };
+  const auto names = src->names();
+  const std::set<std::string> have(names.begin(), names.end());
+  const std::set<std::string> want(expectedTensors.begin(), expectedTensors.end());
+  for (const auto& name : want)
+    if (!have.count(name)) note(moe::str(dir, ": tensor '", name, "' is not in the checkpoint"));
+  for (const auto& name : have)
+    if (!want.count(name)) note(moe::str(dir, ": tensor '", name, "' is in the checkpoint but the run has no such state"));
+  if (problem.empty()) {
+    const std::string h = src->verifyAllHashes();
+    if (!h.empty()) note(moe::str(dir, ": ", h));
+  }
+  int64_t bytes = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+    if (e.is_regular_file()) bytes += static_cast<int64_t>(e.file_size());
+  measured = {{"dir", dir}, {"layout", "hf"}, {"tensors", have.size()}, {"bytes", bytes},
+              {"step", src->info().value("step", int64_t{-1})}};
+  return problem;
 }
 
 std::string resumeParityProblem(const ResumeParityInputs& in, const ParityCheckOptions& options,
@@ -166,6 +209,7 @@ std::string resumeParityProblem(const ResumeParityInputs& in, const ParityCheckO
                     formatNumber(run[i].loss), " vs uninterrupted reference ", formatNumber(ref[i].loss),
                     " (|diff| ", formatNumber(d), " > ", formatNumber(tol.lossAbs), ")"));
   }
+  const AdamwAllowanceBasis basis = adamwAllowanceBasis(in.referenceGrads, in.referenceGradNorm, options.optimizer);
   auto compare = [&](const std::vector<ParamShard>& shards, const io::TensorSource& reference, const char* what,
                      int64_t allowanceSteps) {
     double maxAbs = 0;
@@ -178,9 +222,9 @@ std::string resumeParityProblem(const ResumeParityInputs& in, const ParityCheckO
       const auto expected = readLocalSlice(reference, s.name, layout);
       at::Tensor allowance;
       const bool isParam = s.name.find('/') == std::string::npos;  // moments are "optimizer.exp_avg/<name>"
-      if (isParam && in.referenceGrads && in.referenceGrads->has(s.name))
-        allowance = adamwAllowance(readLocalSlice(*in.referenceGrads, s.name, layout), tol, options.optimizer,
-                                   allowanceSteps, /*clipFactor=*/1);
+      if (isParam && basis.grads && basis.grads->has(s.name))
+        allowance = adamwAllowance(readLocalSlice(*basis.grads, s.name, layout), tol, options.optimizer,
+                                   allowanceSteps, basis.clipFactor);
       const TensorDiff d = compareTensor(s.local, expected, tol, &layout, allowance.defined() ? &allowance : nullptr);
       maxAbs = std::max(maxAbs, d.maxAbsDiff);
       if (!d.ok) note(describeTensorFailure(in.rank, what, s.name, d, tol));
@@ -196,7 +240,7 @@ std::string resumeParityProblem(const ResumeParityInputs& in, const ParityCheckO
   if (in.finalParams)
     measured["final_params_max_abs_diff"] =
         compare(*in.finalParams, require(in.referenceParams, "resume_parity", "reference parameters"),
-                "final parameter", in.resumedFromStep + static_cast<int64_t>(run.size()));
+                "final parameter", run.empty() ? in.resumedFromStep : run.back().step);
   measured["tolerance"] = tol.describe();
   return problem;
 }
@@ -215,7 +259,11 @@ CheckResult ResumeParityCheck::run(const CheckContext& ctx) const {
   in.referenceSteps = ctx.referenceSteps;
   in.finalParams = ctx.finalParams;
   in.referenceParams = ctx.referenceParams;
-  in.referenceGrads = ctx.referenceGrads;
+  // A resumed job's ctx.referenceGrads are its first step's (k+1); the
+  // in-job round trip's are global step 1's.
+  in.referenceGrads = ctx.referenceGlobalStep1Grads ? ctx.referenceGlobalStep1Grads : ctx.referenceGrads;
+  in.referenceGradNorm = ctx.referenceGlobalStep1Grads ? ctx.referenceGlobalStep1GradNorm
+                         : (ctx.referenceSteps && !ctx.referenceSteps->empty() ? ctx.referenceSteps->front().gradNorm : 0.0);
   nlohmann::json measured;
   std::string mine;
   try {

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "harness/checks/check_context.h"
+#include "reference/io/expert_layout.h"
 
 namespace moe::checks {
 
@@ -28,6 +29,14 @@ namespace moe::checks {
 std::string checkpointProblem(const std::string& dir, const std::vector<std::string>& expectedTensors,
                               const std::vector<std::string>& expertTensors, nlohmann::json& measured);
 
+// The same for the consolidated Hugging Face layout (parallel/hf_checkpoint.h):
+// trainer_state.json and the files open (every experts module holds experts
+// 0..E-1 once each: FusedExpertView's validation), every expected tensor and
+// no other is there, and every tensor's content hash matches the one
+// recorded when it was assembled from the verified sharded pieces.
+std::string hfCheckpointProblem(const std::string& dir, const io::FusedViewOptions& view,
+                                const std::vector<std::string>& expectedTensors, nlohmann::json& measured);
+
 struct ResumeParityInputs {
   int rank = 0;
   std::vector<int> meshSizes, meshCoords;
@@ -38,10 +47,16 @@ struct ResumeParityInputs {
   const std::vector<StepRecord>* referenceSteps = nullptr;   // the reference's steps k+1..n
   const std::vector<ParamShard>* finalParams = nullptr;
   const io::TensorSource* referenceParams = nullptr;         // the reference's final parameters
-  // The reference's gradients of step k+1: the per-element AdamW allowance
-  // of parameters (parity_check.h adamwAllowance) is taken from them, with
-  // k steps for the loaded parameters and n for the final ones.
+  // The reference's gradients of GLOBAL step 1 and its grad norm: the
+  // per-element AdamW allowance of parameters (parity_check.h
+  // adamwAllowance, which is derived from step 1's gradients) is taken from
+  // them, with k steps for the loaded parameters and n for the final ones:
+  // the same allowance the saving run's own parity check gave its state at
+  // k. (Step k+1's gradients were used before: an element whose step-1
+  // gradient is near zero but step k+1's is not got a 1e-9 allowance for a
+  // state that legitimately moved by 3e-6.)
   const io::TensorSource* referenceGrads = nullptr;
+  double referenceGradNorm = 0;
 };
 // This rank's first failure ("" = passed) and the measured maxima.
 std::string resumeParityProblem(const ResumeParityInputs& in, const ParityCheckOptions& options,

@@ -76,6 +76,15 @@ at::Tensor adamwAllowance(const at::Tensor& refGrad, const ParityTolerance& tol,
   return static_cast<double>(steps) * optimizer.lr * w;
 }
 
+AdamwAllowanceBasis adamwAllowanceBasis(const io::TensorSource* globalStep1Grads, double globalStep1GradNorm,
+                                        const ParityOptimizer& optimizer) {
+  AdamwAllowanceBasis b;
+  b.grads = globalStep1Grads;
+  if (optimizer.maxGradNorm > 0 && globalStep1GradNorm > optimizer.maxGradNorm)
+    b.clipFactor = optimizer.maxGradNorm / globalStep1GradNorm;
+  return b;
+}
+
 TensorDiff compareTensor(const at::Tensor& run, const at::Tensor& ref, const ParityTolerance& tol,
                          const ref::LocalLayout* layout, const at::Tensor* allowance) {
   MOE_ASSERT(run.sizes() == ref.sizes(), "shapes ", shapeString(run.sizes()), " vs ", shapeString(ref.sizes()));
@@ -346,11 +355,16 @@ CheckResult checkParityImpl(const ParityInputs& in, const ParityCheckOptions& op
     // optimizer and the reference's step-1 gradients are known.
     AllowanceSource allowance;
     if (options.optimizer.lr > 0 && in.referenceGrads) {
-      allowance.referenceGrads = in.referenceGrads;
+      const bool resumed = in.allowanceGrads != nullptr;
+      const AdamwAllowanceBasis basis = adamwAllowanceBasis(
+          resumed ? in.allowanceGrads : in.referenceGrads,
+          resumed ? in.allowanceGradNorm : (ref.empty() ? 0.0 : ref.front().gradNorm), options.optimizer);
+      allowance.referenceGrads = basis.grads;
       allowance.optimizer = options.optimizer;
-      allowance.steps = static_cast<int64_t>(run.size());
-      if (!ref.empty() && options.optimizer.maxGradNorm > 0 && ref.front().gradNorm > options.optimizer.maxGradNorm)
-        allowance.clipFactor = options.optimizer.maxGradNorm / ref.front().gradNorm;
+      // Every optimizer step from the initial parameters counts: a resumed
+      // run's final parameters are k + n steps away, not n.
+      allowance.steps = run.empty() ? 0 : run.back().step;
+      allowance.clipFactor = basis.clipFactor;
     }
     r.measured["params"] = compareShards(in, *in.finalParams,
                                          require(in.referenceParams, "parity", "reference parameters"),
@@ -516,6 +530,8 @@ ParityInputs parityInputsOf(const CheckContext& ctx) {
   in.referenceGrads = ctx.referenceGrads;
   in.finalParams = ctx.finalParams;
   in.referenceParams = ctx.referenceParams;
+  in.allowanceGrads = ctx.referenceGlobalStep1Grads;
+  in.allowanceGradNorm = ctx.referenceGlobalStep1GradNorm;
   return in;
 }
 

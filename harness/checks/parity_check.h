@@ -67,6 +67,16 @@ TensorDiff compareTensor(const at::Tensor& run, const at::Tensor& ref, const Par
 // parameter shard]; returns kDouble of that shape.
 at::Tensor adamwAllowance(const at::Tensor& refGrad, const ParityTolerance& tol, const ParityOptimizer& optimizer,
                           int64_t steps, double clipFactor);
+
+// Where a run's AdamW allowance comes from: the reference's gradients of
+// global step 1 (null: none known, no allowance) and step 1's clipping
+// factor c = min(1, maxGradNorm / gradNorm) (gradNorm <= 0: not clipped).
+struct AdamwAllowanceBasis {
+  const io::TensorSource* grads = nullptr;
+  double clipFactor = 1;
+};
+AdamwAllowanceBasis adamwAllowanceBasis(const io::TensorSource* globalStep1Grads, double globalStep1GradNorm,
+                                        const ParityOptimizer& optimizer);
 // "rank 1: step-1 gradient of NAME: relative norm error 1 (run/reference norm
 // ratio 2.000) exceeds 0.02; max |diff| ..." (what = "step-1 gradient").
 std::string describeTensorFailure(int rank, const std::string& what, const std::string& name,
@@ -95,6 +105,13 @@ struct ParityInputs {
   const io::TensorSource* referenceGrads = nullptr;
   const std::vector<ParamShard>* finalParams = nullptr;  // null = not compared
   const io::TensorSource* referenceParams = nullptr;
+  // The AdamW allowance's basis (adamwAllowance): the reference's gradients
+  // of GLOBAL step 1 and its grad norm (the clip factor). Null: a run from
+  // step 1, whose referenceGrads and referenceSteps->front() are step 1's.
+  // A resumed run's referenceGrads are those of its first step (k+1), which
+  // do not describe how far steps 1..k could move a parameter.
+  const io::TensorSource* allowanceGrads = nullptr;
+  double allowanceGradNorm = 0;
 };
 
 // The inputs the context holds for this rank (rank, mesh sizes and coords

@@ -22,6 +22,11 @@ void addReferenceCommand(CLI::App& app) {
   sub->add_option("--dtype", opts->dtype, "precision policy")
       ->check(CLI::IsMember({"fp32", "bf16"}))->capture_default_str();
   sub->add_option("--seed", opts->train.seed, "seed of init and data")->capture_default_str();
+  sub->add_option("--first-step", opts->train.firstStep,
+                  "train the batches of steps FIRST.. (a checkpoint's data position: the step after the one it was "
+                  "saved at; AdamW starts fresh, so the first step's loss is the saving run's)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   sub->add_option("--out", opts->outDir, "output directory")->required();
   sub->add_option("--batch-size", opts->train.batchSize, "global batch rows")->capture_default_str();
   sub->add_option("--seq-len", opts->train.seqLen, "sequence length")->capture_default_str();

@@ -57,7 +57,12 @@ void addRunPlanCommand(CLI::App& app) {
   sub->add_option("--save", o->saveDir, "write a distributed checkpoint (per-rank pieces, metadata.json, COMPLETE) "
                   "of parameters, AdamW state and data position to DIR after step --save-at");
   sub->add_option("--save-at", o->saveAt, "the step after which --save writes (1..--steps)");
-  sub->add_option("--resume", o->resumeDir, "resume from a distributed checkpoint DIR saved at step k by any mesh, "
+  sub->add_option("--save-format", o->saveFormat,
+                  "--save's layout: sharded (per-rank pieces + metadata.json + COMPLETE) or hf (consolidated "
+                  "Hugging Face layout: config.json, model safetensors with per-expert hub keys, "
+                  "optimizer.safetensors, trainer_state.json; loadable by reference and from_pretrained)")
+      ->check(CLI::IsMember({"sharded", "hf"}));
+  sub->add_option("--resume", o->resumeDir, "resume from a checkpoint DIR (either layout) saved at step k by any mesh, "
                   "plan and wrapper; trains steps k+1..--steps against the uninterrupted reference");
   sub->add_flag("--resume-roundtrip", o->resumeRoundtrip, "after --save, resume from the checkpoint in the same job "
                 "(a fresh trainer loads it) and train on; resume_parity judges the loaded state");

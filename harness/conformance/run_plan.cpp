@@ -11,6 +11,8 @@
 #include "common/json_number.h"
 
 #include "harness/checks/check_registry.h"
+#include "harness/checks/check_common.h"
+#include "harness/checks/checkpoint_checks.h"
 #include "harness/checks/comm_check.h"
 #include "harness/comm/factory.h"
 #include "harness/checks/finite_check.h"
@@ -27,6 +29,7 @@
 #include "reference/model/init.h"
 #include "reference/parallel/dist_checkpoint.h"
 #include "reference/parallel/dist_model.h"
+#include "reference/parallel/hf_checkpoint.h"
 #include "reference/parallel/loading.h"
 #include "reference/placement/dist_tensor.h"
 #include "reference/plan/plan.h"
@@ -203,8 +206,11 @@ void warmUpCudaLibraries(at::Device device) {
 // the final parameters, and the state at step k (parameters and AdamW
 // moments under the checkpoint's names).
 struct ResumeReference {
-  TrainResult result;
+  TrainResult result;  // steps k+1..n; gradsStep1 = step k+1's gradients
   std::map<std::string, at::Tensor> stateAtK;
+  // Global step 1's gradients and grad norm: the AdamW allowance's basis.
+  std::map<std::string, at::Tensor> globalStep1Grads;
+  double globalStep1GradNorm = 0;
 };
 ResumeReference computeResumeReference(const ModelConfig& cfg, const ParamMap& initial, const TrainOptions& t,
                                        int64_t k) {
@@ -214,6 +220,10 @@ ResumeReference computeResumeReference(const ModelConfig& cfg, const ParamMap& i
     auto rec = trainer.step();
     if (s > k) r.result.steps.push_back(rec);
     if (s == k + 1) r.result.gradsStep1 = cloneParams(trainer.lastGrads());
+    if (s == 1) {
+      for (const auto& kv : trainer.lastGrads()) r.globalStep1Grads[kv.key()] = kv.value().detach().clone();
+      r.globalStep1GradNorm = rec.gradNorm;
+    }
     if (s == k) {
       size_t i = 0;
       const auto& opt = trainer.optimizer();
@@ -230,6 +240,17 @@ ResumeReference computeResumeReference(const ModelConfig& cfg, const ParamMap& i
   return r;
 }
 
+// Every tensor a save of `plan` must hold (parameters and both AdamW
+// moments, saved names) and which of them are experts.
+void savedTensorNames(const plan::AppliedPlan& plan, std::vector<std::string>& tensors,
+                      std::vector<std::string>& experts) {
+  for (const auto* prefix : {"", parallel::kExpAvgPrefix, parallel::kExpAvgSqPrefix})
+    for (const auto& pp : plan.params) {
+      tensors.push_back(prefix + pp.name);
+      if (pp.isExpert) experts.push_back(prefix + pp.name);
+    }
+}
+
 // Saves the run after step `step` (collective) and records the save's size
 // and time for the checkpoint_complete report.
 void saveCheckpoint(const RunPlanOptions& o, const ModelConfig& cfg, const TrainOptions& t, mesh::DeviceMesh& mesh,
@@ -238,8 +259,11 @@ void saveCheckpoint(const RunPlanOptions& o, const ModelConfig& cfg, const Train
   const auto params = onHost(trainer.paramShards());
   const auto m = onHost(trainer.optimizerShards(false));
   const auto v = onHost(trainer.optimizerShards(true));
+  const bool hf = o.saveFormat == "hf";
   parallel::DistSaveOptions so;
-  so.dir = o.saveDir;
+  // The consolidated layout is converted from a sharded staging copy: every
+  // rank writes only what it owns either way.
+  so.dir = hf ? o.saveDir + ".sharded" : o.saveDir;
   so.step = step;
   so.info = {{"step", step},
              {"data_position", step + 1},
@@ -259,24 +283,54 @@ void saveCheckpoint(const RunPlanOptions& o, const ModelConfig& cfg, const Train
   parallel::saveDistCheckpoint(so, mesh, params, m, v);
   const double seconds = secondsSince(t0);
   std::error_code ec;
-  const auto bytes = std::filesystem::file_size(o.saveDir + "/" + io::rankFileName(mesh.world()->rank()), ec);
-  ctx.saveStats = {{"step", step}, {"rank_file_bytes", ec ? 0 : bytes}, {"seconds", seconds},
+  const auto bytes = std::filesystem::file_size(so.dir + "/" + io::rankFileName(mesh.world()->rank()), ec);
+  ctx.saveStats = {{"step", step}, {"format", o.saveFormat}, {"rank_file_bytes", ec ? 0 : bytes},
+                   {"seconds", seconds},
                    {"mb_per_s", seconds > 0 && !ec ? static_cast<double>(bytes) / 1e6 / seconds : 0.0}};
+  if (hf) {
+    // Rank 0 audits the staging copy (the sharded layout's own check), then
+    // writes the consolidated one from it. An audit problem is left for
+    // checkpoint_complete to report (with the staging copy kept to inspect);
+    // a failure to write is every rank's error.
+    const auto t1 = std::chrono::steady_clock::now();
+    std::string error;
+    if (mesh.world()->rank() == 0) {
+      try {
+        std::vector<std::string> tensors, experts;
+        savedTensorNames(trainer.plan(), tensors, experts);
+        nlohmann::json audit;
+        ctx.saveProblem = checks::checkpointProblem(so.dir, tensors, experts, audit);
+        if (ctx.saveProblem.empty()) {
+          std::vector<std::string> names;
+          for (const auto& p : trainer.plan().params) names.push_back(p.name);
+          parallel::HfWriteOptions ho;
+          ho.dir = o.saveDir;
+          ho.info = so.info;
+          parallel::writeHfCheckpoint(io::DistCheckpointSource(so.dir), cfg, names, ho);
+          std::filesystem::remove_all(so.dir);
+        }
+      } catch (const HarnessError& e) {
+        error = e.what();
+      }
+    }
+    const auto v = checks::agreeVerdict(*mesh.world(), error);
+    if (v.failed) fail("--save ", o.saveDir, " (--save-format hf): ", v.explanation);
+    ctx.saveStats["consolidate_seconds"] = secondsSince(t1);
+  }
   if (mesh.world()->rank() == 0)
     std::cerr << "run-plan: saved step " << step << " to " << o.saveDir << " in " << seconds << " s" << std::endl;
 }
 
 // Refuses a resume whose checkpoint was saved for another model or data:
 // every difference named with both values, before any collective.
-void validateResume(const RunPlanOptions& o, const io::DistCheckpointSource& src, const ModelConfig& cfg,
+void validateResume(const RunPlanOptions& o, const nlohmann::json& info, const ModelConfig& cfg,
                     const TrainOptions& t) {
-  const auto& info = src.meta().info;
   const std::string where = "--resume " + o.resumeDir;
-  if (!info.contains("config")) fail(where, ": metadata.json info has no config");
+  if (!info.contains("config")) fail(where, ": the checkpoint's info has no config");
   const std::string mismatch = parallel::configMismatch(info["config"], cfg.toJson());
   if (!mismatch.empty()) fail(where, ": ", mismatch);
   auto same = [&](const char* key, const nlohmann::json& run) {
-    if (!info.contains(key)) fail(where, ": metadata.json info has no ", key);
+    if (!info.contains(key)) fail(where, ": the checkpoint's info has no ", key);
     if (info[key] != run)
       fail(where, ": ", key, " is ", info[key].dump(), " in the checkpoint, ", run.dump(), " in this run");
   };
@@ -330,13 +384,16 @@ int runPlan(const RunPlanOptions& o) {
   const parallel::LoadPath loadPath = parallel::parseLoadPath(o.load);  // before the costly reference run
   if (!o.saveDir.empty() && (o.saveAt < 1 || o.saveAt > o.steps))
     fail("--save-at must be in [1, --steps = ", o.steps, "], got ", o.saveAt);
-  std::unique_ptr<io::DistCheckpointSource> resumeSource;
+  std::unique_ptr<io::TensorSource> resumeSource;
+  nlohmann::json resumeInfo;
   int64_t resumeStep = 0;
   if (!o.resumeDir.empty()) {
     if (!o.checkpoint.empty()) fail("--resume and --checkpoint exclude each other");
-    resumeSource = std::make_unique<io::DistCheckpointSource>(o.resumeDir);
-    validateResume(o, *resumeSource, cfg, t);
-    resumeStep = resumeSource->meta().info["step"].get<int64_t>();
+    auto opened = parallel::openResumeCheckpoint(o.resumeDir, fusedViewOptions(cfg));
+    resumeSource = std::move(opened.source);
+    resumeInfo = std::move(opened.info);
+    validateResume(o, resumeInfo, cfg, t);
+    resumeStep = resumeInfo["step"].get<int64_t>();
   }
 
   // The checkpoint: a file or a sharded directory (io::openCheckpoint), in
@@ -380,7 +437,7 @@ int runPlan(const RunPlanOptions& o) {
   // The loaded plan-local tensors are a temporary: every store copies what it
   // keeps, and a copy kept here would be measured as the wrapper's memory.
   std::optional<parallel::ResumeState> resumed;
-  if (resumeSource) resumed = parallel::loadResumeState(*resumeSource, applied, mesh);
+  if (resumeSource) resumed = parallel::loadResumeState(*resumeSource, resumeInfo, applied, mesh);
   // A pointer: --resume-roundtrip replaces the trainer mid-run.
   auto trainerPtr = std::make_unique<parallel::DistTrainer>(
       cfg, mesh, applied, resumed ? resumed->params : parallel::loadParams(lo), t, dopt);
@@ -493,8 +550,8 @@ int runPlan(const RunPlanOptions& o) {
         // The same job resumes from what it just saved: a fresh trainer
         // loads the checkpoint with the plan's slices and continues.
         trainerPtr.reset();
-        io::DistCheckpointSource src(saveDir);
-        auto st = parallel::loadResumeState(src, applied, mesh);
+        const auto src = parallel::openResumeCheckpoint(saveDir, fusedViewOptions(cfg));
+        auto st = parallel::loadResumeState(*src.source, src.info, applied, mesh);
         trainerPtr = std::make_unique<parallel::DistTrainer>(cfg, mesh, applied, st.params, t, dopt);
         trainerPtr->restoreState(st.step, st.expAvg, st.expAvgSq);
         roundtripState = cloned(trainerPtr->paramShards());
@@ -518,7 +575,13 @@ int runPlan(const RunPlanOptions& o) {
   std::map<std::string, at::Tensor> refGradMap, refParamMap;
   for (const auto& kv : reference.result.gradsStep1) refGradMap[kv.key()] = kv.value();
   for (const auto& kv : reference.result.finalParams) refParamMap[kv.key()] = kv.value();
-  io::MapTensorSource refGrads(refGradMap, "reference step-1 gradients");
+  io::MapTensorSource refGrads(refGradMap, moe::str("reference step-", resumeStep + 1, " gradients"));
+  std::optional<io::MapTensorSource> refGlobalStep1Grads;
+  if (resumeRef) {
+    refGlobalStep1Grads.emplace(resumeRef->globalStep1Grads, "reference step-1 gradients");
+    ctx.referenceGlobalStep1Grads = &*refGlobalStep1Grads;
+    ctx.referenceGlobalStep1GradNorm = resumeRef->globalStep1GradNorm;
+  }
   io::MapTensorSource refParams(refParamMap, "reference final parameters");
   const std::vector<NonFiniteValue> referenceNonFinite = findNonFinite(reference.result);
   ctx.runSteps = &steps;
@@ -541,11 +604,7 @@ int runPlan(const RunPlanOptions& o) {
                                 memoryAllowance(loaded, applied, mesh)));
   if (!o.saveDir.empty()) {
     ctx.savedCheckpoint = o.saveDir;
-    for (const auto* prefix : {"", parallel::kExpAvgPrefix, parallel::kExpAvgSqPrefix})
-      for (const auto& pp : applied.params) {
-        ctx.savedTensors.push_back(prefix + pp.name);
-        if (pp.isExpert) ctx.savedExpertTensors.push_back(prefix + pp.name);
-      }
+    savedTensorNames(applied, ctx.savedTensors, ctx.savedExpertTensors);
   }
   ctx.memory = &memory;
   ctx.measuredMemory = &measuredMemory;
@@ -578,7 +637,10 @@ int runPlan(const RunPlanOptions& o) {
     result.environment = environmentJson(o.backend, git ? git : "unknown");
     result.timings.totalSeconds = secondsSince(t0);
     writeResult(result, o.resultJson);
-    if (o.removeSaveAfter && !o.saveDir.empty()) std::filesystem::remove_all(o.saveDir);
+    if (o.removeSaveAfter && !o.saveDir.empty()) {
+      std::filesystem::remove_all(o.saveDir);
+      std::filesystem::remove_all(o.saveDir + ".sharded");  // an hf save's staging copy left by a failed audit
+    }
   }
   return result.passed ? 0 : 1;
 }

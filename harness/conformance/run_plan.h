@@ -67,6 +67,11 @@ struct RunPlanOptions {
   // position) and keeps training; the checkpoint_complete check judges it.
   std::string saveDir;
   int64_t saveAt = 0;
+  // "sharded" (io/dist_checkpoint.h: per-rank pieces) or "hf" (the
+  // consolidated Hugging Face layout, parallel/hf_checkpoint.h: written by
+  // rank 0 from a sharded staging copy DIR.sharded, removed once it is
+  // converted). Either resumes with resumeDir.
+  std::string saveFormat = "sharded";
   // resumeDir: start from that checkpoint (saved at step k by any mesh, plan
   // and wrapper) instead of --checkpoint/the init, and train steps
   // k+1..steps. The reference is the UNINTERRUPTED single-device run of the

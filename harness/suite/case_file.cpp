@@ -275,6 +275,9 @@ Parsed parseCase(const std::string& path, const nlohmann::ordered_json& doc) {
   if (doc.contains("save_resume")) {
     const auto& sr = doc["save_resume"];
     b.saveAt = integer<int64_t>(sr.at("save_at"), "save_resume.save_at");
+    b.saveFormat = sr.value("format", std::string("sharded"));
+    if (b.saveFormat != "sharded" && b.saveFormat != "hf")
+      fail("save_resume.format: unknown layout '", b.saveFormat, "' (known: sharded, hf)");
     const auto& rs = sr.at("resume");
     b.resumeWorldSize = integer<int>(rs.at("world_size"), "save_resume.resume.world_size");
     b.resumeMesh = rs.at("mesh");
@@ -381,6 +384,13 @@ nlohmann::json RunSpec::toJson() const {
   if (!fsdpExperts.empty()) j["fsdp_experts"] = fsdpExperts;
   if (!checkpoint.empty()) j["checkpoint"] = checkpoint;
   if (allowNonFiniteCheckpoint) j["allow_nonfinite_checkpoint"] = true;
+  if (saveAt > 0)
+    j["save_resume"] = {{"save_at", saveAt},
+                        {"format", saveFormat},
+                        {"resume",
+                         {{"world_size", resumeWorldSize},
+                          {"mesh", nlohmann::json::parse(resumeMesh.dump())},
+                          {"wrapper", resumeWrapper}}}};
   return j;
 }
 

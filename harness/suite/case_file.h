@@ -87,6 +87,7 @@ struct RunSpec {
   nlohmann::ordered_json resumeMesh;
   nlohmann::ordered_json resumePlan;
   std::string resumeWrapper = "none";
+  std::string saveFormat = "sharded";  // "sharded" | "hf" (run-plan --save-format)
 
   nlohmann::json toJson() const;  // the spec as reports record it
   bool hasLabel(const std::string& l) const;

@@ -269,7 +269,8 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
     auto saveArgv = argv;
     for (size_t i = 0; i + 1 < saveArgv.size(); ++i)
       if (saveArgv[i] == "--result-json") saveArgv[i + 1] = saveResult;
-    saveArgv.insert(saveArgv.end(), {"--save", ckpt, "--save-at", std::to_string(spec.saveAt)});
+    saveArgv.insert(saveArgv.end(),
+                    {"--save", ckpt, "--save-at", std::to_string(spec.saveAt), "--save-format", spec.saveFormat});
     progress.line(moe::str(tag, ": saving (", spec.worldSize, " ranks, mesh ", spec.mesh.dump(), ")"));
     launch::LaunchResult sr;
     try {

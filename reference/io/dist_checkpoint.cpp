@@ -4,7 +4,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -64,6 +66,45 @@ std::string readText(const std::string& path) {
 
 std::string shapeText(const std::vector<int64_t>& v) { return formatShape(v); }
 
+// Test-only fault injection (harness/tests/save_kill_test.cpp): with
+// MOE_HARNESS_TEST_KILL_IN_SAVE="<rank>:<point>" in its environment, rank
+// <rank> SIGKILLs itself inside writeRankPieces at <point>:
+//   "tmp"      its rank file is complete under a temporary name
+//              ("rank<r>.safetensors.tmp.kill") and never renamed: the final
+//              name does not appear;
+//   "renamed"  its rank file is in place and journaled, before the ranks
+//              agree that every rank file exists (so no metadata.json and no
+//              COMPLETE).
+// Any other value is a HarnessError naming the variable. Unset: no effect.
+constexpr const char* kSaveKillEnv = "MOE_HARNESS_TEST_KILL_IN_SAVE";
+
+// kSaveKillEnv's point for `rank`: "" when the variable is unset or names
+// another rank.
+std::string saveKillPoint(int rank) {
+  const char* v = std::getenv(kSaveKillEnv);
+  if (!v || !*v) return "";
+  const std::string text = v;
+  const auto colon = text.find(':');
+  const std::string point = colon == std::string::npos ? "" : text.substr(colon + 1);
+  int target = -1;
+  try {
+    size_t used = 0;
+    target = std::stoi(text.substr(0, colon), &used);
+    if (used != colon) target = -1;
+  } catch (const std::exception&) {
+  }
+  if (target < 0 || (point != "tmp" && point != "renamed"))
+    fail(kSaveKillEnv, "='", text, "': expected <rank>:tmp or <rank>:renamed");
+  return target == rank ? point : "";
+}
+
+[[noreturn]] void killSelf(int rank, const std::string& point) {
+  std::fprintf(stderr, "rank %d: %s=%d:%s, killing myself with SIGKILL\n", rank, kSaveKillEnv, rank, point.c_str());
+  std::fflush(stderr);
+  ::raise(SIGKILL);
+  std::abort();  // unreachable: SIGKILL cannot be caught
+}
+
 }  // namespace
 
 void appendJournal(const std::string& dir, int rank, const std::string& file) {
@@ -94,9 +135,15 @@ void writeRankPieces(const std::string& dir, int rank, const std::vector<Checkpo
     tensors.emplace_back(key, p.data.detach().to(at::kCPU).contiguous());
   }
   wo.metadata["__format__"] = kDistFormat;
+  const std::string killAt = saveKillPoint(rank);
   fs::create_directories(dir);
+  if (killAt == "tmp") {
+    writeSafetensors(dir + "/" + rankFileName(rank) + ".tmp.kill", tensors, wo);
+    killSelf(rank, killAt);
+  }
   writeSafetensors(dir + "/" + rankFileName(rank), tensors, wo);  // temporary name + rename inside
   appendJournal(dir, rank, rankFileName(rank));
+  if (killAt == "renamed") killSelf(rank, "renamed");
 }
 
 json DistCheckpointMeta::toJson() const {
@@ -326,6 +373,15 @@ at::Tensor DistCheckpointSource::readPiece(const std::string& name, const PieceI
   const auto& r = reader(piece.file);
   if (!options_.verifyHashes) return r.readSlice(piece.key, local);
   const std::string id = piece.file + "/" + piece.key;
+  bool verified = false;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    verified = verified_[id];
+  }
+  // Verified before: read only the overlap (a StridedShard target reads
+  // several boxes of one piece; re-reading the whole piece each time was
+  // waste, measured by bench_checkpoint).
+  if (verified) return r.readSlice(piece.key, local);
   auto whole = r.read(piece.key);
   {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -11,10 +11,12 @@
 //
 // Owner rule: a rank writes the boxes of its local tensor (one per
 // combination of its layout's ranges, so a StridedShard piece is several
-// boxes at their global offsets) only when it has coordinate 0 on every
-// mesh dim its placements do not shard: of the ranks holding the same
-// elements exactly one writes them, so every global element is written
-// once. Experts are written at their global expert index (the box offset).
+// boxes at their global offsets) only when, on every mesh dim d its
+// placements do not shard, its coordinate is (fnv1a64(saved name) + d) mod
+// the dim's size: of the ranks holding the same elements exactly one writes
+// them, so every global element is written once, and replicated tensors
+// are spread over the ranks holding them by name. Experts are written at
+// their global expert index (the box offset).
 //
 // Resume reads through DistCheckpointSource with the RESUMING run's plan:
 // parameters and moments alike, each rank only the slices its own
@@ -60,11 +62,13 @@ struct ResumeState {
   ref::ParamMap params, expAvg, expAvgSq;
 };
 
-// Reads the parameters and both moments of `plan.params` from `source` with
-// this rank's placements (no communication). A tensor missing or shaped
+// Reads the parameters and both moments of `plan.params` from `source` (a
+// checkpoint in either layout: DistCheckpointSource, HfCheckpointSource)
+// with this rank's placements (no communication). A tensor missing or shaped
 // differently from the plan's global shape is a HarnessError naming the
-// checkpoint, the tensor and both shapes. `step`: metadata "info.step".
-ResumeState loadResumeState(const io::DistCheckpointSource& source, const plan::AppliedPlan& plan,
+// checkpoint, the tensor and both shapes. `step`: info["step"] (the
+// checkpoint's metadata.json / trainer_state.json "info").
+ResumeState loadResumeState(const io::TensorSource& source, const nlohmann::json& info, const plan::AppliedPlan& plan,
                             mesh::DeviceMesh& mesh);
 
 // "" when `checkpointConfig` (metadata "info.config") equals `runConfig`,

@@ -67,6 +67,12 @@ std::vector<ParamShard> ParamStore::shardsOf(const std::vector<torch::Tensor>&) 
        "(ParamStore::shardsOf, param_store.h)");
 }
 
+std::string gatherUnitOf(const std::string& name) {
+  const std::string pre = "model.layers.";
+  if (name.rfind(pre, 0) != 0) return "model";
+  return pre + name.substr(pre.size(), name.find('.', pre.size()) - pre.size());
+}
+
 void addExpectedCall(std::vector<CommExpectation>& out, const comm::Communicator& group,
                      comm::OpType op, int64_t bytesSent) {
   if (group.size() <= 1) return;

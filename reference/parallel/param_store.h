@@ -9,7 +9,9 @@
 //     gradients are all-reduced in buckets, one all_reduce per bucket
 //     (replicated data parallelism, DDP-like);
 //   - "fsdp" / "zero3" (reference/parallel/stores/): masters sharded over the
-//     data-parallel group, gathered for compute, gradients reduce-scattered.
+//     data-parallel group, gathered for compute, gradients reduce-scattered
+//     with one reduce-scatter per gather unit (gatherUnitOf: a transformer
+//     layer, or the rest) and group, as FSDP2 reduces a fully_shard unit.
 // Adding a store: one file in stores/ with its StoreFactory registration
 // line (see param_store.cpp).
 //
@@ -200,6 +202,10 @@ bool countsOnce(const mesh::DeviceMesh& mesh, const std::vector<std::string>& re
 // first time (same order on every rank), cached by name afterwards.
 std::shared_ptr<comm::Communicator> storeGroup(mesh::DeviceMesh& mesh, const std::string& store,
                                                const std::vector<std::string>& dims);
+// The unit a parameter is gathered / reduced with (FSDP2's fully_shard
+// granularity): "model.layers.<i>" for a transformer layer's parameters,
+// "model" for the rest (embedding, final norm, lm_head).
+std::string gatherUnitOf(const std::string& paramName);
 // Adds `bytes` sent by one call of `op` on `group` to `out` (merging with an
 // existing (group, op) entry). No entry for groups of size 1.
 void addExpectedCall(std::vector<CommExpectation>& out, const comm::Communicator& group,

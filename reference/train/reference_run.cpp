@@ -149,7 +149,7 @@ void runReference(const ReferenceRunOptions& o) {
   io::writeSafetensors((out / "grads_step1.safetensors").string(), asList(result.gradsStep1), meta);
   io::writeSafetensors((out / "model_final.safetensors").string(), asList(result.finalParams), meta);
   std::vector<std::pair<std::string, at::Tensor>> batches;
-  for (int64_t s = 1; s <= train.steps; ++s)
+  for (int64_t s = train.firstStep; s < train.firstStep + train.steps; ++s)  // global step numbers
     batches.emplace_back(str("step_", s), trainBatch(config, train, s));
   io::writeSafetensors((out / "batches.safetensors").string(), batches, meta);
 

@@ -3,7 +3,7 @@
 // dtype and seed, written as files the parity checks compare against.
 //
 //   moe-harness reference --config C [--checkpoint DIR] --steps N
-//       --dtype fp32|bf16 --seed S --out DIR
+//       --dtype fp32|bf16 --seed S --out DIR [--first-step F]
 //       [--batch-size B] [--seq-len L] [--lr X] [--beta1 X] [--beta2 X]
 //       [--eps X] [--weight-decay X] [--max-grad-norm X]
 //       [--experts-impl loop|grouped] [--threads T]
@@ -11,10 +11,11 @@
 // Writes to DIR:
 //   config.json               the validated config (HF field names)
 //   model.safetensors         initial fp32 weights (fused expert layout)
-//   batches.safetensors       step_<n>: [B, S] int64 for n = 1..N
+//   batches.safetensors       step_<n>: [B, S] int64 for n = F..F+N-1 (F = 1
+//                             unless --first-step: a checkpoint's data position)
 //   losses.json               per step loss/ce/aux/grad_norm and checksums of
 //                             every parameter and gradient; every hyperparameter
-//   grads_step1.safetensors   gradients of step 1, before clipping (fp32)
+//   grads_step1.safetensors   gradients of the first step (F), before clipping (fp32)
 //   model_final.safetensors   parameters after the last step (fp32)
 #include <cstdint>
 #include <string>

@@ -44,6 +44,8 @@ Trainer::Trainer(ModelConfig config, const ParamMap& initialParams, TrainOptions
       params_(cloneParams(initialParams, torch::kFloat)),
       optimizer_(options.adamw) {
   config_.validate();
+  if (options_.firstStep < 1) fail("trainer: the first step must be >= 1, got ", options_.firstStep);
+  step_ = options_.firstStep - 1;
   for (const auto& spec : parameterSpecs(config_)) {
     const auto& p = getParam(params_, spec.name);
     if (p.sizes().vec() != spec.shape)

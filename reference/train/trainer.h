@@ -40,6 +40,10 @@ struct TrainOptions {
   int64_t seqLen = 16;
   AdamWOptions adamw;       // torch.optim.AdamW defaults
   double maxGradNorm = 1.0; // clip_grad_norm_ max_norm; <= 0 disables clipping
+  // The 1-based step whose batch is trained first: a checkpoint's data
+  // position (its "data_position", the step after the one it was saved at).
+  // Records carry these global step numbers. AdamW starts fresh either way.
+  int64_t firstStep = 1;
 };
 
 TensorChecksum checksum(const std::string& name, const torch::Tensor& t);

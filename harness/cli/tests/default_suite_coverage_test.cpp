@@ -131,15 +131,10 @@ std::string coveringRun(const mutate::MutationRunSpec& job, const std::vector<Ru
 
 // Known gaps, each with its reason; a job listed here that becomes covered
 // fails the test, so the list cannot go stale.
-const std::set<std::string> kKnownUncovered = {
-    // A two-job tp=2 -> tp=2 save/resume case fails resume_parity today: its
-    // loaded state at the resume step is 3.4e-6 off the reference under an
-    // AdamW allowance of 1.4e-9 (computed from the resumed steps only), so
-    // no default case can run it until that allowance is derived (issue 19,
-    // open). The mutant is still proven by its in-job round trip
-    // (mutation.strided_ignored_on_reshard).
-    "strided_ignored_on_reshard / tp2.moe_tp.roundtrip",
-};
+// Mutant configurations no default-suite run has, each with its reason.
+// (Empty: tp2_save_tp2_resume now covers strided_ignored_on_reshard's tp
+// round trip, once a false resume_parity failure.)
+const std::set<std::string> kKnownUncovered = {};
 
 TEST(DefaultSuite, EveryMutantConfigurationIsADefaultSuiteRun) {
   const auto suite = defaultSuite();

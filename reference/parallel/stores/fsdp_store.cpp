@@ -40,16 +40,23 @@
 //    all-gather per parameter and dtype per step, none in backward).
 //  - Backward of the gather hands the gradient, cast to fp32, to the store
 //    ("bf16 parameters, fp32 reduce"); reduceGradients() then reduce-scatters
-//    it in fp32 (one reduce-scatter per parameter per step), in plan order on
-//    every rank, and releases the full-size gradient, so between steps the
-//    store holds only sharded state. Doing the reduce-scatter in this
+//    it in fp32, coalesced as FSDP2 reduces a fully_shard unit: ONE
+//    reduce-scatter per unit (a transformer layer, or the rest: gatherUnitOf)
+//    and FSDP group, whose buffer holds, for each group rank in turn, that
+//    rank's padded block of every member in plan order (FSDP2's
+//    reduce-scatter input layout), and releases the full-size gradients, so
+//    between steps the store holds only sharded state. Buckets are issued in
+//    the plan order of their first member on every rank (stepBuckets()). Doing the reduce-scatter in this
 //    post-backward stage (as FSDP2's final backward callback does for
 //    parameters whose hook did not fire) instead of inside the autograd
 //    backward keeps the collective order independent of autograd scheduling
 //    and never hangs when a rank's gathered tensor receives no gradient (e.g.
 //    loop experts with no tokens).
 //  - Reduction dims the store does not shard over (tp for tpPartial
-//    parameters): the reduced shard is all-reduced over them (fp32).
+//    parameters): the reduced shards of a unit are all-reduced over them
+//    (fp32) as one flattened buffer per unit and group; parameters the store
+//    does not shard (an FSDP group of one) are all-reduced the same way,
+//    one call per unit and reduction group (DDP-like buckets per unit).
 //
 // Optimizer and norm: AdamW steps on the fp32 shards (masters()/grads()).
 // Each element's square is counted once over the world: shards are disjoint
@@ -99,6 +106,9 @@ struct Entry {
   // sharded: fp32 plan-local gradient from backward(s); released once
   // reduceGradients() has reduce-scattered it.
   torch::Tensor pending;
+  // sharded, during reduceGradients(): this rank's reduced padded block
+  // [maxPiece, ...] (a view into its unit's reduce-scatter output).
+  torch::Tensor block;
   std::vector<torch::ScalarType> fetched;  // gather dtypes of this step's all-gathers, in order
 
   int me() const { return shardGroup->rank(); }
@@ -122,19 +132,27 @@ struct Entry {
     return torch::cat(parts, 0);
   }
 
-  // full: fp32 plan-local gradient -> this rank's padded block [maxPiece, ...]
-  // of the sum over the FSDP group.
-  torch::Tensor reduceScatter(const torch::Tensor& full) const {
-    auto padded = torch::zeros(blockShape(n() * maxPiece), full.options());
+  int64_t blockNumel() const { return maxPiece * rowNumel; }
+
+  // Copies group rank i's rows of `full` (fp32 plan-local gradient) into
+  // dst [blockNumel()], zero-padded: rank i's block of the reduce-scatter.
+  void packBlock(const torch::Tensor& full, int64_t i, torch::Tensor dst) const {
     int64_t off = 0;
-    for (int64_t i = 0; i < n(); ++i) {
-      padded.narrow(0, i * maxPiece, pieces[i]).copy_(full.narrow(0, off, pieces[i]));
-      off += pieces[i];
-    }
-    auto out = torch::empty(blockShape(maxPiece), full.options());
-    shardGroup->reduceScatter(out, padded, comm::ReduceOp::kSum);
-    return out;
+    for (int64_t j = 0; j < i; ++j) off += pieces[j];
+    dst.narrow(0, 0, pieces[i] * rowNumel).copy_(full.narrow(0, off, pieces[i]).reshape({-1}));
   }
+};
+
+// One coalesced reduction of a step: every member's buffer flattened and
+// concatenated in plan order. kReduceScatter: the FSDP group's sharded
+// members (the buffer is group-size blocks of `numel`); kAllReduce: the
+// members the store does not shard (their whole gradients), or, kRest, the
+// reduced blocks of sharded members over their remaining reduction dims.
+struct Bucket {
+  enum Kind { kReduceScatter, kAllReduce, kRest } kind;
+  comm::Communicator* group = nullptr;
+  std::vector<Entry*> members;
+  int64_t numel = 0;  // elements per rank block (kReduceScatter) or of the buffer
 };
 
 int64_t toHandle(Entry* e) { return reinterpret_cast<intptr_t>(e); }
@@ -210,35 +228,66 @@ class FsdpStore : public ParamStore {
   }
 
   double reduceGradients() override {
+    for (const Bucket& b : stepBuckets()) {
+      const int64_t n = b.group->size();
+      if (b.kind == Bucket::kReduceScatter) {
+        auto in = torch::zeros({n * b.numel}, torch::kFloat);
+        for (int64_t i = 0; i < n; ++i) {
+          int64_t off = i * b.numel;
+          for (Entry* e : b.members) {
+            // An entry fetched by the forward but given no gradient (loop
+            // experts with no tokens) reduces zeros.
+            if (e->pending.defined()) e->packBlock(e->pending, i, in.narrow(0, off, e->blockNumel()));
+            off += e->blockNumel();
+          }
+        }
+        auto out = torch::empty({b.numel}, torch::kFloat);
+        b.group->reduceScatter(out, in, comm::ReduceOp::kSum);
+        int64_t off = 0;
+        for (Entry* e : b.members) {
+          e->block = out.narrow(0, off, e->blockNumel()).view(e->blockShape(e->maxPiece));
+          e->pending = torch::Tensor();  // reduce-scattered: only the shard's gradient lives on (memory())
+          off += e->blockNumel();
+        }
+        continue;
+      }
+      std::vector<torch::Tensor> flat;
+      for (Entry* e : b.members) {
+        if (b.kind == Bucket::kAllReduce) {
+          auto g = e->master.grad();
+          e->grad = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(e->master).detach();
+          flat.push_back(e->grad.reshape({-1}));
+        } else {
+          flat.push_back(e->block.reshape({-1}));
+        }
+      }
+      // Flattened, reduced, copied back: the buffer lives only here.
+      auto buffer = torch::cat(flat);
+      b.group->allReduce(buffer, comm::ReduceOp::kSum);
+      int64_t off = 0;
+      for (auto& f : flat) {
+        f.copy_(buffer.narrow(0, off, f.numel()));
+        off += f.numel();
+      }
+    }
     double sumSq = 0;
     const auto& mp = mutants::points();
     for (auto& ep : entries_) {
       Entry& e = *ep;
       int64_t groupSize = 1;  // ranks the gradient was summed over
       if (e.sharded) {
-        torch::Tensor block;
-        if (e.fetched.empty()) {
-          // Not used this step on any rank (the trainer's fetches are the
-          // same everywhere): nothing to reduce.
-          block = torch::zeros(e.blockShape(e.maxPiece), e.master.options().dtype(torch::kFloat));
-        } else {
-          auto full = e.pending.defined() ? e.pending
-                                          : torch::zeros(e.planLocalShape, e.master.options().dtype(torch::kFloat));
-          block = e.reduceScatter(full);
-        }
-        // Reduce-scattered: only the shard's gradient lives on (memory()).
+        // Not used this step on any rank (the trainer's fetches are the same
+        // everywhere): nothing was reduced, the gradient is 0.
+        if (e.fetched.empty()) e.block = torch::zeros(e.blockShape(e.maxPiece), torch::kFloat);
         e.pending = torch::Tensor();
-        // The padded block: the same size on every rank of the rest group
-        // (tp ranks share the FSDP coordinates and the plan-local shape of a
-        // tp-replicated parameter), never empty.
-        if (e.restGroup->size() > 1) e.restGroup->allReduce(block, comm::ReduceOp::kSum);
-        e.grad = block.narrow(0, 0, e.pieces[e.me()]).contiguous();
+        e.grad = e.block.narrow(0, 0, e.pieces[e.me()]).contiguous();
+        e.block = torch::Tensor();
         groupSize = e.n() * e.restGroup->size();
       } else {
-        auto g = e.master.grad();
-        g = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(e.master).detach();
-        if (e.reduceGroup->size() > 1) e.reduceGroup->allReduce(g, comm::ReduceOp::kSum);
-        e.grad = g;
+        if (e.reduceGroup->size() <= 1) {  // no bucket: its own gradient
+          auto g = e.master.grad();
+          e.grad = g.defined() ? g.detach().to(torch::kFloat).contiguous() : torch::zeros_like(e.master).detach();
+        }
         groupSize = e.reduceGroup->size();
       }
       // Mutation points (mutation_points.h), as in every store: grad is this
@@ -287,27 +336,52 @@ class FsdpStore : public ParamStore {
 
   std::vector<CommExpectation> expectedStepComm() const override {
     std::vector<CommExpectation> out;
-    for (const auto& ep : entries_) {
-      const Entry& e = *ep;
-      if (!e.sharded) {
-        const int64_t n = e.reduceGroup->size(), bytes = e.master.numel() * 4;
-        addExpectedCall(out, *e.reduceGroup, comm::OpType::kAllReduce, 2 * (n - 1) * bytes / n);
-        continue;
-      }
-      // Gathered / scattered buffer: n padded blocks.
-      const int64_t n = e.n(), bufferNumel = n * e.maxPiece * e.rowNumel;
-      for (auto dt : e.fetched)
-        addExpectedCall(out, *e.shardGroup, comm::OpType::kAllGather,
-                        (n - 1) * bufferNumel * static_cast<int64_t>(c10::elementSize(dt)) / n);
-      if (!e.fetched.empty())
-        addExpectedCall(out, *e.shardGroup, comm::OpType::kReduceScatter, (n - 1) * bufferNumel * 4 / n);
-      const int64_t t = e.restGroup->size();
-      addExpectedCall(out, *e.restGroup, comm::OpType::kAllReduce, 2 * (t - 1) * e.maxPiece * e.rowNumel * 4 / t);
+    for (const auto& ep : entries_)
+      for (auto dt : ep->fetched)  // one all-gather of n padded blocks per fetch
+        if (ep->sharded)
+          addExpectedCall(out, *ep->shardGroup, comm::OpType::kAllGather,
+                          (ep->n() - 1) * ep->blockNumel() * static_cast<int64_t>(c10::elementSize(dt)));
+    for (const Bucket& b : stepBuckets()) {
+      const int64_t n = b.group->size();
+      if (b.kind == Bucket::kReduceScatter)
+        addExpectedCall(out, *b.group, comm::OpType::kReduceScatter, (n - 1) * b.numel * 4);
+      else
+        addExpectedCall(out, *b.group, comm::OpType::kAllReduce, 2 * (n - 1) * b.numel * 4 / n);
     }
     return out;
   }
 
  private:
+  // This step's coalesced reductions, in the order every rank issues them:
+  // reduce-scatters and all-reduces of unsharded members by (unit, group) in
+  // the plan order of their first member, then the kRest all-reduces the
+  // same way (they read the reduce-scattered blocks). Only groups of more
+  // than one rank; only sharded members the forward fetched (the same on
+  // every rank).
+  std::vector<Bucket> stepBuckets() const {
+    std::vector<Bucket> out;
+    std::map<std::string, size_t> open;
+    auto add = [&](Bucket::Kind kind, comm::Communicator& g, Entry* e, int64_t numel) {
+      if (g.size() <= 1) return;
+      const std::string key = moe::str(static_cast<int>(kind), '|', g.name(), '|', gatherUnitOf(e->pp->name));
+      auto it = open.find(key);
+      if (it == open.end()) {
+        out.push_back({kind, &g, {}, 0});
+        it = open.emplace(key, out.size() - 1).first;
+      }
+      out[it->second].members.push_back(e);
+      out[it->second].numel += numel;
+    };
+    for (const auto& ep : entries_) {
+      Entry* e = ep.get();
+      if (!e->sharded) add(Bucket::kAllReduce, *e->reduceGroup, e, e->master.numel());
+      else if (!e->fetched.empty()) add(Bucket::kReduceScatter, *e->shardGroup, e, e->blockNumel());
+    }
+    for (const auto& ep : entries_)
+      if (ep->sharded && !ep->fetched.empty()) add(Bucket::kRest, *ep->restGroup, ep.get(), ep->blockNumel());
+    return out;
+  }
+
   void build(Entry& e, const plan::ParamPlacement& pp, const GradReduction& red, mesh::DeviceMesh& mesh,
              const ParamStoreOptions& o) {
     e.pp = &pp;

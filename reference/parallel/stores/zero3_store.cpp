@@ -135,7 +135,7 @@ struct Zero3Store::Impl {
     for (size_t i = 0; i < np; ++i) {
       const auto& pp = plan.params[i];
       index[pp.name] = i;
-      const std::string unitName = unitNameOf(pp.name);
+      const std::string unitName = gatherUnitOf(pp.name);
       Unit*& unit = unitByName[unitName];
       if (!unit) {
         units.push_back(std::make_unique<Unit>());
@@ -199,11 +199,6 @@ struct Zero3Store::Impl {
     }
   }
 
-  static std::string unitNameOf(const std::string& name) {
-    const std::string pre = "model.layers.";
-    if (name.rfind(pre, 0) != 0) return "model";
-    return pre + name.substr(pre.size(), name.find('.', pre.size()) - pre.size());
-  }
 
   void gather(Unit& u) {
     std::vector<torch::Tensor> ms;

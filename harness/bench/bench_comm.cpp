@@ -4,6 +4,11 @@
 //                          all_reduce of 1 float, teardown. Target < 0.5 s.
 //  BM_JobOverheadExec      the same job with exec'd ranks (bench_rank_allreduce):
 //                          every rank pays libtorch's ~0.6 s start-up.
+//  BM_JobOverheadForkServer the same command line (bench_rank_allreduce)
+//                          with LaunchOptions::spawn = kFork: the ranks are
+//                          forked from the fork server this benchmark starts
+//                          in main() (harness/launch/fork_server.h), as
+//                          `moe-harness run` forks its run-plan ranks.
 //  BM_PythonSpawnPattern   the Python pattern it replaces: mp.spawn of 4
 //                          processes, init_process_group("gloo"), one
 //                          all_reduce, destroy_process_group (wall time of
@@ -46,6 +51,7 @@
 
 #include "harness/bench/bench_process.h"
 #include "harness/bench/one_allreduce.h"
+#include "harness/launch/fork_server.h"
 #include "harness/launch/launcher.h"
 #include "harness/launch/rank_env.h"
 
@@ -85,8 +91,9 @@ double maxRankSeconds(const LaunchResult& r) {
   return m;
 }
 
-// One whole job per iteration; `launch` starts and waits for it.
-void benchJob(benchmark::State& state, std::chrono::seconds timeout,
+// One whole job per iteration; `launch` starts and waits for it, its ranks
+// started the `spawn` way (LaunchResult::spawn).
+void benchJob(benchmark::State& state, std::chrono::seconds timeout, const std::string& spawn,
               const std::function<LaunchResult(const LaunchOptions&)>& launch) {
   double rankSeconds = 0;
   for (auto _ : state) {
@@ -94,6 +101,12 @@ void benchJob(benchmark::State& state, std::chrono::seconds timeout,
     LaunchResult r = launch(job.opts);
     if (!r.ok) {
       state.SkipWithError(job.failure(r).c_str());
+      break;
+    }
+    if (r.spawn != spawn) {
+      state.SkipWithError(("ranks started by " + r.spawn + ", not " + spawn + " (" +
+                           moe::launch::forkServerUnavailableReason() + ")")
+                              .c_str());
       break;
     }
     rankSeconds += maxRankSeconds(r);
@@ -104,7 +117,7 @@ void benchJob(benchmark::State& state, std::chrono::seconds timeout,
 }
 
 void BM_JobOverhead(benchmark::State& state) {
-  benchJob(state, std::chrono::seconds(60), [](const LaunchOptions& opts) {
+  benchJob(state, std::chrono::seconds(60), "fork", [](const LaunchOptions& opts) {
     return moe::launch::launchLocal(
         opts, [](const RankContext&) { return moe::bench::oneAllReduceRank(); });
   });
@@ -112,11 +125,19 @@ void BM_JobOverhead(benchmark::State& state) {
 BENCHMARK(BM_JobOverhead)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 void BM_JobOverheadExec(benchmark::State& state) {
-  benchJob(state, std::chrono::seconds(120), [](const LaunchOptions& opts) {
+  benchJob(state, std::chrono::seconds(120), "exec", [](const LaunchOptions& opts) {
     return moe::launch::launchProgram(opts, {MOE_BENCH_RANK_ALLREDUCE});
   });
 }
 BENCHMARK(BM_JobOverheadExec)->UseRealTime()->Unit(benchmark::kMillisecond)->Iterations(2);
+
+void BM_JobOverheadForkServer(benchmark::State& state) {
+  benchJob(state, std::chrono::seconds(60), "fork_server", [](LaunchOptions opts) {
+    opts.spawn = moe::launch::SpawnMode::kFork;
+    return moe::launch::launchProgram(opts, {MOE_BENCH_RANK_ALLREDUCE});
+  });
+}
+BENCHMARK(BM_JobOverheadForkServer)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 // --- the Python pattern (bench_process.h) --------------------------------
 
@@ -242,4 +263,15 @@ BENCHMARK(BM_AllToAll)->Apply(collectiveArgs);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+// The fork server first, while this process has one thread; it serves
+// bench_rank_allreduce's command line (BM_JobOverheadForkServer).
+int main(int argc, char** argv) {
+  std::string why;
+  if (!moe::launch::startForkServer(MOE_BENCH_RANK_ALLREDUCE, &moe::bench::oneAllReduceMain, &why))
+    std::cerr << "bench_comm: no fork server (" << why << "): BM_JobOverheadForkServer reports an error" << std::endl;
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

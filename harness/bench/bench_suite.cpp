@@ -16,6 +16,9 @@
 //                             rendezvous, teardown and reading the result
 //                             (report.json phases spawn + rendezvous +
 //                             report + other).
+//  BM_RunSpawn/fork:<0|1>     the ep4.fp32 run with `run --spawn exec` (0)
+//                             and `--spawn fork` (1, the default): its wall,
+//                             job overhead and spawn phase, side by side.
 //  BM_PythonAnchor            the Python pattern the harness replaces
 //                             (bench_process.h): mp.spawn of 4 processes,
 //                             init_process_group("gloo"), one all_reduce.
@@ -111,35 +114,71 @@ void BM_SingleDeviceStep(benchmark::State& state) {
 }
 BENCHMARK(BM_SingleDeviceStep)->Unit(benchmark::kMillisecond)->MinTime(0.5);
 
+// The one run `id` of the default suite with `extra` options of `run`: its
+// record in report.json, or false after SkipWithError.
+bool runCase(benchmark::State& state, const std::string& id, const std::vector<std::string>& extra,
+             nlohmann::json& run) {
+  std::string error;
+  double wall = 0;
+  std::vector<std::string> args = {"--id", id, "--jobs", "1"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto j = runSuite(args, error, wall);
+  if (error.empty() && (j["runs"].size() != 1 || j["runs"][0]["status"] != "pass"))
+    error = "run " + id + " did not pass: " + j.dump().substr(0, 500);
+  if (!error.empty()) {
+    state.SkipWithError(error.c_str());
+    return false;
+  }
+  run = j["runs"][0];
+  if (!run["timings"].contains("wall_seconds")) run["timings"]["wall_seconds"] = wall;
+  return true;
+}
+
+// A run's wall time outside loading, reference, steps and checks.
+double jobOverhead(const nlohmann::json& run) {
+  double overhead = 0;
+  for (const char* p : {"spawn", "rendezvous", "report", "other"}) overhead += run["timings"]["phases"].value(p, 0.0);
+  return overhead;
+}
+
 // state.range(0): ranks of the ep<ranks>.fp32 case run.
 void BM_DistributedStep(benchmark::State& state) {
   const std::string id = "ep" + std::to_string(state.range(0)) + ".fp32";
   for (auto _ : state) {
-    std::string error;
-    double wall = 0;
-    auto j = runSuite({"--id", id, "--jobs", "1"}, error, wall);
-    if (error.empty() && (j["runs"].size() != 1 || j["runs"][0]["status"] != "pass"))
-      error = "run " + id + " did not pass: " + j.dump().substr(0, 500);
-    if (!error.empty()) {
-      state.SkipWithError(error.c_str());
-      return;
-    }
-    const auto& run = j["runs"][0];
+    nlohmann::json run;
+    if (!runCase(state, id, {}, run)) return;
     std::vector<double> steps = run["timings"]["step_seconds"].get<std::vector<double>>();
     const double step = median(steps);
     state.SetIterationTime(step);
-    const auto& ph = run["timings"]["phases"];
-    double overhead = 0;
-    for (const char* p : {"spawn", "rendezvous", "report", "other"}) overhead += ph.value(p, 0.0);
+    const double overhead = jobOverhead(run);
     g["dist_step_s/" + std::to_string(state.range(0))] = step;
     g["overhead_s/" + std::to_string(state.range(0))] = overhead;
-    g["run_wall_s/" + std::to_string(state.range(0))] = run["timings"].value("wall_seconds", wall);
+    g["run_wall_s/" + std::to_string(state.range(0))] = run["timings"]["wall_seconds"].get<double>();
     state.counters["median_step_ms"] = 1e3 * step;
     state.counters["job_overhead_s"] = overhead;
     state.counters["steps"] = static_cast<double>(steps.size());
   }
 }
 BENCHMARK(BM_DistributedStep)->Arg(2)->Arg(4)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
+
+// How ranks start, side by side: the ep4.fp32 run with `run --spawn exec`
+// (state.range(0) = 0: a fresh moe-harness per rank) and `--spawn fork`
+// (1: forked from the fork server); the iteration time is the run's wall.
+void BM_RunSpawn(benchmark::State& state) {
+  const char* spawn = state.range(0) ? "fork" : "exec";
+  for (auto _ : state) {
+    nlohmann::json run;
+    if (!runCase(state, "ep4.fp32", {"--spawn", spawn}, run)) return;
+    const double wall = run["timings"]["wall_seconds"].get<double>();
+    state.SetIterationTime(wall);
+    g[std::string("spawn_overhead_s/") + spawn] = jobOverhead(run);
+    g[std::string("spawn_phase_s/") + spawn] = run["timings"]["phases"].value("spawn", 0.0);
+    g[std::string("spawn_wall_s/") + spawn] = wall;
+    state.counters["job_overhead_s"] = jobOverhead(run);
+    state.counters["spawn_phase_s"] = run["timings"]["phases"].value("spawn", 0.0);
+  }
+}
+BENCHMARK(BM_RunSpawn)->ArgName("fork")->Arg(0)->Arg(1)->UseManualTime()->Iterations(1)->Unit(benchmark::kMillisecond);
 
 void BM_PythonAnchor(benchmark::State& state) {
   for (auto _ : state) {
@@ -199,6 +238,11 @@ void printSummary() {
     std::printf("  job overhead, ep%d run: %.2f s of its %.2f s wall%s\n", ranks, g[o],
                 g["run_wall_s/" + std::to_string(ranks)], anchor);
   }
+  if (has("spawn_wall_s/exec") && has("spawn_wall_s/fork"))
+    std::printf("  ep4 run, ranks exec'd vs forked from the fork server: wall %.2f s vs %.2f s, job overhead %.2f s vs "
+                "%.2f s, spawn phase %.3f s vs %.3f s\n",
+                g["spawn_wall_s/exec"], g["spawn_wall_s/fork"], g["spawn_overhead_s/exec"], g["spawn_overhead_s/fork"],
+                g["spawn_phase_s/exec"], g["spawn_phase_s/fork"]);
 }
 
 }  // namespace

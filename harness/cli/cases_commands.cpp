@@ -89,6 +89,7 @@ void addRunCommandImpl(CLI::App& app) {
     Selection sel;
     std::string backend, device, report, cache;
     std::string iface;
+    std::string spawn;  // "" = MOE_HARNESS_SPAWN, else fork
     int jobs = 1;
   };
   auto a = std::make_shared<Args>();
@@ -103,6 +104,10 @@ void addRunCommandImpl(CLI::App& app) {
   cmd->add_option("--reference-cache", a->cache, "directory of cached single-device references (default: in the report or a temp dir)");
   cmd->add_option("--iface", a->iface,
                   "network interface or address each job's store listens on and its Gloo ranks bind (default loopback)");
+  cmd->add_option("--spawn", a->spawn,
+                  "how ranks start: fork (from the fork server started with this process: no libtorch start-up per "
+                  "rank) or exec (a fresh moe-harness per rank); default: MOE_HARNESS_SPAWN, else fork")
+      ->check(CLI::IsMember({"exec", "fork"}));
   cmd->callback([a] {
     auto loaded = load(a->sel);
     if (loaded->items.empty()) fail("no case runs selected (", loaded->cases.size(), " case files read)");
@@ -113,6 +118,8 @@ void addRunCommandImpl(CLI::App& app) {
     o.workDir = a->report;
     o.referenceCache = a->cache;
     o.iface = a->iface;
+    o.spawn = a->spawn.empty() ? launch::spawnModeFromEnvironment(launch::SpawnMode::kFork)
+                               : launch::parseSpawnMode(a->spawn, "--spawn");
     // report.json after every finished run: a killed suite (a nightly past
     // its time limit) leaves a valid report of the runs that finished.
     if (!a->report.empty())

@@ -1,4 +1,4 @@
-// `moe-harness launch -n N [--timeout S] [--iface IF] -- PROGRAM [ARGS...]`
+// `moe-harness launch -n N [--timeout S] [--iface IF] [--spawn exec|fork] -- PROGRAM [ARGS...]`
 #include <iostream>
 
 #include "harness/cli/commands.h"
@@ -15,6 +15,7 @@ void addLaunchCommand(CLI::App& app) {
     std::string traceDir;
     std::string iface;
     bool noPrefix = false;
+    std::string spawn = "exec";
     std::vector<std::string> program;
   };
   auto args = std::make_shared<Args>();
@@ -31,6 +32,11 @@ void addLaunchCommand(CLI::App& app) {
   cmd->add_option("--iface", args->iface,
                   "Network interface name or address the job's store listens on, passed to the ranks' Gloo devices "
                   "(MOE_HARNESS_IFACE); default loopback (127.0.0.1), which no other host can reach");
+  cmd->add_option("--spawn", args->spawn,
+                  "exec: every rank execs PROGRAM (any program); fork: when PROGRAM is this moe-harness, ranks are "
+                  "forked from its fork server and run the subcommand in-process (no libtorch start-up per rank)")
+      ->check(CLI::IsMember({"exec", "fork"}))
+      ->capture_default_str();
   cmd->add_flag("--no-prefix", args->noPrefix, "Do not prefix output lines with [rank R]");
   cmd->add_option("program", args->program, "PROGRAM [ARGS...] after --")->required();
   cmd->callback([args] {
@@ -42,6 +48,7 @@ void addLaunchCommand(CLI::App& app) {
     o.traceDir = args->traceDir;
     o.prefixOutput = !args->noPrefix;
     o.iface = args->iface;
+    o.spawn = launch::parseSpawnMode(args->spawn, "--spawn");
     auto r = launch::launchProgram(o, args->program);
     if (!r.ok) throw CommandExit{r.exitCode()};
   });

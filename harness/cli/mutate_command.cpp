@@ -31,6 +31,7 @@ struct MutateArgs {
   bool noBaseline = false;
   bool list = false;
   std::string ctest;  // write the ctest registrations of the suite to this file
+  std::string spawn;  // "" = MOE_HARNESS_SPAWN, else fork
 };
 
 std::string selfExe() {
@@ -79,6 +80,8 @@ int runMutate(const MutateArgs& a) {
   o.program = selfExe();
   o.casesDir = a.casesDir;
   o.jobs = a.jobs;
+  o.spawn = a.spawn.empty() ? launch::spawnModeFromEnvironment(launch::SpawnMode::kFork)
+                            : launch::parseSpawnMode(a.spawn, "--spawn");
   o.timeoutSeconds = a.timeout;
   o.baseline = !a.noBaseline;
   o.progress = &std::cerr;
@@ -109,6 +112,9 @@ void addMutateCommand(CLI::App& app) {
   sub->add_option("--jobs", a->jobs, "launched jobs at a time")->check(CLI::Range(1, 64))->capture_default_str();
   sub->add_option("--timeout", a->timeout, "seconds per launched job")->capture_default_str();
   sub->add_option("--cases-dir", a->casesDir, "the cases/ folder (configs, plans)")->capture_default_str();
+  sub->add_option("--spawn", a->spawn,
+                  "how ranks start: fork (from the fork server, default) or exec; default: MOE_HARNESS_SPAWN, else fork")
+      ->check(CLI::IsMember({"exec", "fork"}));
   sub->add_flag("--no-baseline", a->noBaseline, "skip the unmutated configurations");
   sub->add_flag("--list", a->list, "list the mutants and exit");
   sub->add_option("--ctest", a->ctest, "write the ctest registrations of every mutant to FILE and exit");

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "harness/launch/fork_server.h"
 #include "harness/launch/rank_env.h"
 #include "harness/store/job_store.h"
 
@@ -77,15 +78,57 @@ class Job {
     token_ = store::newJobToken();
   }
 
-  // Forks every rank; `childMain` runs in the child after its environment is
-  // set and never returns.
-  LaunchResult run(const std::function<void(int rank)>& childMain) {
+  // Forks every rank here; `childMain` runs in the child after its
+  // environment is set and never returns. `kind`: LaunchResult::spawn.
+  LaunchResult run(const char* kind, const std::function<void(int rank)>& childMain) {
+    spawnKind_ = kind;
+    return start([&](int rank, RankPipes& p, const EnvVars& vars) { return forkHere(rank, p, vars, childMain); });
+  }
+  // Every rank forked by the fork server, running `argv` in-process.
+  LaunchResult runViaServer(const std::vector<std::string>& argv) {
+    spawnKind_ = "fork_server";
+    char cwd[4096];
+    if (!getcwd(cwd, sizeof(cwd))) fail("launch: getcwd(): ", strerror(errno));
+    return start([&](int, RankPipes& p, const EnvVars& vars) {
+      ForkedRankSpec spec;
+      spec.outFd = p.out[1];
+      spec.errFd = p.err[1];
+      spec.portFd = p.port[0];
+      spec.argv = argv;
+      spec.cwd = cwd;
+      spec.env = environmentWith(vars);
+      return forkRankViaServer(spec);
+    });
+  }
+
+ private:
+  using EnvVars = std::vector<std::pair<std::string, std::string>>;
+  struct RankPipes {
+    int out[2], err[2], port[2];
+  };
+  // Creates one rank process and returns its pid (the leader of its own
+  // process group, a child of this process).
+  using Spawner = std::function<pid_t(int rank, RankPipes& pipes, const EnvVars& vars)>;
+
+  LaunchResult start(const Spawner& spawner) {
     start_ = Clock::now();
     wallStart_ = wallNow();
     std::cout.flush();
     std::cerr.flush();
     fflush(nullptr);
-    for (int r = 0; r < opts_.nranks; ++r) spawn(r, childMain);
+    for (int r = 0; r < opts_.nranks; ++r) {
+      try {
+        spawn(r, spawner);
+      } catch (...) {
+        for (auto& c : children_) {  // the started ranks exit 112
+          close(c.portFd);
+          close(c.out.fd);
+          close(c.err.fd);
+        }
+        reapAll();
+        throw;
+      }
+    }
     // Only now start the store (and its thread): the children were forked
     // from a process without extra threads.
     store::JobStoreOptions so;
@@ -117,75 +160,99 @@ class Job {
     return finish();
   }
 
- private:
-  void spawn(int rank, const std::function<void(int)>& childMain) {
-    int outPipe[2], errPipe[2], portPipe[2];
-    // O_CLOEXEC: a program exec'd by this or a concurrent job (another
-    // thread) must not inherit our pipe ends, or the readers never see EOF.
-    if (pipe2(outPipe, O_CLOEXEC) || pipe2(errPipe, O_CLOEXEC) || pipe2(portPipe, O_CLOEXEC))
-      fail("launch: pipe(): ", strerror(errno));
+  // What every rank gets on top of the launcher's environment (launcher.h);
+  // MASTER_ADDR and MASTER_PORT come later, through the port pipe.
+  EnvVars rankVars(int rank, const std::string& spawnNs) const {
+    EnvVars v = {{store::kJobTokenEnv, token_}};
+    if (!opts_.iface.empty()) v.push_back({"MOE_HARNESS_IFACE", opts_.iface});
+    v.insert(v.end(), {{"RANK", std::to_string(rank)},
+                       {"LOCAL_RANK", std::to_string(rank)},
+                       {"WORLD_SIZE", std::to_string(opts_.nranks)},
+                       {"LOCAL_WORLD_SIZE", std::to_string(opts_.nranks)},
+                       {"GROUP_RANK", "0"},
+                       {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                       {"MOE_HARNESS_TRACE_DIR", traceDir_},
+                       {kSpawnTimeEnv, spawnNs}});
+    // Under ctest's GPU allocation the job sees exactly its GPUs (unless
+    // the user chose them), so concurrent tests never share one.
+    if (getenv("CUDA_VISIBLE_DEVICES") == nullptr) {
+      const std::string gpus = ctestAllocatedGpus([](const char* n) { return getenv(n); });
+      if (!gpus.empty()) v.push_back({"CUDA_VISIBLE_DEVICES", gpus});
+    }
+    for (const auto& kv : opts_.env) v.push_back(kv);
+    return v;
+  }
+
+  // This process's environment with `vars` set ("NAME=VALUE" each), what an
+  // exec'd rank would see after its setenv calls.
+  static std::vector<std::string> environmentWith(const EnvVars& vars) {
+    std::map<std::string, std::string> env;
+    for (char** e = environ; *e; ++e) {
+      const char* eq = strchr(*e, '=');
+      if (eq) env[std::string(static_cast<const char*>(*e), eq)] = eq + 1;
+    }
+    for (const auto& [k, v] : vars) env[k] = v;
+    std::vector<std::string> out;
+    for (const auto& [k, v] : env) out.push_back(k + "=" + v);
+    return out;
+  }
+
+  pid_t forkHere(int rank, RankPipes& p, const EnvVars& vars, const std::function<void(int)>& childMain) {
     pid_t parent = getpid();
-    // Formatted before the fork: the child only calls setenv with it.
-    const std::string spawnNs = std::to_string(
-        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-            .count());
     pid_t pid = fork();
     if (pid < 0) fail("launch: fork() for rank ", rank, ": ", strerror(errno));
     if (pid == 0) {
       setpgid(0, 0);
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(111);  // the launcher died before prctl
-      dup2(outPipe[1], STDOUT_FILENO);
-      dup2(errPipe[1], STDERR_FILENO);
-      close(outPipe[0]); close(outPipe[1]);
-      close(errPipe[0]); close(errPipe[1]);
-      close(portPipe[1]);
+      dup2(p.out[1], STDOUT_FILENO);
+      dup2(p.err[1], STDERR_FILENO);
+      close(p.out[0]); close(p.out[1]);
+      close(p.err[0]); close(p.err[1]);
+      close(p.port[1]);
       for (auto& c : children_) {  // the siblings' pipe ends are not ours
         close(c.out.fd); close(c.err.fd);
         if (c.portFd >= 0) close(c.portFd);
       }
-      // "ADDRESS PORT" arrives as one line; stop at the newline rather than at EOF.
-      char buf[128] = {};
-      ssize_t n = 0, got = 0;
-      while (got < static_cast<ssize_t>(sizeof(buf)) - 1 && !memchr(buf, '\n', got) &&
-             (n = read(portPipe[0], buf + got, sizeof(buf) - 1 - got)) > 0)
-        got += n;
-      close(portPipe[0]);
-      if (got <= 0) _exit(112);  // launcher could not start the store
-      const char* space = strchr(buf, ' ');
-      if (!space) _exit(112);
-      setenv("MASTER_PORT", std::to_string(std::atoi(space + 1)).c_str(), 1);
-      setenv("MASTER_ADDR", std::string(static_cast<const char*>(buf), space).c_str(), 1);
-      setenv(store::kJobTokenEnv, token_.c_str(), 1);
-      if (!opts_.iface.empty()) setenv("MOE_HARNESS_IFACE", opts_.iface.c_str(), 1);
-      setenv("RANK", std::to_string(rank).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(rank).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(opts_.nranks).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(opts_.nranks).c_str(), 1);
-      setenv("GROUP_RANK", "0", 1);
-      setenv("TORCHELASTIC_USE_AGENT_STORE", "True", 1);
-      setenv("MOE_HARNESS_TRACE_DIR", traceDir_.c_str(), 1);
-      setenv(kSpawnTimeEnv, spawnNs.c_str(), 1);
-      // Under ctest's GPU allocation the job sees exactly its GPUs (unless
-      // the user chose them), so concurrent tests never share one.
-      if (getenv("CUDA_VISIBLE_DEVICES") == nullptr) {
-        const std::string gpus = ctestAllocatedGpus([](const char* n) { return getenv(n); });
-        if (!gpus.empty()) setenv("CUDA_VISIBLE_DEVICES", gpus.c_str(), 1);
-      }
-      for (const auto& [k, v] : opts_.env) setenv(k.c_str(), v.c_str(), 1);
+      for (const auto& [k, v] : vars) setenv(k.c_str(), v.c_str(), 1);
+      if (!readStoreAddressLine(p.port[0])) _exit(112);  // launcher could not start the store
+      close(p.port[0]);
       childMain(rank);
       _exit(127);
     }
     setpgid(pid, pid);  // also in the parent, to win the race with kill()
-    close(outPipe[1]);
-    close(errPipe[1]);
-    close(portPipe[0]);
+    return pid;
+  }
+
+  void spawn(int rank, const Spawner& spawner) {
+    RankPipes p;
+    // O_CLOEXEC: a program exec'd by this or a concurrent job (another
+    // thread) must not inherit our pipe ends, or the readers never see EOF.
+    if (pipe2(p.out, O_CLOEXEC) || pipe2(p.err, O_CLOEXEC) || pipe2(p.port, O_CLOEXEC))
+      fail("launch: pipe(): ", strerror(errno));
+    // Formatted before the fork: the child only calls setenv with it.
+    const std::string spawnNs = std::to_string(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+            .count());
+    pid_t pid = -1;
+    try {
+      pid = spawner(rank, p, rankVars(rank, spawnNs));
+    } catch (...) {
+      for (int* fds : {p.out, p.err, p.port}) {
+        close(fds[0]);
+        close(fds[1]);
+      }
+      throw;
+    }
+    close(p.out[1]);
+    close(p.err[1]);
+    close(p.port[0]);
     Child c;
     c.st.rank = rank;
     c.st.pid = pid;
-    c.out.fd = outPipe[0];
-    c.err.fd = errPipe[0];
-    c.portFd = portPipe[1];
+    c.out.fd = p.out[0];
+    c.err.fd = p.err[0];
+    c.portFd = p.port[1];
     children_.push_back(std::move(c));
   }
 
@@ -340,6 +407,9 @@ class Job {
     }
     for (auto& c : children_) {
       kill(-c.st.pid, SIGKILL);  // grandchildren in the rank's process group
+      // Those already dead were re-parented to us when this process is a
+      // child subreaper (fork_server.h): reap them, they are ours to reap.
+      while (waitpid(-c.st.pid, nullptr, WNOHANG) > 0) {}
       for (Stream* s : {&c.out, &c.err}) {
         if (s->fd >= 0) {
           emit(c.st.rank, *s, s == &c.err, true);
@@ -355,6 +425,7 @@ class Job {
     r.seconds = since(start_);
     r.timedOut = timedOut_;
     r.desync = desync_;
+    r.spawn = spawnKind_;
     r.storeAddress = storeAddress_;
     r.storePort = storePort_;
     for (const auto& c : children_) r.ranks.push_back(c.st);
@@ -472,6 +543,7 @@ class Job {
   int firstFailed_ = -1;
   bool tracesRead_ = false;
   std::vector<comm::RankTrace> traces_;
+  std::string spawnKind_;  // LaunchResult::spawn
 };
 
 }  // namespace
@@ -491,10 +563,25 @@ int LaunchResult::exitCode() const {
   return 128 + st.signal;
 }
 
+SpawnMode parseSpawnMode(const std::string& value, const std::string& what) {
+  if (value == "fork") return SpawnMode::kFork;
+  if (value == "exec") return SpawnMode::kExec;
+  fail(what, ": '", value, "' is not a way to start ranks (known: fork, exec)");
+}
+
+const char* spawnModeName(SpawnMode m) { return m == SpawnMode::kFork ? "fork" : "exec"; }
+
+SpawnMode spawnModeFromEnvironment(SpawnMode fallback) {
+  const char* v = std::getenv(kSpawnEnv);
+  if (!v || !*v) return fallback;
+  return parseSpawnMode(v, kSpawnEnv);
+}
+
 LaunchResult launchProgram(const LaunchOptions& opts, const std::vector<std::string>& argv) {
   if (argv.empty()) fail("launch: no program given (usage: moe-harness launch -n N -- PROGRAM [ARGS...])");
   Job job(opts);
-  return job.run([&](int) {
+  if (opts.spawn == SpawnMode::kFork && forkServerServes(argv[0])) return job.runViaServer(argv);
+  return job.run("exec", [&](int) {
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -507,7 +594,7 @@ LaunchResult launchProgram(const LaunchOptions& opts, const std::vector<std::str
 
 LaunchResult launchLocal(const LaunchOptions& opts, const std::function<int(const RankContext&)>& body) {
   Job job(opts);
-  return job.run([&](int rank) {
+  return job.run("fork", [&](int rank) {
     int code = 1;
     try {
       code = body(RankContext{rank, opts.nranks});

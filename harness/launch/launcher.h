@@ -36,11 +36,13 @@
 //    collectives and where the ranks diverge, and the traces are written as
 //    JSON to <traceDir>/flight_recorder.json (the directory is kept).
 //
-// Two ways to start ranks: exec a program (any program, fresh process), or
-// fork the calling process and run a function. Forking skips the ~0.6 s that
-// a libtorch process needs to start; the caller must not have started
-// threads that the children need (the launcher forks before it starts its
-// own store thread).
+// Three ways to start ranks: exec a program (any program, fresh process);
+// fork them from the fork server when the program is the one it serves
+// (fork_server.h: the harness's own subcommands, LaunchOptions::spawn); or
+// fork the calling process and run a function (launchLocal). Forking skips
+// the ~0.6 s that a libtorch process needs to start. launchLocal's caller
+// must not have started threads that the children need (the launcher forks
+// before it starts its own store thread); the fork server has none.
 #include <sys/types.h>
 
 #include <chrono>
@@ -55,8 +57,20 @@
 
 namespace moe::launch {
 
+// How launchProgram starts ranks. kExec: fork + exec argv[0] (any program).
+// kFork: ranks forked by the fork server (fork_server.h) when it serves
+// argv[0], exec otherwise (LaunchResult::spawn says which was used).
+enum class SpawnMode { kExec, kFork };
+// MOE_HARNESS_SPAWN=fork|exec chooses; unset or empty: `fallback`.
+inline constexpr const char* kSpawnEnv = "MOE_HARNESS_SPAWN";
+SpawnMode spawnModeFromEnvironment(SpawnMode fallback);
+// "fork" / "exec"; parseSpawnMode throws HarnessError naming `what` and the value.
+const char* spawnModeName(SpawnMode m);
+SpawnMode parseSpawnMode(const std::string& value, const std::string& what);
+
 struct LaunchOptions {
   int nranks = 1;
+  SpawnMode spawn = SpawnMode::kExec;  // launchProgram only
   std::chrono::milliseconds timeout{0};  // 0: no timeout
   std::chrono::milliseconds killGrace{2000};
   bool prefixOutput = true;
@@ -108,6 +122,9 @@ struct LaunchResult {
   std::string summary;
   std::string traceDir;  // kept on failure
   double seconds = 0;
+  // How the ranks started: "exec", "fork_server" (launchProgram through the
+  // fork server) or "fork" (launchLocal).
+  std::string spawn;
   // 0 success, 124 timeout, 125 desync, else the first failed rank's exit code (or
   // 128 + signal), never 0 on failure.
   int exitCode() const;

@@ -38,6 +38,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "harness/launch/launcher.h"
+
 namespace moe::mutate {
 
 // One run-plan job. `{cases}` in an argument is replaced by the cases
@@ -93,6 +95,9 @@ struct MutateOptions {
   std::string program;   // the moe-harness binary (run-plan)
   std::string casesDir;  // replaces {cases}
   int jobs = 1;          // concurrent launched jobs
+  // launch::LaunchOptions::spawn of every job (forked from the fork server
+  // when it serves `program`, else exec'd).
+  launch::SpawnMode spawn = launch::SpawnMode::kFork;
   double timeoutSeconds = 240;  // per job
   bool baseline = true;  // run the unmutated configurations
   std::ostream* progress = nullptr;  // one line per finished job

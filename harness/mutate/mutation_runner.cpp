@@ -115,6 +115,7 @@ RunOutcome runOne(const MutationRunSpec& spec, const std::string& mutant, const 
   lo.out = &out;
   lo.err = &err;
   lo.quiet = true;
+  lo.spawn = o.spawn;
   const auto t0 = std::chrono::steady_clock::now();
   launch::LaunchResult lr = launch::launchProgram(lo, argv);
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -23,6 +23,7 @@
 #include "harness/conformance/run_result.h"
 #include "common/error.h"
 #include "common/gpu_requirement.h"
+#include "harness/launch/fork_server.h"
 #include "harness/launch/launcher.h"
 #include "reports/printer.h"
 
@@ -254,6 +255,7 @@ RunResult runOne(const RunSpec& spec, int index, const RunnerOptions& o, const s
   lo.quiet = true;
   lo.traceDir = (dir / "trace").string();
   lo.iface = o.iface;
+  lo.spawn = o.spawn;
   lo.env["MOE_HARNESS_GIT_REVISION"] = gitRevision();
   {
     std::ostringstream cmd;
@@ -421,6 +423,13 @@ reports::Report runSuite(const std::vector<SuiteItem>& items, const RunnerOption
   fs::create_directories(workRoot);
   const std::string cache = o.referenceCache.empty() ? workRoot + "/reference-cache" : o.referenceCache;
   const std::string binary = o.harnessBinary.empty() ? selfBinary() : o.harnessBinary;
+  // How the ranks start (LaunchOptions::spawn), with the reason when forking
+  // was asked for and cannot be done.
+  if (o.spawn == launch::SpawnMode::kExec) report.suite["spawn"] = "exec";
+  else if (launch::forkServerServes(binary)) report.suite["spawn"] = "fork";
+  else if (!launch::forkServerRunning())
+    report.suite["spawn"] = "exec (no fork server: " + launch::forkServerUnavailableReason() + ")";
+  else report.suite["spawn"] = "exec (the fork server runs another program than " + binary + ")";
 
   Progress progress;
   progress.os = o.progress ? o.progress : &std::cerr;

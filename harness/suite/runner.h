@@ -1,7 +1,8 @@
 #pragma once
 // The case runner: every run of a suite in its own launched job of
-// `moe-harness run-plan` (exec'd ranks: a crashed, hung or aborted run cannot
-// take the runner down), results collected into one Report.
+// `moe-harness run-plan` (ranks forked from the fork server or exec'd,
+// RunnerOptions::spawn; each its own process, so a crashed, hung or aborted
+// run cannot take the runner down), results collected into one Report.
 //
 // Contract:
 //  - A broken case file becomes one `error` run (id = its name) with its
@@ -26,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "harness/launch/launcher.h"
 #include "harness/suite/case_file.h"
 #include "reports/report.h"
 
@@ -39,6 +41,10 @@ struct RunnerOptions {
   std::string workDir;         // per-run files (config, plan, result, output); "" = a temp dir, removed after
   std::string referenceCache;  // "" = <workDir>/reference-cache
   std::string iface;           // launch::LaunchOptions::iface of every job ("" = loopback)
+  // launch::LaunchOptions::spawn of every job: kFork forks the ranks from the
+  // fork server when it serves harnessBinary (it runs in `moe-harness run`),
+  // else they exec; the report's suite section says which ("spawn").
+  launch::SpawnMode spawn = launch::SpawnMode::kFork;
   std::ostream* progress = nullptr;  // nullptr: std::cerr
   nlohmann::json selection = nlohmann::json::object();  // recorded in the report's suite section
   // Called after each run finishes (one call at a time, from a worker

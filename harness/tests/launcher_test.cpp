@@ -1,5 +1,9 @@
-// The launcher against the real CLI binary (exec mode) and forked bodies:
-// crashes, timeouts, exit codes, output prefixing, cleanup of every process.
+// The launcher against the real CLI binary and forked bodies: crashes,
+// timeouts, exit codes, output prefixing, cleanup of every process. The
+// `Spawn/` tests run the binary's subcommands both ways (exec'd, and forked
+// from the fork server this test binary starts in its main(), which runs the
+// same command line in-process: harness/launch/fork_server.h) and expect the
+// same report from both.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -8,11 +12,14 @@
 
 #include <filesystem>
 #include <fstream>
+#include <regex>
 #include <set>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "harness/cli/command_line.h"
+#include "harness/launch/fork_server.h"
 #include "harness/tests/run_command.h"
 #include "harness/tests/rank_test_util.h"
 #include "reference/io/expert_layout.h"
@@ -33,7 +40,12 @@ struct ExecRun {
   std::string all() const { return result.summary + "\n--- stdout\n" + out + "--- stderr\n" + err; }
 };
 
-ExecRun execJob(int n, std::vector<std::string> args, int timeoutSeconds, const std::string& traceDir = "") {
+// Runs `args` (a moe-harness command line) as n ranks, exec'd or forked
+// from the fork server (a forked job that silently exec'd would test nothing:
+// its result's spawn then differs, and the Spawn/ tests check it).
+ExecRun execJob(int n, std::vector<std::string> args, int timeoutSeconds, const std::string& traceDir = "",
+                launch::SpawnMode spawn = launch::SpawnMode::kExec,
+                const std::function<void(launch::LaunchOptions&)>& tweak = {}) {
   std::ostringstream out, err;
   launch::LaunchOptions o;
   o.nranks = n;
@@ -43,6 +55,8 @@ ExecRun execJob(int n, std::vector<std::string> args, int timeoutSeconds, const 
   o.err = &err;
   o.quiet = true;
   o.traceDir = traceDir;
+  o.spawn = spawn;
+  if (tweak) tweak(o);
   args.insert(args.begin(), kHarness);
   auto t0 = std::chrono::steady_clock::now();
   ExecRun r{launch::launchProgram(o, args), "", "", 0};
@@ -51,6 +65,20 @@ ExecRun execJob(int n, std::vector<std::string> args, int timeoutSeconds, const 
   r.err = err.str();
   return r;
 }
+
+const char* spawnKind(launch::SpawnMode m) { return m == launch::SpawnMode::kFork ? "fork_server" : "exec"; }
+
+// The launcher tests that run moe-harness subcommands, once per way of
+// starting ranks.
+class Spawn : public ::testing::TestWithParam<launch::SpawnMode> {
+ protected:
+  ExecRun job(int n, std::vector<std::string> args, int timeoutSeconds, const std::string& traceDir = "",
+              const std::function<void(launch::LaunchOptions&)>& tweak = {}) {
+    ExecRun r = execJob(n, std::move(args), timeoutSeconds, traceDir, GetParam(), tweak);
+    EXPECT_EQ(r.result.spawn, spawnKind(GetParam())) << launch::forkServerUnavailableReason();
+    return r;
+  }
+};
 
 fs::path tempDir(const std::string& tag) {
   fs::path d = fs::temp_directory_path() / ("moe-launcher-test-" + tag + "-" + std::to_string(getpid()));
@@ -71,17 +99,17 @@ void expectNoSurvivors(const fs::path& pidDir, int n) {
   }
 }
 
-TEST(Launcher, SelftestPassesOnFourRanksWithPrefixedOutput) {
-  auto r = execJob(4, {"selftest"}, 120);
+TEST_P(Spawn, LauncherSelftestPassesOnFourRanksWithPrefixedOutput) {
+  auto r = job(4, {"selftest"}, 120);
   ASSERT_TRUE(r.result.ok) << r.all();
   EXPECT_EQ(r.result.exitCode(), 0);
   EXPECT_NE(r.out.find("[rank 0] selftest: mesh {\"dp\":2,\"ep\":2}, 4 ranks, backend gloo: ok"), std::string::npos)
       << r.out;
 }
 
-TEST(Launcher, AbortOnRankTwoIsNamedAndNothingSurvives) {
+TEST_P(Spawn, LauncherAbortOnRankTwoIsNamedAndNothingSurvives) {
   auto pids = tempDir("abort");
-  auto r = execJob(4, {"selftest", "--fault", "abort", "--fault-rank", "2", "--pid-dir", pids.string()}, 60);
+  auto r = job(4, {"selftest", "--fault", "abort", "--fault-rank", "2", "--pid-dir", pids.string()}, 60);
   ASSERT_FALSE(r.result.ok) << r.all();
   EXPECT_LT(r.seconds, 10.0) << r.all();
   EXPECT_EQ(r.result.firstFailedRank, 2) << r.all();
@@ -94,12 +122,12 @@ TEST(Launcher, AbortOnRankTwoIsNamedAndNothingSurvives) {
   fs::remove_all(pids);
 }
 
-TEST(Launcher, HungRankTimesOutWithEveryRanksState) {
+TEST_P(Spawn, LauncherHungRankTimesOutWithEveryRanksState) {
   auto pids = tempDir("hang");
   // 12 s: the three healthy ranks must start libtorch and reach the
   // all_reduce before the timeout, which took over 6 s with 4 ranks on 2
   // loaded cores (load average 14); the rank sleeping 60 s stays far beyond.
-  auto r = execJob(4, {"selftest", "--fault", "sleep", "--sleep", "60", "--fault-rank", "1", "--pid-dir", pids.string()}, 12);
+  auto r = job(4, {"selftest", "--fault", "sleep", "--sleep", "60", "--fault-rank", "1", "--pid-dir", pids.string()}, 12);
   ASSERT_TRUE(r.result.timedOut) << r.all();
   EXPECT_EQ(r.result.exitCode(), 124);
   EXPECT_LT(r.seconds, 25.0);  // the timeout plus teardown, far below the 60 s sleep
@@ -117,31 +145,41 @@ TEST(Launcher, HungRankTimesOutWithEveryRanksState) {
   fs::remove_all(r.result.traceDir);
 }
 
-TEST(Launcher, ExitCodeOfFailedRankIsReturned) {
-  auto r = execJob(3, {"selftest", "--fault", "exit", "--fault-rank", "1"}, 60);
+TEST_P(Spawn, LauncherExitCodeOfFailedRankIsReturned) {
+  auto r = job(3, {"selftest", "--fault", "exit", "--fault-rank", "1"}, 60);
   ASSERT_FALSE(r.result.ok);
   EXPECT_EQ(r.result.firstFailedRank, 1) << r.all();
   EXPECT_EQ(r.result.exitCode(), 3) << r.all();
   EXPECT_NE(r.result.summary.find("rank 1 exited with code 3"), std::string::npos) << r.all();
 }
 
-TEST(Launcher, MissingProgramFailsWith127) {
+// Runs `argv` as it is (any program) as 2 quiet ranks.
+ExecRun launchTwo(const std::vector<std::string>& argv, launch::SpawnMode spawn = launch::SpawnMode::kExec) {
   std::ostringstream out, err;
   launch::LaunchOptions o;
   o.nranks = 2;
   o.out = &out;
   o.err = &err;
   o.quiet = true;
-  auto r = launch::launchProgram(o, {"/nonexistent/program"});
-  ASSERT_FALSE(r.ok);
-  EXPECT_EQ(r.exitCode(), 127);
-  EXPECT_NE(err.str().find("cannot execute /nonexistent/program"), std::string::npos) << err.str();
+  o.spawn = spawn;
+  ExecRun r{launch::launchProgram(o, argv), "", "", 0};
+  r.out = out.str();
+  r.err = err.str();
+  return r;
 }
 
-TEST(Launcher, ConcurrentJobsDoNotCollide) {
+TEST(Launcher, MissingProgramFailsWith127) {
+  auto run = launchTwo({"/nonexistent/program"});
+  const auto& r = run.result;
+  ASSERT_FALSE(r.ok);
+  EXPECT_EQ(r.exitCode(), 127);
+  EXPECT_NE(run.err.find("cannot execute /nonexistent/program"), std::string::npos) << run.err;
+}
+
+TEST_P(Spawn, LauncherConcurrentJobsDoNotCollide) {
   ExecRun a, b;
-  std::thread ta([&] { a = execJob(2, {"selftest"}, 120); });
-  std::thread tb([&] { b = execJob(2, {"selftest"}, 120); });
+  std::thread ta([&] { a = job(2, {"selftest"}, 120); });
+  std::thread tb([&] { b = job(2, {"selftest"}, 120); });
   ta.join();
   tb.join();
   EXPECT_TRUE(a.result.ok) << a.all();
@@ -187,8 +225,8 @@ void expectSecondaryExcept(const launch::LaunchResult& r, const std::set<int>& p
   }
 }
 
-TEST(Attribution, OneRanksUserErrorIsTheRootCauseItsPeersErrorsAreSecondary) {
-  auto r = execJob(4, {"selftest", "--fault", "user-error", "--fault-ranks", "1"}, 60);
+TEST_P(Spawn, AttributionOneRanksUserErrorIsTheRootCauseItsPeersErrorsAreSecondary) {
+  auto r = job(4, {"selftest", "--fault", "user-error", "--fault-ranks", "1"}, 60);
   ASSERT_FALSE(r.result.ok) << r.all();
   EXPECT_EQ(r.result.firstFailedRank, 1) << r.all();
   EXPECT_EQ(r.result.exitCode(), 2) << r.all();
@@ -241,8 +279,8 @@ TEST(Attribution, TwoRanksRaisingAtOnceTheEarlierIsTheRootBothAreListed) {
   fs::remove_all(both.result.traceDir);
 }
 
-TEST(Attribution, ARankAbortingMidCollectiveIsPrimaryTheOthersSecondary) {
-  auto r = execJob(4, {"selftest", "--fault", "abort", "--fault-rank", "3"}, 60);
+TEST_P(Spawn, AttributionARankAbortingMidCollectiveIsPrimaryTheOthersSecondary) {
+  auto r = job(4, {"selftest", "--fault", "abort", "--fault-rank", "3"}, 60);
   ASSERT_FALSE(r.result.ok) << r.all();
   EXPECT_EQ(r.result.firstFailedRank, 3) << r.all();
   EXPECT_EQ(r.result.exitCode(), 128 + SIGABRT);
@@ -304,9 +342,9 @@ namespace {
 
 const std::string kSource = MOE_SOURCE_DIR;
 
-TEST(RunPlan, DumpShardsWritesEachRanksLocalTensorsWithPlacements) {
+TEST_P(Spawn, RunPlanDumpShardsWritesEachRanksLocalTensorsWithPlacements) {
   auto dir = tempDir("dump");
-  auto r = execJob(2, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":2}",
+  auto r = job(2, {"run-plan", "--config", kSource + "/cases/configs/tiny_moe.json", "--mesh", "{\"ep\":2}",
                        "--plan", kSource + "/cases/plans/ep.json", "--dtype", "fp32", "--steps", "1",
                        "--dump-shards", dir.string()},
                    120);
@@ -450,3 +488,131 @@ TEST(RunPlan, ResultRecordsTheDeviceLane) {
 }
 
 }  // namespace
+
+namespace {
+
+// The two paths side by side: the same crash and the same hang, reported
+// alike (numbers such as times and sequence positions aside).
+std::string withoutNumbers(const std::string& s) {
+  static const std::regex number("[0-9]+(\\.[0-9]+)?(e-?[0-9]+)?");
+  return std::regex_replace(s, number, "N");
+}
+
+TEST(SpawnPaths, ACrashedForkedRankIsReportedExactlyLikeAnExecdOne) {
+  const std::vector<std::string> args = {"selftest", "--fault", "abort", "--fault-rank", "2"};
+  auto e = execJob(4, args, 60, "", launch::SpawnMode::kExec);
+  auto f = execJob(4, args, 60, "", launch::SpawnMode::kFork);
+  ASSERT_EQ(e.result.spawn, "exec");
+  ASSERT_EQ(f.result.spawn, "fork_server") << launch::forkServerUnavailableReason();
+  EXPECT_EQ(f.result.exitCode(), e.result.exitCode());
+  EXPECT_EQ(f.result.firstFailedRank, e.result.firstFailedRank);
+  ASSERT_EQ(f.result.ranks.size(), e.result.ranks.size());
+  EXPECT_EQ(f.result.ranks[2].describe(), e.result.ranks[2].describe());
+  const auto firstLine = [](const std::string& s) { return s.substr(0, s.find('\n')); };
+  EXPECT_EQ(withoutNumbers(firstLine(f.result.summary)), withoutNumbers(firstLine(e.result.summary)))
+      << "exec:\n" << e.result.summary << "\nfork:\n" << f.result.summary;
+  EXPECT_EQ(f.result.failure.primary.size(), e.result.failure.primary.size());
+  if (!f.result.failure.primary.empty() && !e.result.failure.primary.empty()) {
+    EXPECT_EQ(f.result.failure.primary[0].cls, e.result.failure.primary[0].cls);
+    EXPECT_EQ(f.result.failure.primary[0].error, e.result.failure.primary[0].error);
+  }
+  fs::remove_all(e.result.traceDir);
+  fs::remove_all(f.result.traceDir);
+}
+
+TEST(SpawnPaths, AHungForkedRankIsReportedExactlyLikeAnExecdOne) {
+  const std::vector<std::string> args = {"selftest", "--fault", "sleep", "--sleep", "60", "--fault-rank", "1"};
+  // 12 s as in HungRankTimesOutWithEveryRanksState (exec'd ranks under load).
+  auto e = execJob(4, args, 12, "", launch::SpawnMode::kExec);
+  auto f = execJob(4, args, 12, "", launch::SpawnMode::kFork);
+  ASSERT_EQ(f.result.spawn, "fork_server") << launch::forkServerUnavailableReason();
+  ASSERT_TRUE(e.result.timedOut) << e.all();
+  ASSERT_TRUE(f.result.timedOut) << f.all();
+  EXPECT_EQ(f.result.exitCode(), e.result.exitCode());
+  // Every line of the timeout report: each rank's state, the divergence.
+  const auto head = [](const std::string& s) { return s.substr(0, s.find("flight recorder JSON")); };
+  EXPECT_EQ(withoutNumbers(head(f.result.summary)), withoutNumbers(head(e.result.summary)))
+      << "exec:\n" << e.result.summary << "\nfork:\n" << f.result.summary;
+  fs::remove_all(e.result.traceDir);
+  fs::remove_all(f.result.traceDir);
+}
+
+// What a forked rank sees is what an exec'd one sees: the launcher's current
+// environment (not the fork server's, which is a copy of the process at its
+// start), the launcher's working directory, the launcher as parent, its own
+// process group.
+TEST_P(Spawn, ARankSeesTheLaunchersEnvironmentDirectoryAndIsItsChild) {
+  auto dir = tempDir(std::string("env-") + spawnKind(GetParam()));
+  const fs::path oldCwd = fs::current_path();
+  fs::current_path(dir);
+  // run-plan records MOE_HARNESS_GIT_REVISION in its result; set after the
+  // fork server started. The relative --result-json lands in the cwd.
+  setenv("MOE_HARNESS_GIT_REVISION", "set-after-the-fork-server-started", 1);
+  auto r = job(2, {"run-plan", "--config", std::string(MOE_SOURCE_DIR) + "/cases/configs/tiny_moe.json", "--mesh",
+                   "{\"ep\":2}", "--plan", std::string(MOE_SOURCE_DIR) + "/cases/plans/ep.json", "--steps", "1",
+                   "--result-json", "result.json"},
+               120);
+  unsetenv("MOE_HARNESS_GIT_REVISION");
+  EXPECT_TRUE(r.result.ok) << r.all();
+  std::ifstream in(dir / "result.json");
+  ASSERT_TRUE(in.good()) << "no result.json in the launcher's working directory " << dir;
+  EXPECT_EQ(nlohmann::json::parse(in)["environment"]["git_revision"], "set-after-the-fork-server-started");
+
+  // Rank 1 sleeps after writing its pid: read its /proc entries, then kill it.
+  std::string stat1, cwd1;
+  pid_t pid1 = 0;
+  std::thread observer([&] {
+    for (int i = 0; i < 600 && pid1 == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::ifstream in(dir / "rank1.pid");
+      if (!(in >> pid1)) pid1 = 0;
+    }
+    if (pid1 == 0) return;
+    std::ifstream stat("/proc/" + std::to_string(pid1) + "/stat");
+    std::getline(stat, stat1);
+    std::error_code ec;
+    cwd1 = fs::read_symlink("/proc/" + std::to_string(pid1) + "/cwd", ec).string();
+    kill(pid1, SIGKILL);
+  });
+  auto h = job(2, {"selftest", "--fault", "sleep", "--sleep", "60", "--fault-rank", "1", "--pid-dir", "."}, 60);
+  observer.join();
+  fs::current_path(oldCwd);
+  ASSERT_NE(pid1, 0) << h.all();
+  EXPECT_EQ(h.result.firstFailedRank, 1) << h.all();
+  EXPECT_EQ(h.result.ranks[1].describe(), "killed by signal 9 (SIGKILL)") << h.all();
+  EXPECT_EQ(h.result.ranks[1].pid, pid1);
+  EXPECT_EQ(cwd1, fs::canonical(dir).string());
+  // /proc/PID/stat: "pid (comm) state ppid pgrp ...".
+  std::istringstream st(stat1.substr(stat1.rfind(')') + 2));
+  std::string state;
+  pid_t ppid = 0, pgrp = 0;
+  st >> state >> ppid >> pgrp;
+  EXPECT_EQ(ppid, getpid()) << stat1;
+  EXPECT_EQ(pgrp, pid1) << stat1;
+  fs::remove_all(dir);
+  fs::remove_all(h.result.traceDir);
+}
+
+// Fork is asked for a program the server does not serve: the ranks exec.
+TEST(SpawnPaths, ARequestedForkFallsBackToExecForAnotherProgram) {
+  auto r = launchTwo({"/bin/true"}, launch::SpawnMode::kFork);
+  EXPECT_TRUE(r.result.ok) << r.all();
+  EXPECT_EQ(r.result.spawn, "exec");  // the server runs moe-harness's command line, not /bin/true
+}
+
+INSTANTIATE_TEST_SUITE_P(Spawn, Spawn, ::testing::Values(launch::SpawnMode::kExec, launch::SpawnMode::kFork),
+                         [](const ::testing::TestParamInfo<launch::SpawnMode>& i) {
+                           return std::string(launch::spawnModeName(i.param));
+                         });
+
+}  // namespace
+
+// The fork server first, while this process has one thread: its ranks run
+// moe-harness's command line in-process, as `moe-harness run`'s do.
+int main(int argc, char** argv) {
+  std::string why;
+  if (!moe::launch::startForkServer(MOE_HARNESS_BIN, &moe::cli::runCommandLine, &why))
+    std::cerr << "launcher_tests: no fork server (" << why << "): the fork tests fail" << std::endl;
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -102,9 +102,13 @@ TEST_F(RunCases, BrokenCasesAmongGoodOnesAreErrorsInEveryFormat) {
 }
 
 TEST_F(RunCases, AHungRunIsAnErrorWithTheLaunchersExplanation) {
-  // 0.5 s cannot fit 2 ranks' start-up and training: the launcher stops the
-  // job and the run becomes an error; the other run still passes.
-  writeCase("hang.json", goodCase("hang", R"( "timeout": 0.5,)"));
+  // 0.5 s cannot fit 5000 steps (and as many reference steps), of several
+  // milliseconds each, however fast the ranks start (forked ranks start in
+  // tens of milliseconds): the launcher stops the job and the run becomes an
+  // error; the other run still passes.
+  std::string hang = goodCase("hang", R"( "timeout": 0.5,)");
+  hang.replace(hang.find("\"steps\": 2"), 10, "\"steps\": 5000");
+  writeCase("hang.json", hang);
   writeCase("ok.json", goodCase("ok"));
   const fs::path report = dir_ / "report";
   const Proc p = runCommand(kHarness + " run " + (dir_ / "cases").string() + " --report " + report.string());
@@ -115,6 +119,24 @@ TEST_F(RunCases, AHungRunIsAnErrorWithTheLaunchersExplanation) {
   EXPECT_EQ(j["runs"][0]["status"], "error");
   EXPECT_NE(j["runs"][0]["reason"].get<std::string>().find("timed out after 0.5 s"), std::string::npos) << j["runs"][0];
   EXPECT_EQ(j["runs"][1]["status"], "pass");
+}
+
+// `run` forks its ranks from the fork server unless told otherwise, and the
+// report says how they started (issue 20 point 1).
+TEST_F(RunCases, RanksAreForkedByDefaultAndExecdOnRequest) {
+  writeCase("a.json", goodCase("a"));
+  for (const std::string spawn : {"", "exec", "fork"}) {
+    const fs::path report = dir_ / ("report" + spawn);
+    // The default is fork whatever this test's environment chooses.
+    const Proc p = runCommand("env -u MOE_HARNESS_SPAWN " + kHarness + " run " + (dir_ / "cases").string() +
+                              " --report " + report.string() + (spawn.empty() ? "" : " --spawn " + spawn));
+    EXPECT_EQ(p.code, 0) << p.out;
+    const auto j = nlohmann::json::parse(readFile(report / "report.json"));
+    EXPECT_EQ(j["suite"]["spawn"], spawn.empty() ? "fork" : spawn) << spawn;
+    EXPECT_EQ(j["runs"][0]["status"], "pass") << spawn;
+  }
+  // A misspelt way is a rejected command line (exit 2).
+  EXPECT_EQ(runCommand(kHarness + " run " + (dir_ / "cases").string() + " --spawn zygote").code, 2);
 }
 
 TEST_F(RunCases, AFailedJobsReasonIsTheRootCauseRanksOwnError) {

@@ -24,10 +24,13 @@
 // all-reduced as in the "none" store).
 //
 // Collectives (all on store-owned groups "fsdp:<dims>", see param_store.h):
-//  - get(name, dt): a differentiable all-gather (GatherFn). Forward casts the
-//    fp32 shard to the GATHER dtype and all-gathers it, every shard padded to
-//    the largest piece so the collective is even (NCCL's contract); the
-//    padding is dropped after the gather and the result is cast to dt. The
+//  - get(name, dt): a differentiable all-gather (UnitGatherFn), coalesced as
+//    FSDP2 gathers a fully_shard unit: the first get() of any member of a
+//    gather unit (gatherUnitOf: a transformer layer, or the rest) gathers
+//    every sharded member of the unit on that FSDP group in ONE all-gather.
+//    Forward casts the fp32 shards to the GATHER dtype, each padded to its
+//    largest piece so the collective is even (NCCL's contract); the padding
+//    is dropped after the gather and each result is cast to dt. The
 //    gather dtype is the run's compute dtype when that is narrower than fp32
 //    (mixed precision, "bf16 parameters": half the gather volume), else fp32
 //    (or dt, if the caller asks for something narrower still). The trainer
@@ -37,7 +40,7 @@
 //    straight-through gradient still arrives in fp32. The trainer fetches
 //    each (name, dt) once per step and the autograd graph keeps the gathered
 //    tensor until backward: reshard_after_forward=False semantics (one
-//    all-gather per parameter and dtype per step, none in backward).
+//    all-gather per unit, group and dtype per step, none in backward).
 //  - Backward of the gather hands the gradient, cast to fp32, to the store
 //    ("bf16 parameters, fp32 reduce"); reduceGradients() then reduce-scatters
 //    it in fp32, coalesced as FSDP2 reduces a fully_shard unit: ONE
@@ -121,17 +124,6 @@ struct Entry {
     return s;
   }
 
-  // shard: [pieces[me], ...] in the compute dtype -> plan-local [rows, ...]
-  torch::Tensor gather(const torch::Tensor& shard) const {
-    auto padded = torch::zeros(blockShape(maxPiece), shard.options());
-    padded.narrow(0, 0, pieces[me()]).copy_(shard);
-    auto out = torch::empty(blockShape(n() * maxPiece), shard.options());
-    shardGroup->allGather(out, padded);
-    std::vector<torch::Tensor> parts;
-    for (int64_t i = 0; i < n(); ++i) parts.push_back(out.narrow(0, i * maxPiece, pieces[i]));
-    return torch::cat(parts, 0);
-  }
-
   int64_t blockNumel() const { return maxPiece * rowNumel; }
 
   // Copies group rank i's rows of `full` (fp32 plan-local gradient) into
@@ -155,26 +147,66 @@ struct Bucket {
   int64_t numel = 0;  // elements per rank block (kReduceScatter) or of the buffer
 };
 
-int64_t toHandle(Entry* e) { return reinterpret_cast<intptr_t>(e); }
-Entry& fromHandle(const c10::IValue& v) { return *reinterpret_cast<Entry*>(static_cast<intptr_t>(v.toInt())); }
+// One coalesced all-gather: the sharded members of a gather unit (a
+// transformer layer, or the rest: gatherUnitOf) on one FSDP group, in one
+// gather dtype, handed out in one compute dtype. Each rank contributes the
+// concatenation of its padded pieces of every member (plan order), so the
+// gathered buffer holds, per group rank, that rank's block of every member:
+// FSDP2's all-gather layout for a fully_shard unit.
+struct UnitGather {
+  std::vector<Entry*> members;  // plan order
+  comm::Communicator* group = nullptr;
+  int64_t blockNumel = 0;  // elements per rank block: sum of the members' padded pieces
+  torch::ScalarType gatherDtype = torch::kFloat, dtype = torch::kFloat;
+  bool gathered = false;               // this step (reset by beginStep)
+  // This step's plan-local tensors (dtype), by member, until the gradients
+  // are reduced (autograd keeps what the backward needs; held longer they
+  // would be full-size parameters between steps).
+  std::vector<torch::Tensor> outputs;
+};
 
-// Forward: fp32 shard -> all-gather in gatherDtype -> plan-local tensor in
-// dtype (a cast, widening when the gather was narrower). Backward: the fp32
-// gradient goes to the entry's pending buffer (reduced after backward, see
-// the file comment); the shard itself receives no autograd gradient.
-struct GatherFn : public torch::autograd::Function<GatherFn> {
-  static torch::Tensor forward(AutogradContext* ctx, torch::Tensor shard, int64_t handle, int64_t gatherDtype,
-                               int64_t dtype) {
-    ctx->saved_data["e"] = handle;
-    const auto gathered = fromHandle(handle).gather(shard.to(static_cast<torch::ScalarType>(gatherDtype)));
-    return gathered.to(static_cast<torch::ScalarType>(dtype));
+// Forward: the members' fp32 shards -> one all-gather in the gather dtype ->
+// each member's plan-local tensor in the unit's dtype (a cast, widening when
+// the gather was narrower). Backward: each member's fp32 gradient goes to
+// its pending buffer (reduced after backward, see the file comment); the
+// shards themselves receive no autograd gradient. A member the step does not
+// use gets no gradient (undefined: nothing pending, it reduces zeros).
+struct UnitGatherFn : public torch::autograd::Function<UnitGatherFn> {
+  static tensor_list forward(AutogradContext* ctx, at::TensorList shards, int64_t handle) {
+    ctx->saved_data["u"] = handle;
+    auto& u = *reinterpret_cast<UnitGather*>(static_cast<intptr_t>(handle));
+    MOE_ASSERT_EQ(shards.size(), u.members.size());
+    const auto opts = torch::TensorOptions().dtype(u.gatherDtype);
+    auto in = torch::zeros({u.blockNumel}, opts);
+    int64_t off = 0;
+    for (size_t k = 0; k < u.members.size(); ++k) {
+      const Entry& e = *u.members[k];
+      in.narrow(0, off, e.pieces[e.me()] * e.rowNumel).copy_(shards[k].detach().reshape({-1}));
+      off += e.blockNumel();
+    }
+    const int64_t n = u.group->size();
+    auto out = torch::empty({n * u.blockNumel}, opts);
+    u.group->allGather(out, in);
+    tensor_list result;
+    off = 0;
+    for (Entry* e : u.members) {
+      std::vector<torch::Tensor> parts;
+      for (int64_t i = 0; i < n; ++i) parts.push_back(out.narrow(0, i * u.blockNumel + off, e->pieces[i] * e->rowNumel));
+      result.push_back(torch::cat(parts, 0).view(e->planLocalShape).to(u.dtype));
+      off += e->blockNumel();
+    }
+    return result;
   }
   static tensor_list backward(AutogradContext* ctx, tensor_list grads) {
-    Entry& e = fromHandle(ctx->saved_data["e"]);
-    auto g = grads[0].to(torch::kFloat);
-    if (e.pending.defined()) e.pending.add_(g);
-    else e.pending = g.contiguous().clone();
-    return {torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+    auto& u = *reinterpret_cast<UnitGather*>(static_cast<intptr_t>(ctx->saved_data["u"].toInt()));
+    for (size_t k = 0; k < u.members.size(); ++k) {
+      if (!grads[k].defined()) continue;
+      Entry& e = *u.members[k];
+      auto g = grads[k].to(torch::kFloat);
+      if (e.pending.defined()) e.pending.add_(g);
+      else e.pending = g.contiguous().clone();
+    }
+    return tensor_list(u.members.size() + 1);  // no gradient for the shards or the handle
   }
 };
 
@@ -214,6 +246,10 @@ class FsdpStore : public ParamStore {
       e->pending = torch::Tensor();
       e->fetched.clear();
     }
+    for (auto& [key, u] : gathers_) {
+      u->outputs.clear();
+      u->gathered = false;
+    }
   }
 
   torch::Tensor get(const std::string& name, torch::ScalarType dt) override {
@@ -223,11 +259,24 @@ class FsdpStore : public ParamStore {
     if (!e.sharded) return e.master.to(dt);
     // Never gather wider than the caller's dtype (see the file comment).
     const auto gd = c10::elementSize(dt) < c10::elementSize(gatherDtype_) ? dt : gatherDtype_;
-    e.fetched.push_back(gd);
-    return GatherFn::apply(e.master, toHandle(&e), static_cast<int64_t>(gd), static_cast<int64_t>(dt));
+    UnitGather& u = unitGather(e, gd, dt);
+    if (!u.gathered) {
+      // The unit's first use this step gathers every member (the trainer's
+      // forward order is the same on every rank, so is this call).
+      std::vector<torch::Tensor> shards;
+      for (Entry* m : u.members) {
+        m->fetched.push_back(gd);
+        shards.push_back(m->master);
+      }
+      u.outputs = UnitGatherFn::apply(at::TensorList(shards), static_cast<int64_t>(reinterpret_cast<intptr_t>(&u)));
+      u.gathered = true;
+    }
+    const auto k = std::find(u.members.begin(), u.members.end(), &e) - u.members.begin();
+    return u.outputs[static_cast<size_t>(k)];
   }
 
   double reduceGradients() override {
+    for (auto& [key, u] : gathers_) u->outputs.clear();  // the backward is done with them
     for (const Bucket& b : stepBuckets()) {
       const int64_t n = b.group->size();
       if (b.kind == Bucket::kReduceScatter) {
@@ -336,11 +385,11 @@ class FsdpStore : public ParamStore {
 
   std::vector<CommExpectation> expectedStepComm() const override {
     std::vector<CommExpectation> out;
-    for (const auto& ep : entries_)
-      for (auto dt : ep->fetched)  // one all-gather of n padded blocks per fetch
-        if (ep->sharded)
-          addExpectedCall(out, *ep->shardGroup, comm::OpType::kAllGather,
-                          (ep->n() - 1) * ep->blockNumel() * static_cast<int64_t>(c10::elementSize(dt)));
+    for (const auto& [key, u] : gathers_)  // one all-gather of n unit blocks per unit gathered this step
+      if (u->gathered)
+        addExpectedCall(out, *u->group, comm::OpType::kAllGather,
+                        (u->group->size() - 1) * u->blockNumel *
+                            static_cast<int64_t>(c10::elementSize(u->gatherDtype)));
     for (const Bucket& b : stepBuckets()) {
       const int64_t n = b.group->size();
       if (b.kind == Bucket::kReduceScatter)
@@ -352,6 +401,27 @@ class FsdpStore : public ParamStore {
   }
 
  private:
+  // The unit gather of `e` in (gather dtype, dtype), created on first use:
+  // every sharded entry of e's unit on e's FSDP group, in plan order.
+  UnitGather& unitGather(const Entry& e, torch::ScalarType gd, torch::ScalarType dt) {
+    const std::string unit = gatherUnitOf(e.pp->name);
+    const std::string key = moe::str(unit, '|', e.shardGroup->name(), '|', static_cast<int>(gd), '|',
+                                     static_cast<int>(dt));
+    auto& slot = gathers_[key];
+    if (!slot) {
+      slot = std::make_unique<UnitGather>();
+      slot->group = e.shardGroup.get();
+      slot->gatherDtype = gd;
+      slot->dtype = dt;
+      for (const auto& ep : entries_)
+        if (ep->sharded && ep->shardGroup.get() == e.shardGroup.get() && gatherUnitOf(ep->pp->name) == unit) {
+          slot->members.push_back(ep.get());
+          slot->blockNumel += ep->blockNumel();
+        }
+    }
+    return *slot;
+  }
+
   // This step's coalesced reductions, in the order every rank issues them:
   // reduce-scatters and all-reduces of unsharded members by (unit, group) in
   // the plan order of their first member, then the kRest all-reduces the
@@ -497,7 +567,10 @@ class FsdpStore : public ParamStore {
   const plan::AppliedPlan& plan_;
   const mesh::DeviceMesh& mesh_;
   const torch::ScalarType gatherDtype_;  // see the file comment
-  std::vector<std::unique_ptr<Entry>> entries_;  // stable addresses: GatherFn holds them
+  std::vector<std::unique_ptr<Entry>> entries_;  // stable addresses: UnitGather holds them
+  // Unit gathers by "<unit>|<group>|<gather dtype>|<dtype>"; stable addresses
+  // (UnitGatherFn holds them). std::map: the same order on every rank.
+  std::map<std::string, std::unique_ptr<UnitGather>> gathers_;
   std::map<std::string, size_t> index_;
 };
 

@@ -143,8 +143,11 @@ CheckResult CheckpointCompleteCheck::run(const CheckContext& ctx) const {
   r.measured = measured;
   r.measured["save"] = ctx.saveStats;
   r.explanation = v.failed ? v.explanation
-                           : moe::str(ctx.savedCheckpoint, ": ", ctx.savedTensors.size(),
-                                      " tensors complete, every element once, hashes and order verified");
+                 : parallel::isHfCheckpoint(ctx.savedCheckpoint)
+                     ? moe::str(ctx.savedCheckpoint, ": consolidated layout, ", ctx.savedTensors.size(),
+                                " tensors, every experts module complete and unique, hashes verified")
+                     : moe::str(ctx.savedCheckpoint, ": ", ctx.savedTensors.size(),
+                                " tensors complete, every element once, hashes and order verified");
   return r;
 }
 

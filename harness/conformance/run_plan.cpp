@@ -26,6 +26,7 @@
 #include "reference/io/expert_layout.h"
 #include "reference/io/safetensors.h"
 #include "reference/io/sharded_safetensors.h"
+#include "reference/model/deepseek_v3.h"
 #include "reference/model/init.h"
 #include "reference/parallel/dist_checkpoint.h"
 #include "reference/parallel/dist_model.h"
@@ -229,6 +230,14 @@ ResumeReference computeResumeReference(const ModelConfig& cfg, const ParamMap& i
       const auto& opt = trainer.optimizer();
       for (const auto& kv : trainer.params()) {
         r.stateAtK[kv.key()] = kv.value().detach().clone();
+        if (isCorrectionBias(kv.key())) {
+          // deepseek_v3's correction biases are not AdamW parameters of the
+          // reference (trainer.h): their moments stay 0, as the distributed
+          // optimizer's for a parameter whose gradient is always 0.
+          r.stateAtK[parallel::kExpAvgPrefix + kv.key()] = torch::zeros_like(kv.value());
+          r.stateAtK[parallel::kExpAvgSqPrefix + kv.key()] = torch::zeros_like(kv.value());
+          continue;
+        }
         r.stateAtK[parallel::kExpAvgPrefix + kv.key()] = opt.expAvg().at(i).detach().clone();
         r.stateAtK[parallel::kExpAvgSqPrefix + kv.key()] = opt.expAvgSq().at(i).detach().clone();
         ++i;

@@ -2,9 +2,10 @@
 """The consolidated Hugging Face checkpoint layout (issue 19) against two
 independent loaders.
 
-Runs the case dp2_ep2_save_hf_resume (4 ranks save at step K = 2 with
-`--save-format hf`, 2 ranks resume under tp=2), then takes the checkpoint the
-saving job wrote and checks that:
+Runs a case that saves in the consolidated layout (default
+dp2_ep2_save_hf_resume: 4 ranks save at step K = 2 with `--save-format hf`,
+2 ranks resume under tp=2; --case picks another, e.g. one per model family),
+then takes the checkpoint the saving job wrote and checks that:
  1. `moe-harness reference --checkpoint CKPT --first-step K+1 --steps 1`
     (the harness's single-device reference, reading the per-expert hub keys
     through its own loader) gives the loss the saving run had at step K+1:
@@ -19,7 +20,7 @@ checkpoint's model file (what a saver writing experts under the wrong index
 produces) and requires both loaders to see a different loss: exit 0 when
 caught, 1 when the planted bug went unnoticed.
 
-Usage: hf_checkpoint_oracle.py MOE_HARNESS CASES_DIR [--plant swap_experts]
+Usage: hf_checkpoint_oracle.py MOE_HARNESS CASES_DIR [--case NAME] [--plant swap_experts]
 Exit 0 = pass, 1 = fail, 77 = skipped (no torch/transformers).
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile
@@ -33,9 +34,7 @@ except Exception as e:  # pragma: no cover
     sys.exit(77)
 
 torch.set_num_threads(1)
-CASE = "dp2_ep2_save_hf_resume"
-RUN_ID = CASE + ".fp32"
-LOSS_ABS = 1e-5  # the case's fp32 loss tolerance
+LOSS_ABS = 1e-5  # the cases' fp32 loss tolerance
 
 
 def swap_experts(ckpt):
@@ -44,11 +43,11 @@ def swap_experts(ckpt):
     t = load_file(path)
     prefix = None
     for k in sorted(t):
-        if ".mlp.experts.0." in k:
-            prefix = k.split(".mlp.experts.0.")[0] + ".mlp.experts."
+        if ".experts.0." in k:
+            prefix = k.split(".experts.0.")[0] + ".experts."
             break
     if prefix is None:
-        raise SystemExit("no per-expert key 'mlp.experts.0.' in the checkpoint: the hub layout is missing")
+        raise SystemExit("no per-expert key 'experts.0.' in the checkpoint: the hub layout is missing")
     n = 0
     for k in list(t):
         if k.startswith(prefix + "0."):
@@ -63,8 +62,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("tool")
     ap.add_argument("cases")
+    ap.add_argument("--case", default="dp2_ep2_save_hf_resume")
     ap.add_argument("--plant", choices=["swap_experts"])
     a = ap.parse_args()
+    CASE, RUN_ID = a.case, a.case + ".fp32"
     work = tempfile.mkdtemp(prefix="hf_ckpt_oracle_")
     try:
         report = os.path.join(work, "report")

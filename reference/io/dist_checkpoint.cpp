@@ -41,29 +41,6 @@ std::string pieceKey(const std::string& tensor, const std::vector<int64_t>& offs
   return k;
 }
 
-// Writes `text` to DIR/name through a temporary name and a rename.
-void writeTextAtomically(const std::string& dir, const std::string& name, const std::string& text) {
-  const std::string path = dir + "/" + name, tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("checkpoint ", dir, ": cannot write ", tmp);
-    out << text;
-    out.flush();
-    if (!out) fail("checkpoint ", dir, ": cannot write ", tmp);
-  }
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) fail("checkpoint ", dir, ": cannot rename ", tmp, " to ", name, ": ", ec.message());
-}
-
-std::string readText(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("checkpoint: cannot read ", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string shapeText(const std::vector<int64_t>& v) { return formatShape(v); }
 
 // Test-only fault injection (harness/tests/save_kill_test.cpp): with
@@ -125,6 +102,28 @@ std::string missingPiecesText(const std::string& dir, int r) {
 }
 
 }  // namespace
+
+void writeTextAtomically(const std::string& dir, const std::string& name, const std::string& text) {
+  const std::string path = dir + "/" + name, tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    if (!out) fail("checkpoint ", dir, ": cannot write ", tmp);
+    out << text;
+    out.flush();
+    if (!out) fail("checkpoint ", dir, ": cannot write ", tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) fail("checkpoint ", dir, ": cannot rename ", tmp, " to ", name, ": ", ec.message());
+}
+
+std::string readText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("checkpoint: cannot read ", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
 
 std::string piecesListName(int rank) { return "rank" + std::to_string(rank) + ".pieces.json"; }
 

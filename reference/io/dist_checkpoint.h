@@ -87,6 +87,12 @@ struct DistCheckpointMeta {
   static DistCheckpointMeta fromJson(const nlohmann::json& j, const std::string& where);
 };
 
+// Writes `text` to DIR/name through a temporary name and a rename; errors
+// (HarnessError) name the checkpoint directory.
+void writeTextAtomically(const std::string& dir, const std::string& name, const std::string& text);
+// A whole file as bytes; HarnessError "checkpoint: cannot read <path>".
+std::string readText(const std::string& path);
+
 // "rank<r>.safetensors".
 std::string rankFileName(int rank);
 // "rank<r>.pieces.json": the piece keys rank r writes, written (temporary

@@ -1,8 +1,6 @@
 #include "reference/parallel/hf_checkpoint.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <system_error>
 
 #include "common/error.h"
@@ -18,13 +16,8 @@ namespace fs = std::filesystem;
 namespace {
 const char* kMomentPrefixes[] = {kExpAvgPrefix, kExpAvgSqPrefix};
 
-bool isMoment(const std::string& name) { return name.rfind("optimizer.", 0) == 0; }
-
-void writeText(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.close();
-  if (!out) fail("checkpoint ", path.parent_path().string(), ": cannot write ", path.filename().string());
+bool isMoment(const std::string& name) {
+  return name.rfind(kExpAvgPrefix, 0) == 0 || name.rfind(kExpAvgSqPrefix, 0) == 0;
 }
 
 void removeAll(const fs::path& p) {
@@ -44,8 +37,8 @@ void writeHfCheckpoint(const io::TensorSource& fused, const ref::ModelConfig& co
   fs::create_directories(tmp, ec);
   if (ec) fail(where, ": cannot create ", tmp.string(), ": ", ec.message());
 
-  // Parameters: read whole (a DistCheckpointSource verifies each piece's
-  // hash and the coverage on the way), hashed as fused fp32 tensors, then
+  // Parameters: read whole (a DistCheckpointSource refuses a range its
+  // pieces do not cover exactly once), hashed as fused fp32 tensors, then
   // written in the family's hub naming.
   nlohmann::json hashes = nlohmann::json::object();
   std::vector<std::pair<std::string, at::Tensor>> params;
@@ -82,10 +75,11 @@ void writeHfCheckpoint(const io::TensorSource& fused, const ref::ModelConfig& co
   // both values. trainer_state.json's info.config keeps it.
   nlohmann::json hfConfig = config.toJson();
   hfConfig.erase("experts_implementation");
-  writeText(tmp / "config.json", hfConfig.dump(2) + "\n");
+  io::writeTextAtomically(tmp.string(), "config.json", hfConfig.dump(2) + "\n");
   // Last inside the directory: it is what marks a consolidated checkpoint.
-  writeText(tmp / kHfTrainerStateFile,
-            nlohmann::json{{"format", kHfFormat}, {"info", options.info}, {"hashes", hashes}}.dump(1) + "\n");
+  io::writeTextAtomically(tmp.string(), kHfTrainerStateFile,
+                          nlohmann::json{{"format", kHfFormat}, {"info", options.info}, {"hashes", hashes}}.dump(1) +
+                              "\n");
 
   // An earlier checkpoint at DIR is replaced only once the new one is whole.
   const fs::path old = dir.string() + ".old";
@@ -103,13 +97,10 @@ bool isHfCheckpoint(const std::string& dir) { return fs::is_regular_file(fs::pat
 
 HfCheckpointSource::HfCheckpointSource(const std::string& dir, const io::FusedViewOptions& view) : dir_(dir) {
   const fs::path state = fs::path(dir) / kHfTrainerStateFile;
-  std::ifstream in(state, std::ios::binary);
-  if (!in) fail(dir, ": no ", kHfTrainerStateFile, " (not a consolidated training checkpoint)");
-  std::stringstream ss;
-  ss << in.rdbuf();
+  if (!fs::is_regular_file(state)) fail(dir, ": no ", kHfTrainerStateFile, " (not a consolidated training checkpoint)");
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(ss.str());
+    j = nlohmann::json::parse(io::readText(state.string()));
   } catch (const nlohmann::json::exception& e) {
     fail(state.string(), ": malformed JSON: ", e.what());
   }

@@ -53,7 +53,7 @@ struct HfWriteOptions {
 // Writes the consolidated layout from `fused`: a source holding every
 // parameter of `config` under its in-memory (fused) name and both AdamW
 // moments under the optimizer prefixes (e.g. a DistCheckpointSource, whose
-// reads verify every piece's hash and coverage). `paramNames`: the
+// reads refuse a range not covered exactly once). `paramNames`: the
 // parameters, in the order to store them. One process writes; each tensor
 // is read once. Throws HarnessError naming the directory and the tensor.
 void writeHfCheckpoint(const io::TensorSource& fused, const ref::ModelConfig& config,

@@ -75,11 +75,18 @@ std::string selfBinary() {
   return p.string();
 }
 
+// ISO 8601 UTC with milliseconds: `trend` orders reports by it, and with
+// forked ranks a whole suite can finish within one second, so whole seconds
+// left consecutive reports tied (and ordered by argument position instead).
 std::string nowUtc() {
-  const std::time_t t = std::time(nullptr);
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t t = std::chrono::system_clock::to_time_t(now);
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
+  std::strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", std::gmtime(&t));
+  char out[48];
+  std::snprintf(out, sizeof(out), "%s.%03dZ", buf, static_cast<int>(ms));
+  return out;
 }
 
 std::string lastLines(const std::deque<std::string>& lines) {

@@ -45,6 +45,8 @@ std::string formatBytes(double b);   // "812 B", "12.5 KiB", "3.25 MiB"
 std::string formatBytesPerRank(const std::vector<double>& bytes);
 // Text for HTML: & < > " escaped.
 std::string htmlEscape(const std::string& s);
+// An SVG coordinate: fixed, one decimal ("12.5").
+std::string svgNumber(double x);
 // A Markdown table cell: newlines become spaces, '|' is escaped, longer than
 // 300 characters is cut with "...".
 std::string markdownCell(const std::string& s);

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "common/error.h"
 #include "reports/printer.h"
@@ -73,6 +74,13 @@ std::string markdownCell(const std::string& s) {
   for (char c : s) out += c == '|' ? std::string("\\|") : c == '\n' ? std::string(" ") : std::string(1, c);
   if (out.size() > 300) out = out.substr(0, 297) + "...";
   return out;
+}
+
+std::string svgNumber(double x) {
+  std::ostringstream os;
+  os.precision(1);
+  os << std::fixed << x;
+  return os.str();
 }
 
 std::string formatSeconds(double s) {

@@ -160,14 +160,8 @@ void printTrendMarkdown(const Trend& t, std::ostream& os) {
 
 namespace {
 
-constexpr double kW = 220, kH = 70, kPadL = 40, kPadR = 6, kPadT = 14, kPadB = 12;
-
-std::string num(double x) {
-  std::ostringstream os;
-  os.precision(1);
-  os << std::fixed << x;
-  return os.str();
-}
+// Sparkline geometry.
+constexpr double kSparkW = 220, kSparkH = 70, kSparkPadL = 40, kSparkPadR = 6, kSparkPadT = 14, kSparkPadB = 12;
 
 // One small chart of `values` (nullopt: no point in that report) over the
 // reports; `limit` draws a dashed line (the margin's 1).
@@ -179,23 +173,23 @@ void sparkline(std::ostream& os, const std::string& title, const std::vector<std
   if (!(hi > 0)) hi = 1;
   hi *= 1.1;
   const size_t n = values.size();
-  auto x = [&](size_t k) { return kPadL + (n > 1 ? k * (kW - kPadL - kPadR) / (n - 1) : 0.0); };
-  auto y = [&](double v) { return kH - kPadB - v / hi * (kH - kPadT - kPadB); };
-  os << "<svg class=\"spark\" width=\"" << kW << "\" height=\"" << kH << "\" role=\"img\" aria-label=\""
-     << htmlEscape(title) << "\"><text class=\"title\" x=\"" << num(kW / 2) << "\" y=\"10\">" << htmlEscape(title)
-     << "</text><line class=\"axis\" x1=\"" << kPadL << "\" y1=\"" << kH - kPadB << "\" x2=\"" << kW - kPadR
-     << "\" y2=\"" << kH - kPadB << "\"/><text class=\"tick\" x=\"" << kPadL - 3 << "\" y=\"" << num(y(hi / 1.1) + 3)
+  auto x = [&](size_t k) { return kSparkPadL + (n > 1 ? k * (kSparkW - kSparkPadL - kSparkPadR) / (n - 1) : 0.0); };
+  auto y = [&](double v) { return kSparkH - kSparkPadB - v / hi * (kSparkH - kSparkPadT - kSparkPadB); };
+  os << "<svg class=\"spark\" width=\"" << kSparkW << "\" height=\"" << kSparkH << "\" role=\"img\" aria-label=\""
+     << htmlEscape(title) << "\"><text class=\"title\" x=\"" << svgNumber(kSparkW / 2) << "\" y=\"10\">" << htmlEscape(title)
+     << "</text><line class=\"axis\" x1=\"" << kSparkPadL << "\" y1=\"" << kSparkH - kSparkPadB << "\" x2=\"" << kSparkW - kSparkPadR
+     << "\" y2=\"" << kSparkH - kSparkPadB << "\"/><text class=\"tick\" x=\"" << kSparkPadL - 3 << "\" y=\"" << svgNumber(y(hi / 1.1) + 3)
      << "\">" << htmlEscape(formatDouble(hi / 1.1)) << "</text>";
   if (limit)
-    os << "<line class=\"limit\" x1=\"" << kPadL << "\" y1=\"" << num(y(*limit)) << "\" x2=\"" << kW - kPadR
-       << "\" y2=\"" << num(y(*limit)) << "\"/>";
+    os << "<line class=\"limit\" x1=\"" << kSparkPadL << "\" y1=\"" << svgNumber(y(*limit)) << "\" x2=\"" << kSparkW - kSparkPadR
+       << "\" y2=\"" << svgNumber(y(*limit)) << "\"/>";
   std::string pts;
   for (size_t k = 0; k < n; ++k)
-    if (values[k]) pts += num(x(k)) + "," + num(y(*values[k])) + " ";
+    if (values[k]) pts += svgNumber(x(k)) + "," + svgNumber(y(*values[k])) + " ";
   os << "<polyline points=\"" << pts << "\"/>";
   for (size_t k = 0; k < n; ++k)
     if (values[k])
-      os << "<circle cx=\"" << num(x(k)) << "\" cy=\"" << num(y(*values[k])) << "\" r=\"2.5\"" << ">"
+      os << "<circle cx=\"" << svgNumber(x(k)) << "\" cy=\"" << svgNumber(y(*values[k])) << "\" r=\"2.5\"" << ">"
          << "<title>report " << k + 1 << ": " << htmlEscape(formatDouble(*values[k])) << "</title></circle>";
   os << "</svg>";
 }

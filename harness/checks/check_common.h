@@ -43,6 +43,17 @@ at::Tensor readLocalSlice(const io::TensorSource& source, const std::string& nam
 // two all-gathers, lengths then payload).
 std::vector<std::string> allGatherStrings(comm::Communicator& comm, const std::string& s);
 
+// This rank's first failure (the one that is reported) and how many there
+// were.
+struct Failures {
+  std::string first;
+  int count = 0;
+  void add(const std::string& m) {
+    if (first.empty()) first = m;
+    ++count;
+  }
+};
+
 // The verdict every member agrees on (collective over `comm`).
 struct Verdict {
   bool failed = false;

@@ -127,13 +127,6 @@ std::vector<int64_t> expertsFromLayout(const ref::LocalLayout& layout) {
   return ids;
 }
 
-struct Failures {
-  std::string first;
-  void add(const std::string& m) {
-    if (first.empty()) first = m;
-  }
-};
-
 }  // namespace
 
 CheckResult checkExpertUniqueness(mesh::DeviceMesh& mesh, const std::vector<ParamShard>& shards,

@@ -20,17 +20,6 @@ std::string hex(int64_t h) {
   return os.str();
 }
 
-// Collects the first failure of this rank (the one that is reported) and
-// counts the rest.
-struct Failures {
-  std::string first;
-  int count = 0;
-  void add(const std::string& m) {
-    if (first.empty()) first = m;
-    ++count;
-  }
-};
-
 struct ShardingFacts {
   bool anyShard = false;         // some Shard/StridedShard placement
   bool shardsNontrivial = false;  // ... on a mesh dim of size > 1

@@ -46,10 +46,6 @@ const Pattern kSecondaryPatterns[] = {
     {"Watchdog caught collective operation timeout", "peer_timeout"},
 };
 
-double wallNow() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
 std::string recordPath(const std::string& dir, int rank) {
   return dir + "/rank" + std::to_string(rank) + ".failure.json";
 }
@@ -57,6 +53,10 @@ std::string recordPath(const std::string& dir, int rank) {
 std::string clip(const std::string& s, size_t n) { return s.size() <= n ? s : s.substr(0, n) + "..."; }
 
 }  // namespace
+
+double wallNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 std::string classifyError(const std::string& message) {
   for (const auto& p : kSecondaryPatterns)

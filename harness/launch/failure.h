@@ -38,6 +38,10 @@ namespace moe::launch {
 // failure records (set by the launcher).
 inline constexpr const char* kTraceDirEnv = "MOE_HARNESS_TRACE_DIR";
 
+// Seconds since the epoch (wall clock): the time stamps of failure records
+// and of the launcher's own events, comparable across processes.
+double wallNow();
+
 // The secondary class of an error message ("peer_gone", "aborted",
 // "store_timeout", "peer_timeout"), or "" when it is not secondary.
 std::string classifyError(const std::string& message);

@@ -19,6 +19,8 @@
 #include "harness/conformance/run_result.h"
 #include "reference/io/safetensors.h"
 
+// Named, so this file shares a unity build with exit_codes_test.cpp.
+namespace nonfinite_cli {
 namespace {
 namespace fs = std::filesystem;
 
@@ -127,3 +129,4 @@ TEST_F(NonFiniteCli, CaseRunRefusesANanCheckpointUnlessTheCaseAllowsIt) {
 }
 
 }  // namespace
+}  // namespace nonfinite_cli

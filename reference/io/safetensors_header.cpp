@@ -36,31 +36,12 @@ const DtypeInfo& info(SafetensorsDtype dtype) {
   return kDtypes[0];
 }
 
-// Short, bounded rendering of a JSON value for messages: garbage headers can
-// hold megabytes in one value.
-std::string preview(const json& v) {
-  std::string s = v.dump(-1, ' ', /*ensure_ascii=*/true,
-                         json::error_handler_t::replace);
-  constexpr size_t kMax = 60;
-  if (s.size() > kMax) s = s.substr(0, kMax) + "...";
-  return s;
-}
-
 std::string typeOf(const json& v) {
   if (v.is_number_float()) return "a non-integer number";
   if (v.is_number_integer()) return "an integer";
   return std::string("a ") + v.type_name();
 }
 
-// Quotes a name for messages, escaping control bytes and bounding the length.
-std::string quoteName(const std::string& name) {
-  std::string s = json(name).dump(-1, ' ', /*ensure_ascii=*/false,
-                                  json::error_handler_t::replace);
-  s = s.substr(1, s.size() - 2);  // drop JSON's double quotes
-  constexpr size_t kMax = 80;
-  if (s.size() > kMax) s = s.substr(0, kMax) + "...";
-  return "'" + s + "'";
-}
 
 [[noreturn]] void failAt(const std::string& where, const std::string& what) {
   fail(where, ": ", what);
@@ -107,7 +88,7 @@ std::vector<int64_t> parseShape(const json& v, const std::string& where,
     const json& d = v[i];
     std::optional<uint64_t> dim = asUnsigned(d);
     if (!dim)
-      failAt(where, str("tensor ", tensor, ": shape[", i, "] is ", preview(d),
+      failAt(where, str("tensor ", tensor, ": shape[", i, "] is ", previewJson(d),
                         "; dims must be non-negative integers"));
     if (*dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()))
       failAt(where, str("tensor ", tensor, ": shape[", i, "] = ", *dim,
@@ -156,7 +137,7 @@ TensorEntry parseEntry(const std::string& name, const json& v,
   if (!begin || !end)
     failAt(where, "tensor " + tensor +
                       ": data_offsets must be [begin, end] of non-negative "
-                      "integers, got " + preview(offsets));
+                      "integers, got " + previewJson(offsets));
   e.begin = *begin;
   e.end = *end;
   const std::string range = str("[", e.begin, ", ", e.end, "]");
@@ -221,6 +202,26 @@ void checkCoverage(const std::vector<TensorEntry>& tensors, uint64_t dataSize,
 }
 
 }  // namespace
+
+// Short, bounded rendering of a JSON value for messages: garbage headers can
+// hold megabytes in one value.
+std::string previewJson(const json& v) {
+  std::string s = v.dump(-1, ' ', /*ensure_ascii=*/true,
+                         json::error_handler_t::replace);
+  constexpr size_t kMax = 60;
+  if (s.size() > kMax) s = s.substr(0, kMax) + "...";
+  return s;
+}
+
+// Quotes a name for messages, escaping control bytes and bounding the length.
+std::string quoteName(const std::string& name) {
+  std::string s = json(name).dump(-1, ' ', /*ensure_ascii=*/false,
+                                  json::error_handler_t::replace);
+  s = s.substr(1, s.size() - 2);  // drop JSON's double quotes
+  constexpr size_t kMax = 80;
+  if (s.size() > kMax) s = s.substr(0, kMax) + "...";
+  return "'" + s + "'";
+}
 
 const char* dtypeName(SafetensorsDtype dtype) { return info(dtype).name; }
 uint64_t dtypeSize(SafetensorsDtype dtype) { return info(dtype).size; }

@@ -32,7 +32,16 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace moe::io {
+
+// Message helpers of the io parsers. quoteName: `name` in single quotes,
+// control bytes escaped, at most 80 characters (then "..."), so a garbage
+// name cannot flood or garble an error message. previewJson: a JSON value
+// as text, at most 60 characters.
+std::string quoteName(const std::string& name);
+std::string previewJson(const nlohmann::json& v);
 
 // Largest accepted header (the reference implementation's limit as well):
 // bounds the memory a hostile size prefix can make us allocate.

@@ -28,21 +28,6 @@ constexpr int kMaxIndexDepth = 16;
 // Hugging Face numbers shards with five digits.
 constexpr size_t kMaxShards = 99999;
 
-// Not `quoted`: for a non-const std::string argument, ADL would pick
-// std::quoted (a better match), which uses double quotes.
-std::string quoteName(const std::string& s) {
-  constexpr size_t kMax = 120;
-  return "'" + (s.size() > kMax ? s.substr(0, kMax) + "..." : s) + "'";
-}
-
-// A JSON value as it appears in the file, shortened, for error messages.
-std::string preview(const json& v) {
-  std::string s = v.dump();
-  constexpr size_t kMax = 80;
-  if (s.size() > kMax) s = s.substr(0, kMax) + "...";
-  return s;
-}
-
 std::string readIndexText(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) fail(path, ": cannot open: ", std::strerror(errno));
@@ -96,7 +81,7 @@ std::optional<uint64_t> parseTotalSize(const json& v, const std::string& where) 
     const double d = v.get<double>();
     if (d >= 0 && d <= 9007199254740992.0 && std::floor(d) == d) return static_cast<uint64_t>(d);
   }
-  fail(where, ": metadata.total_size is ", preview(v), ", not a non-negative integer (bytes)");
+  fail(where, ": metadata.total_size is ", previewJson(v), ", not a non-negative integer (bytes)");
 }
 
 std::string shardFileName(size_t i, size_t n) {
@@ -115,13 +100,13 @@ std::vector<std::string> ShardIndex::shardFiles() const {
 
 ShardIndex parseShardIndex(const std::string& text, const std::string& where) {
   const json root = parseIndexJson(text, where);
-  if (!root.is_object()) fail(where, ": the index is ", preview(root), ", not a JSON object");
+  if (!root.is_object()) fail(where, ": the index is ", previewJson(root), ", not a JSON object");
   ShardIndex index;
 
   if (root.contains("metadata")) {
     const json& meta = root["metadata"];
     if (!meta.is_object())
-      fail(where, ": \"metadata\" is ", preview(meta), ", not an object");
+      fail(where, ": \"metadata\" is ", previewJson(meta), ", not an object");
     if (meta.contains("total_size")) index.totalSize = parseTotalSize(meta["total_size"], where);
   }
 
@@ -129,11 +114,11 @@ ShardIndex parseShardIndex(const std::string& text, const std::string& where) {
     fail(where, ": no \"weight_map\" (the index must map every tensor to its shard file)");
   const json& map = root["weight_map"];
   if (!map.is_object())
-    fail(where, ": \"weight_map\" is ", preview(map), ", not an object of tensor name -> shard file");
+    fail(where, ": \"weight_map\" is ", previewJson(map), ", not an object of tensor name -> shard file");
   if (map.empty()) fail(where, ": \"weight_map\" is empty (the index lists no tensor)");
   for (const auto& [tensor, file] : map.items()) {
     if (!file.is_string())
-      fail(where, ": weight_map: tensor ", quoteName(tensor), " maps to ", preview(file),
+      fail(where, ": weight_map: tensor ", quoteName(tensor), " maps to ", previewJson(file),
            ", not a shard file name (a string)");
     const std::string name = file.get<std::string>();
     if (!staysInside(name))

@@ -27,6 +27,10 @@
 
 namespace moe::ref {
 
+// gpt_oss layer_types values (Hugging Face's names).
+inline constexpr const char* kSlidingAttention = "sliding_attention";
+inline constexpr const char* kFullAttention = "full_attention";
+
 struct ModelConfig {
   std::string modelType = "qwen3_moe";  // HF model_type: the family
   int64_t vocabSize = 0;

@@ -11,7 +11,6 @@ namespace {
 
 const std::string kBiasSuffix = "mlp.gate.e_score_correction_bias";
 
-torch::ScalarType statDtype(torch::ScalarType dtype) { return kernels::routingDtype(dtype); }
 
 // Hugging Face's apply_rotary_pos_emb (rotate-half) or, for rope_interleave,
 // apply_rotary_pos_emb_interleave: pairs (x0, x1), (x2, x3), ... rotated by
@@ -69,7 +68,7 @@ torch::Tensor latentAttentionForward(const torch::Tensor& x, const ParamMap& par
   const double scale = std::pow(static_cast<double>(qkHead), -0.5);
   auto scores = torch::matmul(query, key.transpose(2, 3)) * scale;
   auto future = torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(/*diagonal=*/1);
-  auto probs = torch::softmax(scores.to(statDtype(dtype)).masked_fill(future, -INFINITY), /*dim=*/-1)
+  auto probs = torch::softmax(scores.to(kernels::routingDtype(dtype)).masked_fill(future, -INFINITY), /*dim=*/-1)
                    .to(dtype);
   auto ctx = torch::matmul(probs, value).transpose(1, 2).reshape({b, s, heads * vd});
   return project(ctx, w("o_proj.weight"), {/*wideInput=*/false, partialSums.wideOutput, dtype});
@@ -124,7 +123,7 @@ RouterOutput biasCorrectedRoute(const torch::Tensor& x, const torch::Tensor& rou
                                 const torch::Tensor& bias, const ModelConfig& config,
                                 const torch::Tensor& groupExperts) {
   MOE_ASSERT(bias.defined(), "the bias-corrected router needs mlp.gate.e_score_correction_bias");
-  const auto sd = statDtype(x.scalar_type());
+  const auto sd = kernels::routingDtype(x.scalar_type());
   RouterOutput r;
   r.logits = torch::linear(x.to(sd), routerWeight.to(sd));  // [T, E]
   auto scores = torch::sigmoid(r.logits);

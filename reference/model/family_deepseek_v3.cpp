@@ -20,7 +20,7 @@ using nlohmann::json;
 
 // DeepseekV3Config's fields (transformers 5.25). bias_update_speed is the
 // harness's own (the balancing rule's coefficient, docs/families.md).
-const fields::FieldTable& table() {
+const fields::FieldTable& deepseekV3Fields() {
   static const fields::FieldTable t = [] {
     fields::FieldTable t;
     t.family = "deepseek_v3";
@@ -75,7 +75,7 @@ class DeepseekV3Family : public ModelFamily {
 
   void readConfig(const json& j, ModelConfig& c) const override {
     using namespace fields;
-    refuseUnimplemented(j, table());
+    refuseUnimplemented(j, deepseekV3Fields());
     for (const char* key : {"n_group", "topk_group", "first_k_dense_replace", "v_head_dim",
                             "num_experts_per_tok", "norm_topk_prob", "rope_interleave"})
       refuseNull(j, key, "DeepseekV3 cannot run without it");

@@ -26,13 +26,11 @@ namespace {
 
 using nlohmann::json;
 
-constexpr const char* kSliding = "sliding_attention";
-constexpr const char* kFull = "full_attention";
 
 // GptOssConfig's fields (transformers 5.25), honoured, inert or at the
 // implemented value. hidden_act is inert: GptOssExperts applies the clamped
 // SwiGLU whatever hidden_act says (the field is written but never read).
-const fields::FieldTable& table() {
+const fields::FieldTable& gptOssFields() {
   static const fields::FieldTable t = [] {
     fields::FieldTable t;
     t.family = "gpt_oss";
@@ -72,7 +70,7 @@ class GptOssFamily : public ModelFamily {
 
   void readConfig(const json& j, ModelConfig& c) const override {
     using namespace fields;
-    refuseUnimplemented(j, table());
+    refuseUnimplemented(j, gptOssFields());
     if (!find(j, "rope_parameters"))
       refuse("rope_parameters", nullptr,
              "GptOssConfig reads an absent rope_parameters as yarn scaling (factor 32, "
@@ -128,7 +126,7 @@ class GptOssFamily : public ModelFamily {
     } else {
       // GptOssConfig: layer i slides iff i + 1 is odd.
       for (int64_t i = 0; i < c.numHiddenLayers; ++i)
-        c.layerTypes.push_back((i + 1) % 2 ? kSliding : kFull);
+        c.layerTypes.push_back((i + 1) % 2 ? kSlidingAttention : kFullAttention);
     }
     // The shared model's form of "every layer is MoE, experts of width
     // intermediate_size": the softmax over the k largest logits equals the
@@ -144,10 +142,10 @@ class GptOssFamily : public ModelFamily {
     bool anySliding = false;
     for (size_t i = 0; i < c.layerTypes.size(); ++i) {
       const std::string& t = c.layerTypes[i];
-      if (t != kSliding && t != kFull)
+      if (t != kSlidingAttention && t != kFullAttention)
         fields::refuse("layer_types[" + std::to_string(i) + "]", t,
                        "gpt_oss layers are \"sliding_attention\" or \"full_attention\"");
-      anySliding = anySliding || t == kSliding;
+      anySliding = anySliding || t == kSlidingAttention;
     }
     if (c.slidingWindow < 0 || (anySliding && c.slidingWindow < 1))
       fail("config: field sliding_window = ", c.slidingWindow,
@@ -197,7 +195,7 @@ ModelConfig tinyGptOssTestConfig() {
   c.modelType = "gpt_oss";
   c.intermediateSize = c.moeIntermediateSize;
   c.mlpOnlyLayers.clear();
-  c.layerTypes = {kSliding, kFull};
+  c.layerTypes = {kSlidingAttention, kFullAttention};
   c.slidingWindow = 3;
   c.swigluAlpha = 1.702;
   c.swigluLimit = 7.0;

@@ -18,7 +18,7 @@ using nlohmann::json;
 // MixtralConfig's fields (transformers 5.25), honoured, inert or at the
 // implemented value. An absent field means what MixtralConfig's default
 // means (below), as Hugging Face reads it.
-const fields::FieldTable& table() {
+const fields::FieldTable& mixtralFields() {
   static const fields::FieldTable t = [] {
     fields::FieldTable t;
     t.family = "mixtral";
@@ -56,7 +56,7 @@ class MixtralFamily : public ModelFamily {
 
   void readConfig(const json& j, ModelConfig& c) const override {
     using namespace fields;
-    refuseUnimplemented(j, table());
+    refuseUnimplemented(j, mixtralFields());
     // MixtralConfig's defaults for what the file may leave out.
     int64_t expertWidth = 14336;
     c.numExperts = 8;

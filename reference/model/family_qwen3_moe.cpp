@@ -17,7 +17,7 @@ using nlohmann::json;
 // harness's own extensions. Inert beyond the common ones: max_window_layers
 // and sliding_window, which Hugging Face reads only when use_sliding_window
 // is true (refused).
-const fields::FieldTable& table() {
+const fields::FieldTable& qwen3MoeFields() {
   static const fields::FieldTable t = [] {
     fields::FieldTable t;
     t.family = "qwen3_moe";
@@ -52,7 +52,7 @@ class Qwen3MoeFamily : public ModelFamily {
 
   void readConfig(const json& j, ModelConfig& c) const override {
     using namespace fields;
-    refuseUnimplemented(j, table());
+    refuseUnimplemented(j, qwen3MoeFields());
     readInt(j, "vocab_size", c.vocabSize, /*required=*/true);
     readInt(j, "hidden_size", c.hiddenSize, /*required=*/true);
     readInt(j, "intermediate_size", c.intermediateSize, /*required=*/false);

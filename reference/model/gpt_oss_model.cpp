@@ -9,9 +9,7 @@
 namespace moe::ref {
 namespace {
 
-torch::ScalarType statDtype(torch::ScalarType dtype) { return kernels::routingDtype(dtype); }
 
-constexpr const char* kSliding = "sliding_attention";
 
 // GptOss applies RoPE to the two halves of a head: [a, b] -> [a cos - b sin,
 // b cos + a sin] with cos/sin of the d/2 frequencies, which is the
@@ -63,7 +61,7 @@ std::vector<ParamSpec> gptOssParameterSpecs(const ModelConfig& c) {
 }
 
 torch::Tensor gptOssRmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  const auto dt = x.scalar_type(), st = statDtype(dt);
+  const auto dt = x.scalar_type(), st = kernels::routingDtype(dt);
   auto xs = x.to(st);
   auto normed = xs * torch::rsqrt(xs.pow(2).mean(/*dim=*/-1, /*keepdim=*/true) + eps);
   // The weight as the compute dtype holds it (straight-through for an fp32
@@ -164,9 +162,9 @@ torch::Tensor gptOssAttention(const torch::Tensor& x, const ParamMap& params, in
   auto pos = torch::arange(s, opts);
   auto lag = pos.unsqueeze(1) - pos.unsqueeze(0);  // [S_q, S_k]: t - s
   auto masked = lag.lt(0);
-  if (config.layerTypes.at(static_cast<size_t>(layer)) == kSliding)
+  if (config.layerTypes.at(static_cast<size_t>(layer)) == kSlidingAttention)
     masked = masked.logical_or(lag.ge(config.slidingWindow));
-  const auto st = statDtype(dtype);
+  const auto st = kernels::routingDtype(dtype);
   auto sinks = w("sinks").to(st).view({1, numHeads, 1, 1}).expand({b, numHeads, s, 1});
   auto logits = torch::cat({scores.to(st).masked_fill(masked, -INFINITY), sinks}, /*dim=*/-1);
   auto probs = torch::softmax(logits, /*dim=*/-1).narrow(-1, 0, s).to(dtype);  // the sink column dropped

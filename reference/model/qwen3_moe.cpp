@@ -13,7 +13,6 @@ namespace moe::ref {
 namespace {
 
 // The dtype of "fp32 statistics": fp32, but fp64 stays fp64.
-torch::ScalarType statDtype(torch::ScalarType dtype) { return kernels::routingDtype(dtype); }
 
 torch::Tensor rotateHalf(const torch::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
@@ -23,7 +22,7 @@ torch::Tensor rotateHalf(const torch::Tensor& x) {
 }  // namespace
 
 torch::Tensor rmsNorm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
-  auto xs = x.to(statDtype(x.scalar_type()));
+  auto xs = x.to(kernels::routingDtype(x.scalar_type()));
   auto var = xs.pow(2).mean(/*dim=*/-1, /*keepdim=*/true);
   const auto dt = x.scalar_type();
   auto normed = (xs * torch::rsqrt(var + eps)).to(dt);
@@ -83,7 +82,7 @@ torch::Tensor attentionForward(const torch::Tensor& x, const ParamMap& params,
   v = v.repeat_interleave(groups, /*dim=*/1);
   auto scores = torch::matmul(q, k.transpose(2, 3)) * (1.0 / std::sqrt(static_cast<double>(d)));
   auto future = torch::ones({s, s}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(/*diagonal=*/1);
-  auto probs = torch::softmax(scores.to(statDtype(dtype)).masked_fill(future, -INFINITY), /*dim=*/-1)
+  auto probs = torch::softmax(scores.to(kernels::routingDtype(dtype)).masked_fill(future, -INFINITY), /*dim=*/-1)
                    .to(dtype);
   auto ctx = torch::matmul(probs, v).transpose(1, 2).reshape({b, s, numHeads * d});
   return project(ctx, w("self_attn.o_proj.weight"), {/*wideInput=*/false, partialSums.wideOutput, dtype});
@@ -150,7 +149,7 @@ ModelOutput forwardModel(const ModelConfig& config, const ParamMap& params,
 torch::Tensor causalLmCrossEntropy(const torch::Tensor& logits, const torch::Tensor& inputIds) {
   const int64_t b = logits.size(0), s = logits.size(1), v = logits.size(2);
   MOE_ASSERT(s >= 2, "need at least 2 positions for next-token loss, got ", s);
-  auto pred = logits.narrow(1, 0, s - 1).reshape({b * (s - 1), v}).to(statDtype(logits.scalar_type()));
+  auto pred = logits.narrow(1, 0, s - 1).reshape({b * (s - 1), v}).to(kernels::routingDtype(logits.scalar_type()));
   auto target = inputIds.narrow(1, 1, s - 1).reshape({b * (s - 1)});
   return torch::nll_loss(torch::log_softmax(pred, /*dim=*/-1), target);  // mean reduction
 }
@@ -158,7 +157,7 @@ torch::Tensor causalLmCrossEntropy(const torch::Tensor& logits, const torch::Ten
 RouterAuxStats routerAuxStats(const std::vector<torch::Tensor>& routerLogits, int64_t topK) {
   MOE_ASSERT(!routerLogits.empty(), "routerAuxStats needs at least one MoE layer");
   auto logits = torch::cat(routerLogits, /*dim=*/0);
-  auto probs = torch::softmax(logits.to(statDtype(logits.scalar_type())), /*dim=*/-1);  // [N, E]
+  auto probs = torch::softmax(logits.to(kernels::routingDtype(logits.scalar_type())), /*dim=*/-1);  // [N, E]
   RouterAuxStats st;
   st.numTokens = logits.size(0);
   st.probSums = probs.sum(/*dim=*/0);

@@ -65,7 +65,7 @@ BatchRows batchRowsOf(const mesh::MeshShape& mesh, int rank, int64_t batchSize) 
 
 namespace {
 
-int64_t sum(const std::vector<int64_t>& v) {
+int64_t totalOf(const std::vector<int64_t>& v) {
   int64_t s = 0;
   for (auto x : v) s += x;
   return s;
@@ -327,8 +327,8 @@ struct DistTrainer::Impl {
     };
     const ref::LocalExperts block{ex.gateUp, ex.down, ex.firstExpert};
     auto r = epExpertsForward(xe, idx, wts, block, *ep, eo);
-    dispatch.tokensSent += sum(r.numTokensPerRank);
-    dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
+    dispatch.tokensSent += totalOf(r.numTokensPerRank);
+    dispatch.rowsReceivedPerLayer.push_back(totalOf(r.numTokensReceivedPerLocalExpert));
     return r.out;
   }
 
@@ -390,8 +390,8 @@ struct DistTrainer::Impl {
       // The dispatch reads the local expert count and first index from here.
       const ref::LocalExperts block{ex.gateUp, ex.down, ex.firstExpert};
       auto r = epExpertsForward(xt, idx, wts, block, *ep, eo);
-      dispatch.tokensSent += sum(r.numTokensPerRank);
-      dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
+      dispatch.tokensSent += totalOf(r.numTokensPerRank);
+      dispatch.rowsReceivedPerLayer.push_back(totalOf(r.numTokensReceivedPerLocalExpert));
       out = r.out;
     } else if (loop) {
       out = ref::gptOssLoopExperts(xt, idx, wts, ex, config);
@@ -456,8 +456,8 @@ struct DistTrainer::Impl {
       eo.partialSums = ps;
       eo.fp32Combine = fp32Combine;
       auto r = epExpertsForward(xe, idx, wts, ex, *ep, eo);
-      dispatch.tokensSent += sum(r.numTokensPerRank);
-      dispatch.rowsReceivedPerLayer.push_back(sum(r.numTokensReceivedPerLocalExpert));
+      dispatch.tokensSent += totalOf(r.numTokensPerRank);
+      dispatch.rowsReceivedPerLayer.push_back(totalOf(r.numTokensReceivedPerLocalExpert));
       out = r.out;
     } else if (config.expertsImplementation == "loop") {
       // Under fp32Combine the (partial) sum stays fp32 until rounded below,

@@ -34,42 +34,35 @@ struct Axis {
   }
 };
 
-std::string num(double x) {
-  std::ostringstream os;
-  os.precision(1);
-  os << std::fixed << x;
-  return os.str();
-}
-
 std::string polyline(const std::vector<std::pair<double, double>>& pts, const std::string& cls) {
   std::string out = "<polyline class=\"" + cls + "\" points=\"";
-  for (const auto& [x, y] : pts) out += num(x) + "," + num(y) + " ";
+  for (const auto& [x, y] : pts) out += svgNumber(x) + "," + svgNumber(y) + " ";
   return out + "\"/>";
 }
 
 // One panel at x offset `ox`: axes, ticks and labels; returns the x and y axes.
 void frame(std::ostream& os, double ox, const std::string& title, const Axis& y, int steps) {
   const double x0 = ox + kPadL, x1 = ox + kW - kPadR, y0 = kH - kPadB, y1 = kPadT;
-  os << "<text class=\"title\" x=\"" << num(ox + kW / 2) << "\" y=\"14\">" << esc(title) << "</text>";
-  os << "<line class=\"axis\" x1=\"" << num(x0) << "\" y1=\"" << num(y0) << "\" x2=\"" << num(x1) << "\" y2=\""
-     << num(y0) << "\"/>";
-  os << "<line class=\"axis\" x1=\"" << num(x0) << "\" y1=\"" << num(y0) << "\" x2=\"" << num(x0) << "\" y2=\""
-     << num(y1) << "\"/>";
+  os << "<text class=\"title\" x=\"" << svgNumber(ox + kW / 2) << "\" y=\"14\">" << esc(title) << "</text>";
+  os << "<line class=\"axis\" x1=\"" << svgNumber(x0) << "\" y1=\"" << svgNumber(y0) << "\" x2=\"" << svgNumber(x1) << "\" y2=\""
+     << svgNumber(y0) << "\"/>";
+  os << "<line class=\"axis\" x1=\"" << svgNumber(x0) << "\" y1=\"" << svgNumber(y0) << "\" x2=\"" << svgNumber(x0) << "\" y2=\""
+     << svgNumber(y1) << "\"/>";
   for (int i = 0; i <= 2; ++i) {  // three y ticks: low, middle, high
     double v;
     if (y.log) v = std::pow(10.0, std::log10(y.lo) + i * (std::log10(y.hi) - std::log10(y.lo)) / 2);
     else v = y.lo + i * (y.hi - y.lo) / 2;
     const double py = y.map(v, y0, y1);
-    os << "<text class=\"tick\" x=\"" << num(x0 - 4) << "\" y=\"" << num(py + 3) << "\" text-anchor=\"end\">"
+    os << "<text class=\"tick\" x=\"" << svgNumber(x0 - 4) << "\" y=\"" << svgNumber(py + 3) << "\" text-anchor=\"end\">"
        << esc(formatDouble(v)) << "</text>";
   }
   for (int s = 1; s <= steps; ++s) {
     const double px = steps > 1 ? x0 + (s - 1) * (x1 - x0) / (steps - 1) : (x0 + x1) / 2;
     if (steps <= 12 || s == 1 || s == steps || s % ((steps + 9) / 10) == 0)
-      os << "<text class=\"tick\" x=\"" << num(px) << "\" y=\"" << num(y0 + 14) << "\" text-anchor=\"middle\">" << s
+      os << "<text class=\"tick\" x=\"" << svgNumber(px) << "\" y=\"" << svgNumber(y0 + 14) << "\" text-anchor=\"middle\">" << s
          << "</text>";
   }
-  os << "<text class=\"tick\" x=\"" << num((x0 + x1) / 2) << "\" y=\"" << num(kH - 2) << "\" text-anchor=\"middle\">step</text>";
+  os << "<text class=\"tick\" x=\"" << svgNumber((x0 + x1) / 2) << "\" y=\"" << svgNumber(kH - 2) << "\" text-anchor=\"middle\">step</text>";
 }
 
 void charts(std::ostream& os, const RunResult& r) {
@@ -102,9 +95,9 @@ void charts(std::ostream& os, const RunResult& r) {
     run.push_back({px(i, 0), ly.map(r.steps[i].loss, y0, y1)});
   }
   os << polyline(ref, "ref") << polyline(run, "run");
-  for (const auto& [x, y] : run) os << "<circle class=\"run\" cx=\"" << num(x) << "\" cy=\"" << num(y) << "\" r=\"2.5\"/>";
-  os << "<text class=\"legend ref\" x=\"" << num(x1 - 4) << "\" y=\"" << num(y1 + 10) << "\" text-anchor=\"end\">reference</text>";
-  os << "<text class=\"legend run\" x=\"" << num(x1 - 4) << "\" y=\"" << num(y1 + 22) << "\" text-anchor=\"end\">run</text>";
+  for (const auto& [x, y] : run) os << "<circle class=\"run\" cx=\"" << svgNumber(x) << "\" cy=\"" << svgNumber(y) << "\" r=\"2.5\"/>";
+  os << "<text class=\"legend ref\" x=\"" << svgNumber(x1 - 4) << "\" y=\"" << svgNumber(y1 + 10) << "\" text-anchor=\"end\">reference</text>";
+  os << "<text class=\"legend run\" x=\"" << svgNumber(x1 - 4) << "\" y=\"" << svgNumber(y1 + 22) << "\" text-anchor=\"end\">run</text>";
   // Panel 2: |Δloss| per step (log scale) against the tolerance band.
   const double tol = r.lossTolerance;
   double dmax = 0, dminPos = 1e300;
@@ -122,11 +115,11 @@ void charts(std::ostream& os, const RunResult& r) {
   frame(os, kW, "|Δloss| per step vs tolerance", dy, n);
   if (tol > 0) {
     const double ty = dy.map(tol, y0, y1);
-    os << "<rect class=\"band\" x=\"" << num(kW + x0) << "\" y=\"" << num(ty) << "\" width=\"" << num(x1 - x0)
-       << "\" height=\"" << num(y0 - ty) << "\"/>";
-    os << "<line class=\"tol\" x1=\"" << num(kW + x0) << "\" y1=\"" << num(ty) << "\" x2=\"" << num(kW + x1)
-       << "\" y2=\"" << num(ty) << "\"/>";
-    os << "<text class=\"legend tol\" x=\"" << num(kW + x1 - 4) << "\" y=\"" << num(ty - 4) << "\" text-anchor=\"end\">tolerance "
+    os << "<rect class=\"band\" x=\"" << svgNumber(kW + x0) << "\" y=\"" << svgNumber(ty) << "\" width=\"" << svgNumber(x1 - x0)
+       << "\" height=\"" << svgNumber(y0 - ty) << "\"/>";
+    os << "<line class=\"tol\" x1=\"" << svgNumber(kW + x0) << "\" y1=\"" << svgNumber(ty) << "\" x2=\"" << svgNumber(kW + x1)
+       << "\" y2=\"" << svgNumber(ty) << "\"/>";
+    os << "<text class=\"legend tol\" x=\"" << svgNumber(kW + x1 - 4) << "\" y=\"" << svgNumber(ty - 4) << "\" text-anchor=\"end\">tolerance "
        << esc(formatDouble(tol)) << "</text>";
   }
   std::vector<std::pair<double, double>> diff;
@@ -135,8 +128,8 @@ void charts(std::ostream& os, const RunResult& r) {
   os << polyline(diff, "diff");
   for (int i = 0; i < n; ++i) {
     const double d = std::abs(r.steps[i].loss - r.steps[i].referenceLoss);
-    os << "<circle class=\"" << (tol > 0 && d > tol ? "over" : "diff") << "\" cx=\"" << num(diff[i].first) << "\" cy=\""
-       << num(diff[i].second) << "\" r=\"2.5\"><title>step " << r.steps[i].step << ": |Δloss| " << esc(formatDouble(d))
+    os << "<circle class=\"" << (tol > 0 && d > tol ? "over" : "diff") << "\" cx=\"" << svgNumber(diff[i].first) << "\" cy=\""
+       << svgNumber(diff[i].second) << "\" r=\"2.5\"><title>step " << r.steps[i].step << ": |Δloss| " << esc(formatDouble(d))
        << "</title></circle>";
   }
   os << "</svg>";

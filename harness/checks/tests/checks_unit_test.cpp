@@ -3,6 +3,8 @@
 // communication comparison, and the registry. No ranks.
 #include <gtest/gtest.h>
 
+#include "common/tests/text_assert.h"
+
 #include "harness/checks/check_common.h"
 #include "harness/checks/check_registry.h"
 #include "harness/checks/comm_check.h"
@@ -15,10 +17,7 @@ namespace moe::checks {
 namespace {
 
 // `text` contains `part` (gmock is not linked).
-::testing::AssertionResult contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\n  \"" << text << "\"\ndoes not contain\n  \"" << part << "\"";
-}
+using testutil::has;
 
 TEST(ChecksHash, Fnv1aKnownVectors) {
   // Published FNV-1a 64 test vectors.
@@ -59,7 +58,7 @@ TEST(ChecksExpertCoverage, PartitionGapsOverlapsOutOfRange) {
   EXPECT_EQ(describeCoverage(8, {{0, 1, 2, 3}, {6, 7}}, {0, 1}), "experts 4-5 are held by no ep rank");
   EXPECT_EQ(describeCoverage(8, {{0, 1, 2, 3}, {0, 1, 2, 3}}, {0, 2}),
             "experts 4-7 are held by no ep rank; experts 0-3 are held by ranks 0 and 2");
-  EXPECT_TRUE(contains(describeCoverage(4, {{0, 1}, {2, 3, 9}}, {0, 1}), "rank 1 holds expert 9 outside [0, 4)"));
+  EXPECT_TRUE(has(describeCoverage(4, {{0, 1}, {2, 3, 9}}, {0, 1}), "rank 1 holds expert 9 outside [0, 4)"));
 }
 
 TEST(ChecksExpertDuplicates, BroadcastBugIsNamedAndReplicasAreNot) {
@@ -70,7 +69,7 @@ TEST(ChecksExpertDuplicates, BroadcastBugIsNamedAndReplicasAreNot) {
             "ranks 0 and 1 hold identical weights for experts 0-1: rank 1's experts 2-3 equal rank 0's experts 0-1");
   // All ranks hold rank 0's experts.
   ExpertHashes r2{2, {4, 5}, {10, 11}, {14, 15}};
-  EXPECT_TRUE(contains(describeDuplicateWeights({r0, r1, r2}),
+  EXPECT_TRUE(has(describeDuplicateWeights({r0, r1, r2}),
               "ranks 0, 1 and 2 hold identical weights for experts 0-1: rank 1's experts 2-3, rank 2's "
                         "experts 4-5 equal rank 0's experts 0-1"));
   // The same expert on two ranks (replicas) is not a duplicate-weights bug.
@@ -81,7 +80,7 @@ TEST(ChecksExpertDuplicates, BroadcastBugIsNamedAndReplicasAreNot) {
   EXPECT_EQ(describeDuplicateWeights({same0, same1}), "");
   // Without checkpoint hashes equal weights for different experts are flagged.
   ExpertHashes u0{0, {0}, {7}, {}}, u1{1, {1}, {7}, {}};
-  EXPECT_TRUE(contains(describeDuplicateWeights({u0, u1}), "ranks 0 and 1 hold identical weights for expert 0"));
+  EXPECT_TRUE(has(describeDuplicateWeights({u0, u1}), "ranks 0 and 1 hold identical weights for expert 0"));
 }
 
 TEST(ChecksParityMath, DefaultTolerancesPerDtype) {
@@ -112,9 +111,9 @@ TEST(ChecksParityMath, AllCloseBoundaryAndScaledGradient) {
   EXPECT_NEAR(d.relNormError, 1.0, 1e-12);
   EXPECT_EQ(d.maxAbsDiff, 6.0);
   std::string m = describeTensorFailure(1, "step-1 gradient", "model.layers.0.mlp.experts.down_proj", d, tol);
-  EXPECT_TRUE(contains(m, "rank 1: step-1 gradient of model.layers.0.mlp.experts.down_proj: max |diff| 6 at "
+  EXPECT_TRUE(has(m, "rank 1: step-1 gradient of model.layers.0.mlp.experts.down_proj: max |diff| 6 at "
                            "local [1, 2] (run 12 vs reference 6)"));
-  EXPECT_TRUE(contains(m, "relative norm error 1 (run/reference norm ratio 2.000)"));
+  EXPECT_TRUE(has(m, "relative norm error 1 (run/reference norm ratio 2.000)"));
 }
 
 TEST(ChecksParityMath, RelativeNormForBf16) {
@@ -142,7 +141,7 @@ TEST(ChecksParity, PerturbedLossFailsAndMaximaAreReported) {
   in.referenceSteps = &ref;
   CheckResult r = checkParity(in);
   EXPECT_FALSE(r.passed);
-  EXPECT_TRUE(contains(r.explanation, "rank 0: step 2 loss 2.301 vs reference 2.3 (|diff| 0.001 exceeds 1e-05)"));
+  EXPECT_TRUE(has(r.explanation, "rank 0: step 2 loss 2.301 vs reference 2.3 (|diff| 0.001 exceeds 1e-05)"));
   EXPECT_NEAR(r.measured["loss_max_abs_diff"].get<double>(), 1e-3, 1e-12);
   run = ref;
   r = checkParity(in);
@@ -180,13 +179,13 @@ TEST(ChecksParity, ScaledGradientIsReportedBeforeTheGradNorm) {
   CheckResult r = checkParity(in);
   EXPECT_FALSE(r.passed);
   EXPECT_EQ(r.explanation.rfind("rank 3: step-1 gradient of experts.w: ", 0), 0u) << r.explanation;
-  EXPECT_TRUE(contains(r.explanation, "run/reference norm ratio 0.500")) << r.explanation;
-  EXPECT_TRUE(contains(r.explanation, "(also off: grad norm)")) << r.explanation;
+  EXPECT_TRUE(has(r.explanation, "run/reference norm ratio 0.500")) << r.explanation;
+  EXPECT_TRUE(has(r.explanation, "(also off: grad norm)")) << r.explanation;
   // A loss difference comes first: it is the forward's own effect.
   run[0].aux += 1e-3;
   r = checkParity(in);
   EXPECT_EQ(r.explanation.rfind("rank 3: step 1 aux ", 0), 0u) << r.explanation;
-  EXPECT_TRUE(contains(r.explanation, "(also off: step-1 gradients, grad norm)")) << r.explanation;
+  EXPECT_TRUE(has(r.explanation, "(also off: step-1 gradients, grad norm)")) << r.explanation;
 }
 
 // The AdamW allowance, values derived by hand (fp32 defaults atol 1e-6,
@@ -220,7 +219,7 @@ TEST(ChecksParityMath, AllowanceExcusesOnlyIllConditionedElements) {
   run[0] = 0.5 + 1e-4;  // tolerance there: 1e-6 + 1e-4 * 0.5 = 5.1e-5, allowance 4.4e-11
   TensorDiff d = compareTensor(run, ref, fp32, nullptr, &allowance);
   EXPECT_FALSE(d.ok);
-  EXPECT_TRUE(contains(d.worstAt, "local [0]")) << d.worstAt;
+  EXPECT_TRUE(has(d.worstAt, "local [0]")) << d.worstAt;
   run = ref.clone();
   run[1] = 0.5 + 1e-4;  // the zero-gradient element: allowance 3.96e-3
   d = compareTensor(run, ref, fp32, nullptr, &allowance);
@@ -268,19 +267,19 @@ TEST(ChecksParity, MixedExpertGradientsAreNamed) {
   in.referenceGrads = &refGrads;
   CheckResult r = checkParity(in);
   EXPECT_FALSE(r.passed);
-  EXPECT_TRUE(contains(r.explanation, "rank 1: step-1 gradient of experts.w: ")) << r.explanation;
-  EXPECT_TRUE(contains(r.explanation, "its expert 3 holds the reference's experts 3 + 0 summed (e.g. run "))
+  EXPECT_TRUE(has(r.explanation, "rank 1: step-1 gradient of experts.w: ")) << r.explanation;
+  EXPECT_TRUE(has(r.explanation, "its expert 3 holds the reference's experts 3 + 0 summed (e.g. run "))
       << r.explanation;
   // Scaled instead: a failure without the diagnosis.
   grads[0].local = g.narrow(0, 2, 2) * 0.5;
   r = checkParity(in);
   EXPECT_FALSE(r.passed);
-  EXPECT_FALSE(contains(r.explanation, "summed")) << r.explanation;
+  EXPECT_FALSE(has(r.explanation, "summed")) << r.explanation;
   // Not an expert tensor: no diagnosis either.
   grads[0].local = g.narrow(0, 2, 2).clone();
   grads[0].local[1] += g[0];
   grads[0].isExpert = false;
-  EXPECT_FALSE(contains(checkParity(in).explanation, "summed"));
+  EXPECT_FALSE(has(checkParity(in).explanation, "summed"));
   // The pure helper on the correct shard: nothing to say.
   auto layout = ref::computeLayout({4, 2, 3}, {ref::Placement::shard(0)}, {2}, {1});
   EXPECT_EQ(mixedExpertsDiagnosis(g.narrow(0, 2, 2), layout, refGrads, "experts.w", ParityTolerance{}), "");
@@ -345,7 +344,7 @@ TEST(ChecksRegistry, EveryCheckIsRegisteredWithItsRunMetadata) {
     reg.get("uniqueness");
     FAIL() << "no error";
   } catch (const HarnessError& e) {
-    EXPECT_TRUE(contains(e.what(), "unknown check 'uniqueness' (known: checkpoint_complete, communication, "
+    EXPECT_TRUE(has(e.what(), "unknown check 'uniqueness' (known: checkpoint_complete, communication, "
                                     "expected_placements, expert_uniqueness, finite, fsdp_gather_volume, gradient_scale, "
                                     "measured_memory, memory, params_changed, parity, placement, resume_parity, "
                                     "wrapper_communication, zero3_partition)"))

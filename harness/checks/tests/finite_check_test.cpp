@@ -4,6 +4,8 @@
 // checks_gloo_test.cpp.
 #include <gtest/gtest.h>
 
+#include "common/tests/text_assert.h"
+
 #include <limits>
 
 #include "harness/checks/check_common.h"
@@ -17,7 +19,7 @@ namespace {
 const double kNan = std::numeric_limits<double>::quiet_NaN();
 const double kInf = std::numeric_limits<double>::infinity();
 
-bool has(const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; }
+using testutil::has;
 
 ParamShard shard(const std::string& name, at::Tensor local, std::vector<int64_t> globalShape,
                  std::vector<ref::Placement> placements) {

@@ -2,15 +2,14 @@
 // planted wrong ones. No ranks: the inputs are what four ranks would gather.
 #include <gtest/gtest.h>
 
+#include "common/tests/text_assert.h"
+
 #include "harness/checks/measured_memory_check.h"
 
 namespace moe::checks {
 namespace {
 
-::testing::AssertionResult has(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\n  \"" << text << "\"\ndoes not contain\n  \"" << part << "\"";
-}
+using testutil::has;
 
 // A wrapper that shards 1000 replicated bytes per rank over 4 ranks: it
 // declares 250, holds 260 after each step (10 bytes it does not declare),

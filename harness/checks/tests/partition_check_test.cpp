@@ -5,16 +5,15 @@
 // non-zero padding). No ranks: every rank's view is evaluated in-process.
 #include <gtest/gtest.h>
 
+#include "common/tests/text_assert.h"
+
 #include "harness/checks/partition_check.h"
 #include "reference/io/tensor_source.h"
 
 namespace moe::checks {
 namespace {
 
-::testing::AssertionResult contains(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\n  \"" << text << "\"\ndoes not contain\n  \"" << part << "\"";
-}
+using testutil::has;
 
 // Mesh {"dp":2,"ep":2} (rank = dp * 2 + ep). A dense vector of 5 elements
 // (replicated) and an expert tensor [4, 3] sharded over ep (2 experts per
@@ -78,7 +77,7 @@ TEST(PartitionCheck, PartitionShiftedByOneElementFails) {
   parts[0].local = at::tensor(std::vector<float>{103, 104});
   auto res = f.run(1, parts);
   ASSERT_FALSE(res.passed);
-  EXPECT_TRUE(contains(res.explanation, "rank 1: flat group 'dense group': partition element 0 (flat 2, dense local element 2) = 103 vs checkpoint 102"));
+  EXPECT_TRUE(has(res.explanation, "rank 1: flat group 'dense group': partition element 0 (flat 2, dense local element 2) = 103 vs checkpoint 102"));
 }
 
 TEST(PartitionCheck, ExpertsPartitionedOverTheDenseGroupFail) {
@@ -89,12 +88,12 @@ TEST(PartitionCheck, ExpertsPartitionedOverTheDenseGroupFail) {
   parts[1].local = at::tensor(std::vector<float>{2, 10});  // 2 of the 8 padded elements
   auto res = f.run(2, parts);
   ASSERT_FALSE(res.passed);
-  EXPECT_TRUE(contains(res.explanation, "rank 2: flat group 'expert group': partitioned over dp+ep, its parameters' data-parallel group is dp"));
+  EXPECT_TRUE(has(res.explanation, "rank 2: flat group 'expert group': partitioned over dp+ep, its parameters' data-parallel group is dp"));
   // Even declared as dp, a 4-way partition has the wrong size.
   parts[1].dims = {"dp"};
   res = f.run(2, parts);
   ASSERT_FALSE(res.passed);
-  EXPECT_TRUE(contains(res.explanation, "partition shape [2] vs expected [3] (6 elements + 0 padding over 2 ranks of dp)"));
+  EXPECT_TRUE(has(res.explanation, "partition shape [2] vs expected [3] (6 elements + 0 padding over 2 ranks of dp)"));
 }
 
 TEST(PartitionCheck, WrongRankSliceFails) {
@@ -104,7 +103,7 @@ TEST(PartitionCheck, WrongRankSliceFails) {
   parts[1].local = f.correct(1)[1].local;
   auto res = f.run(3, parts);
   ASSERT_FALSE(res.passed);
-  EXPECT_TRUE(contains(res.explanation, "partition element 0 (flat 3, experts local element 3) = 20 vs checkpoint 30"));
+  EXPECT_TRUE(has(res.explanation, "partition element 0 (flat 3, experts local element 3) = 20 vs checkpoint 30"));
 }
 
 TEST(PartitionCheck, MixedGroupFails) {
@@ -112,7 +111,7 @@ TEST(PartitionCheck, MixedGroupFails) {
   FlatPartition mixed{"mixed", {"dense", "experts"}, {"dp", "ep"}, at::zeros({3})};
   auto res = f.run(0, {mixed});
   ASSERT_FALSE(res.passed);
-  EXPECT_TRUE(contains(res.explanation, "members dense (partitioned over dp+ep) and experts (over dp) need different groups"));
+  EXPECT_TRUE(has(res.explanation, "members dense (partitioned over dp+ep) and experts (over dp) need different groups"));
 }
 
 TEST(PartitionCheck, MissingAndDuplicatedParametersFail) {
@@ -120,12 +119,12 @@ TEST(PartitionCheck, MissingAndDuplicatedParametersFail) {
   auto parts = f.correct(0);
   auto res = f.run(0, {parts[0]});
   ASSERT_FALSE(res.passed);
-  EXPECT_TRUE(contains(res.explanation, "rank 0: experts is in no flat group"));
+  EXPECT_TRUE(has(res.explanation, "rank 0: experts is in no flat group"));
   parts.push_back(parts[0]);
   parts.back().group = "again";
   res = f.run(0, parts);
   ASSERT_FALSE(res.passed);
-  EXPECT_TRUE(contains(res.explanation, "rank 0: dense is in flat groups 'dense group' and 'again'"));
+  EXPECT_TRUE(has(res.explanation, "rank 0: dense is in flat groups 'dense group' and 'again'"));
 }
 
 TEST(PartitionCheck, NonZeroPaddingFails) {
@@ -136,7 +135,7 @@ TEST(PartitionCheck, NonZeroPaddingFails) {
   parts[0].local = at::tensor(std::vector<float>{0, 1});
   auto res = f.run(3, parts);
   ASSERT_FALSE(res.passed);
-  EXPECT_TRUE(contains(res.explanation, "partition element 1 (flat 7, padding) = 1 vs checkpoint 0"));
+  EXPECT_TRUE(has(res.explanation, "partition element 1 (flat 7, padding) = 1 vs checkpoint 0"));
 }
 
 TEST(PartitionCheck, ToleranceAppliesToValues) {

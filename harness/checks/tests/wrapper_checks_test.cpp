@@ -2,15 +2,14 @@
 // and on a planted wrong one. No ranks.
 #include <gtest/gtest.h>
 
+#include "common/tests/text_assert.h"
+
 #include "harness/checks/wrapper_checks.h"
 
 namespace moe::checks {
 namespace {
 
-::testing::AssertionResult has(const std::string& text, const std::string& part) {
-  if (text.find(part) != std::string::npos) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "\n  \"" << text << "\"\ndoes not contain\n  \"" << part << "\"";
-}
+using testutil::has;
 
 TEST(WrapperChecks, ParamsChangedNamesTheUnchangedOnes) {
   EXPECT_TRUE(describeParamsChanged({"a", "b"}, {true, true}).passed);

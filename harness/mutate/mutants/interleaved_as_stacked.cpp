@@ -12,12 +12,8 @@
 namespace moe::mutants {
 namespace {
 
-bool endsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 void stacked(const plan::ParamPlacement& param, std::vector<ref::Placement>& placements) {
-  if (!endsWith(param.name, "mlp.experts.gate_up_proj") && !endsWith(param.name, "mlp.experts.gate_up_proj_bias"))
+  if (!param.name.ends_with("mlp.experts.gate_up_proj") && !param.name.ends_with("mlp.experts.gate_up_proj_bias"))
     return;
   for (auto& p : placements)
     if (p.kind == ref::PlacementKind::kShard && (p.dim == -1 || p.dim == static_cast<int64_t>(param.globalShape.size()) - 1))

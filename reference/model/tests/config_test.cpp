@@ -2,6 +2,7 @@
 
 #include "common/error.h"
 #include "reference/model/config.h"
+#include "reference/model/tests/config_expect.h"
 #include "reference/model/family.h"
 
 namespace moe::ref {
@@ -11,21 +12,8 @@ using nlohmann::json;
 
 json tinyJson() { return tinyTestConfig().toJson(); }
 
-json with(json j, const char* key, json value) {
-  j[key] = std::move(value);
-  return j;
-}
-
-// Expects fromJson(j) to throw a HarnessError whose message contains every needle.
-void expectError(const json& j, std::initializer_list<const char*> needles) {
-  try {
-    ModelConfig::fromJson(j);
-    ADD_FAILURE() << "no error for " << j.dump();
-  } catch (const HarnessError& e) {
-    for (const char* n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
-        << "message \"" << e.what() << "\" lacks \"" << n << "\"";
-  }
-}
+using testutil::expectError;
+using testutil::with;
 
 TEST(ModelConfig, JsonRoundTrip) {
   auto c = tinyTestConfig();

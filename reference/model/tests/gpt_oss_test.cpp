@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "reference/model/config.h"
+#include "reference/model/tests/config_expect.h"
 #include "reference/model/family.h"
 #include "reference/model/gpt_oss_model.h"
 #include "reference/model/init.h"
@@ -17,20 +18,8 @@ namespace {
 
 using nlohmann::json;
 
-json with(json j, const char* key, json value) {
-  j[key] = std::move(value);
-  return j;
-}
-
-void expectError(const json& j, std::initializer_list<const char*> needles) {
-  try {
-    ModelConfig::fromJson(j);
-    ADD_FAILURE() << "no error for " << j.dump();
-  } catch (const HarnessError& e) {
-    for (const char* n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
-        << "message \"" << e.what() << "\" lacks \"" << n << "\"";
-  }
-}
+using testutil::expectError;
+using testutil::with;
 
 // What transformers 5.25's GptOssConfig(...).save_pretrained writes for a
 // tiny config (copied from its config.json, not from our writer).

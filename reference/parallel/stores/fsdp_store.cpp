@@ -83,7 +83,7 @@ using ref::Placement;
 using torch::autograd::AutogradContext;
 using torch::autograd::tensor_list;
 
-const char* kStoreName = "fsdp";
+const char* kFsdpStoreName = "fsdp";
 
 // One parameter as the store holds it.
 struct Entry {
@@ -235,10 +235,10 @@ class FsdpStore : public ParamStore {
     }
   }
 
-  std::string name() const override { return kStoreName; }
+  std::string name() const override { return kFsdpStoreName; }
   // The param_store.h hook: every parameter sharded beyond the plan is
   // gathered whole once per step on the store's own groups.
-  std::string parameterGatherPrefix() const override { return std::string(kStoreName) + ":"; }
+  std::string parameterGatherPrefix() const override { return std::string(kFsdpStoreName) + ":"; }
 
   void beginStep() override {
     for (auto& e : entries_) {
@@ -482,14 +482,14 @@ class FsdpStore : public ParamStore {
     }
     if (red.tpPartial) restDims.push_back("tp");
     // Every rank creates the same groups in the same order (plan order).
-    e.shardGroup = storeGroup(mesh, kStoreName, fsdpDims);
+    e.shardGroup = storeGroup(mesh, kFsdpStoreName, fsdpDims);
     e.sharded = e.shardGroup->size() > 1;
     if (e.sharded) {
-      e.restGroup = storeGroup(mesh, kStoreName, restDims);
+      e.restGroup = storeGroup(mesh, kFsdpStoreName, restDims);
     } else {
       auto reduceDims = restDims;
       reduceDims.insert(reduceDims.end(), fsdpDims.begin(), fsdpDims.end());
-      e.reduceGroup = storeGroup(mesh, kStoreName, reduceDims);
+      e.reduceGroup = storeGroup(mesh, kFsdpStoreName, reduceDims);
     }
 
     if (e.sharded) {

@@ -16,7 +16,7 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-const char* kStoreName = "zero3";
+const char* kZero3StoreName = "zero3";
 // The checks' gathers (paramShards/gradShards): not part of a step's traffic.
 const char* kCheckGroups = "zero3-check";
 
@@ -185,11 +185,11 @@ struct Zero3Store::Impl {
       if (g.size > 1) {
         // Store-owned groups (param_store.h): the recorder's "zero3:" counters
         // are this scheme's traffic alone; the checks' gathers run apart.
-        g.comm = storeGroup(mesh, kStoreName, g.dims);
+        g.comm = storeGroup(mesh, kZero3StoreName, g.dims);
         g.rank = g.comm->rank();
         g.checkComm = storeGroup(mesh, kCheckGroups, g.dims);
       }
-      if (g.tpPartial) g.tp = storeGroup(mesh, kStoreName, {"tp"});
+      if (g.tpPartial) g.tp = storeGroup(mesh, kZero3StoreName, {"tp"});
       std::vector<torch::Tensor> pieces;
       for (size_t m : g.members)
         pieces.push_back(ref::getParam(*o.local, plan.params[m].name).detach().to(torch::kFloat).reshape({-1}));

@@ -7,16 +7,11 @@
 namespace moe::plan {
 namespace {
 
-bool endsWith(const std::string& s, const char* suffix) {
-  const std::string t(suffix);
-  return s.size() >= t.size() && s.compare(s.size() - t.size(), std::string::npos, t) == 0;
-}
-
 // q/k/v projections must split whole heads.
 ref::Placement placeColwise(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
   requireRank(self, p, 2);
-  const bool qkv = endsWith(p.name, "q_proj.weight") || endsWith(p.name, "k_proj.weight") ||
-                   endsWith(p.name, "v_proj.weight");
+  const bool qkv = p.name.ends_with("q_proj.weight") || p.name.ends_with("k_proj.weight") ||
+                   p.name.ends_with("v_proj.weight");
   if (qkv) requireDivisible(self, p, p.globalShape[0] / ctx.config.headDim, ctx.meshDimSize, "heads");
   else requireDivisible(self, p, p.globalShape[0], ctx.meshDimSize, "output features");
   return ref::Placement::shard(0);

@@ -11,18 +11,13 @@
 namespace moe::plan {
 namespace {
 
-bool endsWith(const std::string& s, const char* suffix) {
-  const std::string t(suffix);
-  return s.size() >= t.size() && s.compare(s.size() - t.size(), std::string::npos, t) == 0;
-}
-
 ref::Placement placeMlaColwise(const PlanStyle& self, const ParamTarget& p, const StyleContext& ctx) {
   requireRank(self, p, 2);
   const auto& c = ctx.config;
   int64_t perHead = 0;
-  if (endsWith(p.name, "q_b_proj.weight") || endsWith(p.name, "q_proj.weight"))
+  if (p.name.ends_with("q_b_proj.weight") || p.name.ends_with("q_proj.weight"))
     perHead = c.qkNopeHeadDim + c.qkRopeHeadDim;
-  else if (endsWith(p.name, "kv_b_proj.weight"))
+  else if (p.name.ends_with("kv_b_proj.weight"))
     perHead = c.qkNopeHeadDim + c.vHeadDim;
   if (perHead <= 0)
     fail("style ", self.name(), ": parameter ", p.name,

@@ -16,7 +16,7 @@
 namespace moe::ref {
 namespace {
 
-const bool kOneThread = [] {
+const bool kOneThreadInModelTests = [] {
   at::set_num_threads(1);
   return true;
 }();

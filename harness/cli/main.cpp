@@ -7,9 +7,18 @@
 // `MOE_REGISTER(Command, FunctionCommand, "<name>", addMyCommand);`
 // (commands.h) and add the file to moe_cli in harness/cli/CMakeLists.txt.
 // command_line.cpp adds every registered command.
+#include <csignal>
+
 #include "harness/cli/command_line.h"
 
 int main(int argc, char** argv) {
+  // A rank that writes to a peer's closed socket must fail with EPIPE (an
+  // error the launcher classifies as peer_gone, secondary), not die of
+  // SIGPIPE: a crash by signal counts as a primary failure and was blamed
+  // as the root cause ahead of the peer's own error. Python ignores SIGPIPE
+  // too, so torch.distributed ranks behave the same. Set before the fork
+  // server starts: forked and exec'd ranks inherit it.
+  std::signal(SIGPIPE, SIG_IGN);
   // First, while this process has one thread: ranks of `run` and `mutate`
   // are forked from the server started here (harness/launch/fork_server.h).
   moe::cli::startForkServerIfUseful(argc, argv);

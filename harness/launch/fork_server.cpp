@@ -276,8 +276,9 @@ bool startForkServer(const std::string& program, ForkedMain entry, std::string* 
     close(sv[0]);
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(0);
-    // SIGPIPE keeps its default, which the ranks inherit as exec'd ones do:
-    // the server's own writes use MSG_NOSIGNAL.
+    // SIGPIPE keeps the disposition of moe-harness's main (ignored), which
+    // the ranks inherit as exec'd ones do; the server's own writes use
+    // MSG_NOSIGNAL in any case.
     serve(sv[1], entry);
   }
   close(sv[1]);

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <fstream>
 #include <chrono>
@@ -581,6 +582,9 @@ LaunchResult launchProgram(const LaunchOptions& opts, const std::vector<std::str
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    // moe-harness ignores SIGPIPE (main.cpp); an arbitrary program gets the
+    // default it would get from a shell (moe-harness ranks ignore it again).
+    std::signal(SIGPIPE, SIG_DFL);
     execvp(args[0], args.data());
     fprintf(stderr, "launch: cannot execute %s: %s\n", args[0], strerror(errno));
     fflush(stderr);

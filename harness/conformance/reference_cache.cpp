@@ -1,9 +1,13 @@
 #include "harness/conformance/reference_cache.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
@@ -67,6 +71,26 @@ std::string ReferenceCache::key(const ReferenceKey& k) {
   // 64-bit FNV hash irrelevant in practice.
   os << std::setw(16) << checks::fnv1a64(text.data(), text.size(), 0x84222325cbf29ce4ULL);
   return os.str();
+}
+
+ReferenceCache::KeyLock::~KeyLock() {
+  if (fd_ >= 0) close(fd_);  // closing the descriptor releases the flock
+}
+
+std::unique_ptr<ReferenceCache::KeyLock> ReferenceCache::lock(const std::string& key) const {
+  std::error_code ec;
+  fs::create_directories(dir_, ec);
+  if (ec) fail("reference cache ", dir_, ": cannot create the directory: ", ec.message());
+  const std::string path = (fs::path(dir_) / (key + ".lock")).string();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) fail("reference cache ", path, ": cannot open the lock file: ", std::strerror(errno));
+  while (flock(fd, LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    const int e = errno;
+    close(fd);
+    fail("reference cache ", path, ": cannot lock: ", std::strerror(e));
+  }
+  return std::make_unique<KeyLock>(fd);
 }
 
 std::optional<TrainResult> ReferenceCache::load(const std::string& key) const {

@@ -14,6 +14,7 @@
 //    job stored the key first, its entry is kept and ours is discarded.
 // Entry layout: <dir>/<key>/{steps.json, grads_step1.safetensors,
 // final.safetensors}; steps.json also holds the inputs of the key in clear.
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -38,6 +39,23 @@ class ReferenceCache {
   // steps, gradsStep1 and finalParams (initialParams is left empty).
   std::optional<TrainResult> load(const std::string& key) const;
   void store(const std::string& key, const ReferenceKey& inputs, const TrainResult& result) const;
+
+  // An exclusive lock on `key` (flock of <dir>/<key>.lock) held until the
+  // returned object is destroyed; blocks while another job holds it. Jobs
+  // that run concurrently (`run --jobs`) and need the same reference take
+  // it around load-or-compute-and-store, so one computes and the others
+  // read its entry. The kernel releases it when a holder dies.
+  class KeyLock {
+   public:
+    explicit KeyLock(int fd) : fd_(fd) {}
+    KeyLock(const KeyLock&) = delete;
+    KeyLock& operator=(const KeyLock&) = delete;
+    ~KeyLock();
+
+   private:
+    int fd_;
+  };
+  std::unique_ptr<KeyLock> lock(const std::string& key) const;
 
  private:
   std::string dir_;

@@ -147,6 +147,8 @@ Reference computeReference(const RunPlanOptions& o, const ModelConfig& cfg, cons
     const ReferenceKey key{cfg.toJson(), o.dtype, t, o.checkpoint};
     const std::string k = ReferenceCache::key(key);
     if (rank == 0) {
+      // Concurrent jobs of the same reference wait here for the first.
+      const auto lock = cache.lock(k);
       cached = cache.load(k);
       ref.timings.referenceFromCache = cached.has_value();
       if (!cached) {

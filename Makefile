@@ -35,9 +35,12 @@ test-gpu: build
 
 # The default suite: every case run not labelled nightly (nor needs-dp:
 # waiting for a missing feature), reports in reports/latest/.
+# Jobs: run's default, twice the cores (runs wait in collectives most of
+# their time); RUN_JOBS=N overrides it.
 RUN_ARGS ?= --exclude-label nightly --exclude-label needs-dp
+RUN_JOBS ?=
 run: build
-	$(HARNESS) run cases/ $(RUN_ARGS) --report reports/latest --jobs $(JOBS)
+	$(HARNESS) run cases/ $(RUN_ARGS) --report reports/latest $(if $(RUN_JOBS),--jobs $(RUN_JOBS))
 
 bench: build
 	$(BUILD_DIR)/bin/bench_comm

@@ -90,7 +90,7 @@ void addRunCommandImpl(CLI::App& app) {
     std::string backend, device, report, cache;
     std::string iface;
     std::string spawn;  // "" = MOE_HARNESS_SPAWN, else fork
-    int jobs = 1;
+    int jobs = 0;       // 0 = defaultRunJobs()
   };
   auto a = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("run", "Run conformance cases, each run in its own launched job, and write reports");
@@ -100,7 +100,9 @@ void addRunCommandImpl(CLI::App& app) {
                   "override every case's device lane (default: the case's, else the backend's: gloo cpu, nccl cuda)")
       ->check(CLI::IsMember({"cpu", "cuda"}));
   cmd->add_option("--report", a->report, "write report.json, report.md, report.html and junit.xml (and per-run files) here");
-  cmd->add_option("--jobs,-j", a->jobs, "runs in parallel")->capture_default_str()->check(CLI::Range(1, 64));
+  cmd->add_option("--jobs,-j", a->jobs,
+                  "runs in parallel (default: twice the number of cores; a run waits in collectives most of its time)")
+      ->check(CLI::Range(1, 64));
   cmd->add_option("--reference-cache", a->cache, "directory of cached single-device references (default: in the report or a temp dir)");
   cmd->add_option("--iface", a->iface,
                   "network interface or address each job's store listens on and its Gloo ranks bind (default loopback)");
@@ -112,6 +114,7 @@ void addRunCommandImpl(CLI::App& app) {
     auto loaded = load(a->sel);
     if (loaded->items.empty()) fail("no case runs selected (", loaded->cases.size(), " case files read)");
     RunnerOptions o;
+    if (a->jobs == 0) a->jobs = defaultRunJobs();
     o.jobs = a->jobs;
     o.backend = a->backend;
     o.device = a->device;

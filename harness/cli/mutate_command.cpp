@@ -14,6 +14,7 @@
 #include "harness/cli/commands.h"
 #include "common/error.h"
 #include "harness/mutate/mutant_registry.h"
+#include "harness/suite/runner.h"
 
 #ifndef MOE_SOURCE_DIR
 #define MOE_SOURCE_DIR "."
@@ -26,7 +27,7 @@ struct MutateArgs {
   std::vector<std::string> mutants;
   std::string report;
   std::string casesDir = std::string(MOE_SOURCE_DIR) + "/cases";
-  int jobs = 1;
+  int jobs = 0;  // 0 = cases::defaultRunJobs()
   double timeout = 240;
   bool noBaseline = false;
   bool list = false;
@@ -79,14 +80,14 @@ int runMutate(const MutateArgs& a) {
   mutate::MutateOptions o;
   o.program = selfExe();
   o.casesDir = a.casesDir;
-  o.jobs = a.jobs;
+  o.jobs = a.jobs > 0 ? a.jobs : cases::defaultRunJobs();
   o.spawn = a.spawn.empty() ? launch::spawnModeFromEnvironment(launch::SpawnMode::kFork)
                             : launch::parseSpawnMode(a.spawn, "--spawn");
   o.timeoutSeconds = a.timeout;
   o.baseline = !a.noBaseline;
   o.progress = &std::cerr;
   std::cerr << "mutate: " << specs.size() << " mutant(s)" << (o.baseline ? " + unmutated baseline" : "")
-            << ", " << a.jobs << " job(s) at a time" << std::endl;
+            << ", " << o.jobs << " job(s) at a time" << std::endl;
   const mutate::MutationReport report = mutate::runMutations(specs, o);
   mutate::printMutationTable(std::cout, report);
   if (!a.report.empty()) {
@@ -109,7 +110,10 @@ void addMutateCommand(CLI::App& app) {
                                  "check killed each mutant");
   sub->add_option("--mutants", a->mutants, "comma-separated mutant names (default: all)")->delimiter(',');
   sub->add_option("--report", a->report, "write DIR/mutation.json");
-  sub->add_option("--jobs", a->jobs, "launched jobs at a time")->check(CLI::Range(1, 64))->capture_default_str();
+  sub->add_option("--jobs", a->jobs,
+                  "launched jobs at a time (default: twice the number of cores; a job waits in collectives most of its "
+                  "time)")
+      ->check(CLI::Range(1, 64));
   sub->add_option("--timeout", a->timeout, "seconds per launched job")->capture_default_str();
   sub->add_option("--cases-dir", a->casesDir, "the cases/ folder (configs, plans)")->capture_default_str();
   sub->add_option("--spawn", a->spawn,

@@ -1,5 +1,6 @@
 #include "harness/suite/runner.h"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -384,6 +385,14 @@ RunResult brokenCaseResult(const CaseFile& c) {
 }
 
 }  // namespace
+
+int defaultRunJobs() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  int cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 0;
+  if (cores <= 0) cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::min(64, 2 * cores);
+}
 
 std::string gitRevision() {
   static const std::string rev = [] {

@@ -253,8 +253,11 @@ TEST_F(RunCases, TheReferenceIsComputedOnceAndReused) {
     EXPECT_GT(t["phases"]["spawn"].get<double>(), 0.0);
     EXPECT_LE(inJob, t["wall_seconds"].get<double>() * 1.001 + 1e-3) << t.dump();
   }
-  EXPECT_FALSE(first["runs"][0]["timings"]["reference_from_cache"].get<bool>());
-  EXPECT_TRUE(first["runs"][1]["timings"]["reference_from_cache"].get<bool>());
+  // The two runs may run concurrently (run's default --jobs): whichever
+  // comes first computes the reference, the other waits for it and reads it.
+  int computed = 0;
+  for (const auto& run : first["runs"]) computed += !run["timings"]["reference_from_cache"].get<bool>();
+  EXPECT_EQ(computed, 1) << first["runs"].dump();
   EXPECT_TRUE(second["runs"][0]["timings"]["reference_from_cache"].get<bool>());
   size_t entries = 0;
   for (const auto& e : fs::directory_iterator(cache)) entries += e.is_directory();

@@ -19,6 +19,14 @@ moe_test(fuzz_replay_tests LABELS fuzz
   LIBS moe_suite)
 target_compile_definitions(fuzz_replay_tests PRIVATE MOE_FUZZ_DIR="${PROJECT_SOURCE_DIR}/fuzz")
 
+# Whole objects of the parsers in the layer archives, for the libFuzzer build.
+include(${PROJECT_SOURCE_DIR}/fuzz/parser_sources.cmake)
+foreach(src IN LISTS MOE_FUZZ_PARSER_SOURCES)
+  get_filename_component(src_dir ${PROJECT_SOURCE_DIR}/${src} DIRECTORY)
+  set_source_files_properties(${PROJECT_SOURCE_DIR}/${src} DIRECTORY ${src_dir}
+                              PROPERTIES SKIP_UNITY_BUILD_INCLUSION ON)
+endforeach()
+
 if(NOT MOE_FUZZ)
   message(STATUS "moe-harness: libFuzzer targets: off (MOE_FUZZ=OFF)")
   return()

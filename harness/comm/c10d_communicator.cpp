@@ -32,9 +32,22 @@ void C10dCommunicator::waitForWork(c10d::Work& work) {
     } catch (const c10::Error&) {
       if (work.isCompleted()) break;  // a failure of the op itself: rethrown below
     }
-    throwIfVerdict();
+    try {
+      throwIfVerdict();
+    } catch (const CollectiveMismatch&) {
+      abandoned_ = true;  // the op never finishes: see ~C10dCommunicator
+      throw;
+    }
   }
   work.wait();
+}
+
+C10dCommunicator::~C10dCommunicator() {
+  // An abandoned op still occupies the process group's worker thread (until
+  // the backend's timeout), and destroying the group joins that thread: the
+  // rank would hang on its way out after reporting the mismatch. The group
+  // is left to the process's exit instead.
+  if (abandoned_) (void)pg_.release();
 }
 
 template <typename Start>

@@ -38,6 +38,9 @@ class Work;
 namespace moe::comm {
 
 class C10dCommunicator : public Communicator {
+ public:
+  ~C10dCommunicator() override;
+
  protected:
   C10dCommunicator(std::string name, int rank, std::vector<int> globalRanks,
                    c10::intrusive_ptr<c10d::Backend> pg, std::shared_ptr<store::Store> store,
@@ -97,6 +100,7 @@ class C10dCommunicator : public Communicator {
   std::shared_ptr<store::Store> store_;
   std::chrono::milliseconds timeout_;
   bool awaitWorkRelease_ = false;
+  bool abandoned_ = false;  // an op was left running when a verdict ended its wait
 };
 
 }  // namespace moe::comm

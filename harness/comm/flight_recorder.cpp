@@ -169,6 +169,16 @@ std::string FlightRecorder::settleVerification(double boundSeconds) {
   return v;
 }
 
+void FlightRecorder::failInFlight(const std::string& error) {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || header_->count == 0) return;
+  TraceRecord* last = &ring_[(header_->count - 1) % header_->capacity];
+  const auto st = static_cast<CallState>(last->state);
+  if (st != CallState::kVerifying && st != CallState::kRunning) return;
+  strncpy(last->error, error.c_str(), sizeof(last->error) - 1);
+  __atomic_store_n(&last->state, static_cast<int32_t>(CallState::kFailed), __ATOMIC_RELEASE);
+}
+
 std::vector<TraceRecord> FlightRecorder::snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<TraceRecord> out;

@@ -132,6 +132,10 @@ class FlightRecorder {
   // verdict is returned ("" otherwise), so a rank whose mismatched call
   // completed still reports the mismatch.
   std::string settleVerification(double boundSeconds);
+  // Marks the newest record failed with `error` when it is still in flight
+  // (verifying or running). Gives up rather than block when the recorder is
+  // busy: it is called from a terminate handler.
+  void failInFlight(const std::string& error);
 
   std::vector<TraceRecord> snapshot() const;  // oldest first
   nlohmann::json toJson() const;

@@ -502,6 +502,7 @@ class Job {
         os << "  rank " << st.rank << ": ";
         if (st.exited && st.exitCode == 0) os << "exited with code 0 before the verdict reached it\n";
         else if (st.stoppedByLauncher) os << "stopped by the launcher after the verdict (" << st.describe() << ")\n";
+        else if (!st.exited) os << "ended by its backend on the mismatched buffers (" << st.describe() << ")\n";
         else os << "reported the mismatch (" << st.describe() << ")\n";
       }
     } else {

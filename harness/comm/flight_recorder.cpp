@@ -73,7 +73,15 @@ void FlightRecorder::configure(int rank, int worldSize, const std::string& trace
     const char* env = std::getenv("MOE_HARNESS_TRACE_DIR");
     if (env) dir = env;
   }
-  // Reconfiguring starts an empty ring (in a new file or in memory).
+  // Reconfiguring starts an empty ring (in a new file or in memory). Let a
+  // watching launcher read the old one first, so no call escapes
+  // verification.
+  if (mappedBytes_ && header_->watcher) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (__atomic_load_n(&header_->watched, __ATOMIC_ACQUIRE) < header_->count &&
+           std::chrono::steady_clock::now() < deadline)
+      usleep(500);
+  }
   unmap();
   if (!dir.empty()) {
     std::string path = dir + "/rank" + std::to_string(rank) + ".trace";
@@ -108,6 +116,7 @@ void FlightRecorder::configure(int rank, int worldSize, const std::string& trace
   header_->watched = 0;
   header_->verified = 0;
   header_->verdict[0] = 0;
+  header_->epoch = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
 TraceRecord* FlightRecorder::begin(const TraceRecord& rec) {

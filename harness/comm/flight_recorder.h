@@ -90,6 +90,7 @@ struct TraceFileHeader {
   uint64_t watched;        // the id of the last record the launcher has read
   uint64_t verified;       // every record up to this id is verified
   char verdict[1024];      // the CollectiveMismatch message, NUL-terminated
+  uint64_t epoch;          // set by each configure(): a reader that sees it change starts over
 };
 // A rank waits in FlightRecorder::begin while it is this many calls ahead
 // of what the watching launcher has read.
@@ -114,7 +115,8 @@ class FlightRecorder {
 
   // Sets rank identity and starts an empty ring: in the trace file
   // `traceDir`/rank{R}.trace, or with traceDir "" in $MOE_HARNESS_TRACE_DIR
-  // when set, else (or with traceDir "-") in memory. Safe to call again.
+  // when set, else (or with traceDir "-") in memory. Safe to call again
+  // (a watching launcher is first given up to 1 s to read the old ring).
   void configure(int rank, int worldSize, const std::string& traceDir = "");
   int rank() const { return rank_; }
 

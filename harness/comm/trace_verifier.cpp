@@ -29,6 +29,7 @@ Fingerprint fingerprintOf(const TraceRecord& r) {
 struct TraceVerifier::RankFile {
   int fd = -1;
   int pid = 0;
+  uint64_t epoch = 0;
   uint64_t cursor = 0;  // id of the last record read
   uint64_t publishedWatched = 0, publishedVerified = 0;
   uint64_t verifiedThrough = 0;
@@ -136,8 +137,10 @@ void TraceVerifier::readRank(int rank) {
   TraceFileHeader h;
   if (pread(f.fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) return;
   if (memcmp(h.magic, "MOETRACE", 8) != 0 || h.capacity == 0) return;
-  if (h.pid != f.pid || h.count < f.cursor) {  // a new or reconfigured recorder: start over
+  if (static_cast<size_t>(rank) < pids_.size() && h.pid != pids_[rank]) return;  // not this job's rank (yet)
+  if (h.pid != f.pid || h.epoch != f.epoch || h.count < f.cursor) {  // a new or reconfigured recorder: start over
     f.pid = h.pid;
+    f.epoch = h.epoch;
     f.cursor = f.verifiedThrough = f.publishedWatched = f.publishedVerified = 0;
     f.pending.clear();
     f.watching = false;

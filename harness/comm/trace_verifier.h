@@ -49,6 +49,10 @@ class TraceVerifier {
   TraceVerifier(const TraceVerifier&) = delete;
   TraceVerifier& operator=(const TraceVerifier&) = delete;
 
+  // The process id of each rank (indexed by rank): a trace file written by
+  // another process (an earlier job's, in a reused directory) is not read.
+  // Unset: every file is read.
+  void expectPids(std::vector<int> pids) { pids_ = std::move(pids); }
   // Reads, compares, publishes; returns the verdict ("" none yet).
   std::string poll();
   const std::string& verdict() const { return verdict_; }
@@ -68,6 +72,7 @@ class TraceVerifier {
 
   std::string dir_;
   int worldSize_;
+  std::vector<int> pids_;
   TraceVerifierOptions opts_;
   std::vector<std::unique_ptr<RankFile>> files_;
   std::map<std::string, std::unique_ptr<Entry>> entries_;  // calls not all members have posted yet

@@ -74,6 +74,9 @@ class Job {
     out_ = opts_.out ? opts_.out : &std::cout;
     err_ = opts_.err ? opts_.err : &std::cerr;
     clearRankFailureRecords(traceDir_, opts_.nranks);
+    // An earlier job's traces in a reused directory are not this job's:
+    // neither its reports nor its verification may read them.
+    for (int r = 0; r < opts_.nranks; ++r) unlink((traceDir_ + "/rank" + std::to_string(r) + ".trace").c_str());
     token_ = store::newJobToken();
     // Trace verification (launcher.h): only where the launcher sees every
     // rank's trace file and nobody chose a mode.
@@ -134,6 +137,11 @@ class Job {
         reapAll();
         throw;
       }
+    }
+    if (verifier_) {
+      std::vector<int> pids;
+      for (const auto& c : children_) pids.push_back(c.st.pid);
+      verifier_->expectPids(std::move(pids));
     }
     // Only now start the store (and its thread): the children were forked
     // from a process without extra threads.

@@ -268,3 +268,23 @@ TEST(TraceVerifier, SiblingGroupsOfOneNameAndInBandCallsAreNotCompared) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(TraceVerifier, AFileOfAnotherProcessIsNotRead) {
+  // An earlier job's trace in a reused directory (same name, another pid)
+  // must not be compared with this job's ranks: a false mismatch otherwise.
+  TraceDir d;
+  d.write(0, {record(allReduce(1, 4), 0, 2)});                     // pid 1000
+  d.write(1, {record(Fingerprint{.seq = 1, .op = 2}, 1, 2)});      // pid 1001: barrier#1
+  TraceVerifierOptions o;
+  o.verdictDelay = std::chrono::milliseconds(0);
+  TraceVerifier v(d.dir.string(), 2, o);
+  v.expectPids({1000, 4242});  // rank 1 of this job is process 4242
+  EXPECT_EQ(v.poll(), "");
+  EXPECT_EQ(d.header(1).watcher, 0u);  // not touched either
+  TraceVerifier all(d.dir.string(), 2, o);  // without pids: the mismatch is seen
+  EXPECT_NE(all.poll(), "");
+}
+
+}  // namespace

@@ -19,6 +19,7 @@
 
 #include "harness/comm/fingerprint.h"
 #include "harness/comm/flight_recorder.h"
+#include "harness/comm/trace_verifier.h"
 
 namespace moe::comm {
 
@@ -295,14 +296,22 @@ void Communicator::run(Call& call, Fn&& fn) {
   const bool p2p = call.op == OpType::kSend || call.op == OpType::kRecv;
   call.seq = p2p ? 0 : ++seq_;
   const bool inBand = mode_ == VerifyMode::kInBand && size() > 1 && !p2p;
+  Fingerprint fp;
+  fp.seq = call.seq;
+  fp.op = static_cast<int32_t>(call.op);
+  fp.dtype = call.hasDtype ? static_cast<int32_t>(call.dtype) : -1;
+  fp.arg = call.arg;
+  fp.numelIn = call.numelIn;
+  fp.numelOut = call.numelOut;
+  fp.to = call.to;
+  fp.from = call.from;
   TraceRecord r;
-  r.seq = call.seq;
-  r.op = static_cast<int32_t>(call.op);
+  storeFingerprint(r, fp, size());  // for the launcher (trace verification)
   r.state = static_cast<int32_t>(inBand ? CallState::kVerifying : CallState::kRunning);
-  r.dtype = call.hasDtype ? static_cast<int32_t>(call.dtype) : -1;
-  r.arg = call.arg;
   r.groupSize = size();
   r.groupRank = rank_;
+  r.groupHash = groupHash_;
+  r.verify = static_cast<int32_t>(mode_);
   r.bytesSent = call.bytesSent;
   r.bytesRecv = call.bytesRecv;
   r.tStart = nowSeconds();
@@ -310,16 +319,6 @@ void Communicator::run(Call& call, Fn&& fn) {
   copyField(r.ranks, sizeof(r.ranks), ranksText_);
   copyField(r.shapes, sizeof(r.shapes), call.shapes);
   copyField(r.splits, sizeof(r.splits), call.splits);
-  // The fingerprint, for the launcher (trace verification).
-  r.verify = static_cast<int32_t>(mode_);
-  r.numelIn = call.numelIn;
-  r.numelOut = call.numelOut;
-  r.groupHash = groupHash_;
-  if (size() <= kTraceMaxRanks) {
-    r.nSplits = size();
-    for (size_t j = 0; j < call.to.size() && j < static_cast<size_t>(kTraceMaxRanks); ++j) r.to[j] = call.to[j];
-    for (size_t j = 0; j < call.from.size() && j < static_cast<size_t>(kTraceMaxRanks); ++j) r.from[j] = call.from[j];
-  }
   TraceRecord* slot = rec.begin(r);
   auto t0 = std::chrono::steady_clock::now();
   try {

@@ -26,6 +26,18 @@ Fingerprint fingerprintOf(const TraceRecord& r) {
   return f;
 }
 
+void storeFingerprint(TraceRecord& r, const Fingerprint& f, int groupSize) {
+  r.seq = f.seq;
+  r.op = f.op;
+  r.dtype = f.dtype;
+  r.arg = f.arg;
+  r.numelIn = f.numelIn;
+  r.numelOut = f.numelOut;
+  r.nSplits = groupSize <= kTraceMaxRanks ? groupSize : 0;
+  for (size_t j = 0; j < f.to.size() && j < static_cast<size_t>(r.nSplits); ++j) r.to[j] = f.to[j];
+  for (size_t j = 0; j < f.from.size() && j < static_cast<size_t>(r.nSplits); ++j) r.from[j] = f.from[j];
+}
+
 struct TraceVerifier::RankFile {
   int fd = -1;
   int pid = 0;

@@ -35,8 +35,11 @@
 
 namespace moe::comm {
 
-// The fingerprint a record holds (`to`/`from` sized by nSplits).
+// The fingerprint a record holds (`to`/`from` sized by nSplits), and the
+// inverse: stores `f` in `r` (seq, op, dtype, arg, numel, per-rank sizes;
+// nSplits = groupSize when it is at most kTraceMaxRanks, else 0).
 Fingerprint fingerprintOf(const TraceRecord& r);
+void storeFingerprint(TraceRecord& r, const Fingerprint& f, int groupSize);
 
 struct TraceVerifierOptions {
   std::chrono::milliseconds verdictDelay{100};

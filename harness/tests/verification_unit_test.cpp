@@ -177,22 +177,26 @@ struct TraceDir {
 
 TraceRecord record(const Fingerprint& f, int groupRank, int groupSize, const char* group = "world") {
   TraceRecord r;
-  r.seq = f.seq;
-  r.op = f.op;
-  r.dtype = f.dtype;
-  r.arg = f.arg;
-  r.numelIn = f.numelIn;
-  r.numelOut = f.numelOut;
+  storeFingerprint(r, f, groupSize);
   r.groupSize = groupSize;
   r.groupRank = groupRank;
   r.groupHash = 42;
   r.verify = static_cast<int32_t>(VerifyMode::kTrace);
   r.state = 2;  // running
   strncpy(r.group, group, sizeof(r.group) - 1);
-  r.nSplits = groupSize;
-  for (size_t j = 0; j < f.to.size(); ++j) r.to[j] = f.to[j];
-  for (size_t j = 0; j < f.from.size(); ++j) r.from[j] = f.from[j];
   return r;
+}
+
+TEST(TraceVerifier, AStoredFingerprintReadsBackWhole) {
+  TraceRecord r = record(allToAll(7, {3, 0, 6}, {1, 2, 3}), 1, 3);
+  Fingerprint f = fingerprintOf(r);
+  EXPECT_EQ(describeFingerprint(f), "all_to_all#7(float32)");
+  EXPECT_EQ(f.to, (std::vector<int64_t>{3, 0, 6}));
+  EXPECT_EQ(f.from, (std::vector<int64_t>{1, 2, 3}));
+  EXPECT_EQ(f.numelIn, 9);
+  EXPECT_EQ(f.numelOut, 6);
+  // A group too large for the record keeps no per-rank sizes (it verifies in-band).
+  EXPECT_EQ(record(allReduce(1, 4), 0, kTraceMaxRanks + 1).nSplits, 0);
 }
 
 TEST(TraceVerifier, AgreeingCallsAreVerifiedAndPublished) {

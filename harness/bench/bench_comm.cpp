@@ -181,6 +181,7 @@ class SharedDoubles {
 // times: [iters] shared with the parent, written by rank 0 only.
 int timeCollectiveRank(const RankContext& ctx, Collective which, int64_t bytes, bool verify,
                        int64_t iters, double* times) {
+  // verify: on in the mode the launcher chose (benchCollective: in-band or trace).
   at::set_num_threads(1);
   moe::comm::CommOptions co;
   co.verify = verify;
@@ -217,7 +218,10 @@ int timeCollectiveRank(const RankContext& ctx, Collective which, int64_t bytes, 
 
 void benchCollective(benchmark::State& state, Collective which) {
   const int64_t bytes = state.range(0);
-  const bool verify = state.range(1) != 0;
+  // 0 off, 1 in-band (the fingerprint exchange), 2 trace (the launcher
+  // compares the ranks' traces; communicator.h "Verification").
+  const int64_t verifyMode = state.range(1);
+  const bool verify = verifyMode != 0;
   const int64_t iters = state.max_iterations;
   if (iters > kMaxTimedIterations) {
     state.SkipWithError("too many iterations requested for one job");
@@ -229,6 +233,7 @@ void benchCollective(benchmark::State& state, Collective which) {
     return;
   }
   QuietJob job(std::chrono::seconds(300));
+  job.opts.traceVerify = verifyMode == 2;
   LaunchResult r = moe::launch::launchLocal(job.opts, [&](const RankContext& ctx) {
     return timeCollectiveRank(ctx, which, bytes, verify, iters, times.data());
   });
@@ -251,11 +256,11 @@ void benchCollective(benchmark::State& state, Collective which) {
 void BM_AllReduce(benchmark::State& state) { benchCollective(state, Collective::kAllReduce); }
 void BM_AllToAll(benchmark::State& state) { benchCollective(state, Collective::kAllToAll); }
 
-// Args: {payload bytes of float32 per rank, verification on}.
+// Args: {payload bytes of float32 per rank, verification: 0 off, 1 in-band, 2 trace}.
 void collectiveArgs(benchmark::internal::Benchmark* b) {
   b->ArgNames({"bytes", "verify"});
   for (int64_t bytes : {int64_t{4096}, int64_t{4} << 20})
-    for (int64_t verify : {1, 0}) b->Args({bytes, verify});
+    for (int64_t verify : {1, 2, 0}) b->Args({bytes, verify});
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 BENCHMARK(BM_AllReduce)->Apply(collectiveArgs);

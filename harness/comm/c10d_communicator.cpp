@@ -16,11 +16,45 @@ C10dCommunicator::C10dCommunicator(std::string name, int rank, std::vector<int> 
       store_(std::move(store)),
       timeout_(timeout) {}
 
+void C10dCommunicator::waitForWork(c10d::Work& work) {
+  if (!pollsVerdict() || !boundedWaits()) {
+    work.wait();
+    return;
+  }
+  // Trace verification (communicator.h): a member of a mismatched
+  // collective may wait forever, so the wait looks for the launcher's
+  // verdict between bounded waits. Work::wait with a timeout throws when it
+  // expires; the work is then still running and untouched.
+  while (true) {
+    try {
+      work.wait(std::chrono::milliseconds(kVerdictPollMs));
+      return;
+    } catch (const c10::Error&) {
+      if (work.isCompleted()) break;  // a failure of the op itself: rethrown below
+    }
+    try {
+      throwIfVerdict();
+    } catch (const CollectiveMismatch&) {
+      abandoned_ = true;  // the op never finishes: see ~C10dCommunicator
+      throw;
+    }
+  }
+  work.wait();
+}
+
+C10dCommunicator::~C10dCommunicator() {
+  // An abandoned op still occupies the process group's worker thread (until
+  // the backend's timeout), and destroying the group joins that thread: the
+  // rank would hang on its way out after reporting the mismatch. The group
+  // is left to the process's exit instead.
+  if (abandoned_) (void)pg_.release();
+}
+
 template <typename Start>
 void C10dCommunicator::runWork(const char* op, Start&& start) {
   try {
     c10::intrusive_ptr<c10d::Work> work = start();
-    work->wait();
+    waitForWork(*work);
     afterWork();
     if (awaitWorkRelease_) {
       // ProcessGroupGloo's worker thread drops its reference to the work

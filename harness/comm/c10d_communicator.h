@@ -19,7 +19,8 @@
 //    reduction in rank order, so every backend gives the same, deterministic
 //    result for even and uneven blocks ((n-1)/n volume, as a ring).
 //  - all_to_all: all_to_all_single with the row splits.
-// Every op waits for its Work; a failure (peer gone, timeout) becomes a
+// Every op waits for its Work (under trace verification in slices of
+// kVerdictPollMs, looking for the launcher's verdict between them); a failure (peer gone, timeout) becomes a
 // HarnessError naming the backend, the op, the group and the global rank.
 #include <chrono>
 #include <memory>
@@ -31,11 +32,15 @@
 
 namespace c10d {
 class Backend;
+class Work;
 }
 
 namespace moe::comm {
 
 class C10dCommunicator : public Communicator {
+ public:
+  ~C10dCommunicator() override;
+
  protected:
   C10dCommunicator(std::string name, int rank, std::vector<int> globalRanks,
                    c10::intrusive_ptr<c10d::Backend> pg, std::shared_ptr<store::Store> store,
@@ -50,6 +55,11 @@ class C10dCommunicator : public Communicator {
   virtual std::shared_ptr<Communicator> makeChild(const std::string& name, int myIndex,
                                                   std::vector<int> members,
                                                   std::shared_ptr<store::Store> store) = 0;
+  // Whether Work::wait(timeout) may be called and retried after it expires
+  // (gloo: yes, the work is untouched; nccl: a timed-out wait may abort the
+  // communicator, so nccl waits whole and a mismatched member is stopped by
+  // the launcher instead).
+  virtual bool boundedWaits() const { return false; }
   // Called after each op's Work completed (nccl: waits for the stream, so
   // the output is ready on the host's terms).
   virtual void afterWork() {}
@@ -80,6 +90,8 @@ class C10dCommunicator : public Communicator {
   // failure into a HarnessError naming the op.
   template <typename Start>
   void runWork(const char* op, Start&& start);
+  // work.wait(), polling for a trace-verification verdict where one may come.
+  void waitForWork(c10d::Work& work);
   void allToAllRows(at::Tensor& out, const at::Tensor& in, const std::vector<int64_t>& outRows,
                     const std::vector<int64_t>& inRows, const char* op);
   void divideBySize(at::Tensor& t);
@@ -88,6 +100,7 @@ class C10dCommunicator : public Communicator {
   std::shared_ptr<store::Store> store_;
   std::chrono::milliseconds timeout_;
   bool awaitWorkRelease_ = false;
+  bool abandoned_ = false;  // an op was left running when a verdict ended its wait
 };
 
 }  // namespace moe::comm

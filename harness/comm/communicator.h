@@ -13,11 +13,29 @@
 //  - Supported dtypes: float32, bfloat16, float16, float64, int64. Anything
 //    else throws HarnessError naming the backend, op and dtype.
 //  - An op a backend lacks throws HarnessError naming backend and op.
-//  - With verification on (default; MOE_HARNESS_VERIFY=0 turns it off) the
-//    members cross-check a fingerprint (op, dtype, numel, per-group sequence
-//    number, root, split sizes) before each collective, and a mismatch throws
-//    CollectiveMismatch on every member instead of hanging or reducing
-//    mismatched buffers.
+//  - Verification (on by default; MOE_HARNESS_VERIFY=0 turns it off): the
+//    members' fingerprints (fingerprint.h: op, dtype, numel, per-group
+//    sequence number, root, per-rank sizes) are compared, and a mismatch
+//    throws CollectiveMismatch on every member naming every call and its
+//    ranks. Two modes (verifyMode()):
+//    * in-band (the default; MOE_HARNESS_VERIFY unset or 1): the members
+//      exchange fingerprints before each collective (one extra all_gather)
+//      and only run it when they agree: mismatched buffers are never
+//      reduced. Works anywhere (multi-host, torchrun, srun).
+//    * trace (MOE_HARNESS_VERIFY=trace, set by our launcher for the ranks it
+//      supervises on this host, trace_verifier.h): no exchange; each call's
+//      fingerprint goes into the rank's memory-mapped flight record and the
+//      launcher compares the members' records while they run. On a
+//      mismatch it posts a verdict that every member raises as
+//      CollectiveMismatch: from the collective it waits in (the wait polls
+//      the verdict every kVerdictPollMs), at its next collective, or before
+//      it exits (settleVerification). The mismatched collective may already
+//      have run (reduced mismatched buffers, or failed in the backend: that
+//      error is replaced by the verdict when one arrives within
+//      kVerdictGraceMs). Groups larger than kTraceMaxRanks, and send/recv
+//      (whose fingerprint always rides in-band), stay in-band. The launcher
+//      stops members that do not report within its failure grace and
+//      attributes the mismatch to each of them (launcher.h).
 //  - Every op is recorded in the process-wide FlightRecorder and counted in
 //    CommStats (logical bytes, see flight_recorder.h).
 //
@@ -44,6 +62,19 @@ class CollectiveMismatch : public HarnessError {
   using HarnessError::HarnessError;
 };
 
+// Trace verification: how often a waiting collective looks for a verdict,
+// and how long a collective whose backend failed waits for one (the
+// launcher compares every ~20 ms and waits up to 100 ms for the members).
+inline constexpr int kVerdictPollMs = 20;
+inline constexpr int kVerdictGraceMs = 500;
+
+// Before a rank that ran collectives exits on its own: under trace
+// verification waits (at most `boundSeconds`) for the launcher to verify
+// its calls, and returns the verdict when there is a mismatch ("" when
+// there is none or no launcher watches). Rank programs call it before
+// reporting success (moe-harness's command line and launchLocal do).
+std::string settleVerification(double boundSeconds = 1.0);
+
 class Communicator : public std::enable_shared_from_this<Communicator> {
  public:
   virtual ~Communicator() = default;
@@ -54,13 +85,17 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   // Global (world) rank of each member, indexed by group rank.
   const std::vector<int>& globalRanks() const { return globalRanks_; }
   virtual std::string backendName() const = 0;
-  bool verifying() const { return verify_; }
+  bool verifying() const { return mode_ != VerifyMode::kOff; }
+  VerifyMode verifyMode() const { return mode_; }
   // The device every tensor given to this communicator must live on (the
   // run's device lane): CPU, or the rank's GPU (nccl; gloo created with
   // device type "cuda"). Callers allocate collective buffers here and copy
   // results to the host explicitly; the verification exchange uses it too.
   virtual at::Device device() const { return at::kCPU; }
-  void setVerify(bool on) { verify_ = on; }
+  // On: the mode MOE_HARNESS_VERIFY selects for this group (trace only when
+  // it says trace, the flight recorder is file-backed and the group has at
+  // most kTraceMaxRanks members; else in-band). Off: no verification.
+  void setVerify(bool on);
 
   // t: any shape; reduced in place over the group.
   void allReduce(at::Tensor& t, ReduceOp op = ReduceOp::kSum);
@@ -139,6 +174,11 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   void checkRowOp(const char* op, const at::Tensor& out, const at::Tensor& in) const;
   // Shared argument checks of send/recv: contiguous, supported dtype, valid peer.
   void checkP2p(const char* op, const at::Tensor& t, int peer) const;
+  // Trace verification (see the contract): whether a backend's wait must
+  // poll for the launcher's verdict, and the check it polls with (throws
+  // CollectiveMismatch when a verdict is posted).
+  bool pollsVerdict() const { return mode_ == VerifyMode::kTrace; }
+  void throwIfVerdict() const;
 
  private:
   struct Call;  // one collective in flight (defined in communicator.cpp)
@@ -150,7 +190,8 @@ class Communicator : public std::enable_shared_from_this<Communicator> {
   int rank_;
   std::vector<int> globalRanks_;
   std::string ranksText_;  // "0,1,2,3": recorded with every call, built once
-  bool verify_;
+  VerifyMode mode_;
+  uint64_t groupHash_ = 0;  // of globalRanks_: recorded for trace verification
   uint64_t seq_ = 0;  // per-group sequence number of the next collective
   std::map<std::string, std::pair<std::vector<std::vector<int>>,
                                   std::shared_ptr<Communicator>>> children_;

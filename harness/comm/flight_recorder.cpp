@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -18,7 +19,7 @@ namespace moe::comm {
 namespace {
 
 constexpr char kMagic[8] = {'M', 'O', 'E', 'T', 'R', 'A', 'C', 'E'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: fingerprints in records, launcher words in the header
 constexpr uint32_t kCapacity = 256;
 const char* const kMemoryOnly = "-";  // configure(): ignore MOE_HARNESS_TRACE_DIR
 
@@ -72,7 +73,15 @@ void FlightRecorder::configure(int rank, int worldSize, const std::string& trace
     const char* env = std::getenv("MOE_HARNESS_TRACE_DIR");
     if (env) dir = env;
   }
-  // Reconfiguring starts an empty ring (in a new file or in memory).
+  // Reconfiguring starts an empty ring (in a new file or in memory). Let a
+  // watching launcher read the old one first, so no call escapes
+  // verification.
+  if (mappedBytes_ && header_->watcher) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (__atomic_load_n(&header_->watched, __ATOMIC_ACQUIRE) < header_->count &&
+           std::chrono::steady_clock::now() < deadline)
+      usleep(500);
+  }
   unmap();
   if (!dir.empty()) {
     std::string path = dir + "/rank" + std::to_string(rank) + ".trace";
@@ -102,11 +111,29 @@ void FlightRecorder::configure(int rank, int worldSize, const std::string& trace
   header_->capacity = kCapacity;
   header_->count = 0;
   gethostname(header_->host, sizeof(header_->host) - 1);
+  header_->watcher = 0;
+  header_->verdictPosted = 0;
+  header_->watched = 0;
+  header_->verified = 0;
+  header_->verdict[0] = 0;
+  header_->epoch = static_cast<uint64_t>(std::chrono::steady_clock::now().time_since_epoch().count());
 }
 
 TraceRecord* FlightRecorder::begin(const TraceRecord& rec) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   uint64_t id = header_->count + 1;
+  // Back-pressure (flight_recorder.h): never overwrite a record the watching
+  // launcher has not read. It reads every few tens of milliseconds, so this
+  // waits only when a rank issues hundreds of calls in that time; a posted
+  // verdict ends the wait (the call then fails with it).
+  while (__atomic_load_n(&header_->watcher, __ATOMIC_ACQUIRE) &&
+         id > __atomic_load_n(&header_->watched, __ATOMIC_ACQUIRE) + kTraceSlack &&
+         !__atomic_load_n(&header_->verdictPosted, __ATOMIC_ACQUIRE)) {
+    lock.unlock();
+    usleep(200);
+    lock.lock();
+    id = header_->count + 1;
+  }
   TraceRecord* slot = &ring_[(id - 1) % header_->capacity];
   *slot = rec;
   slot->id = id;
@@ -123,6 +150,42 @@ void FlightRecorder::setState(TraceRecord* slot, CallState s, const std::string&
     strncpy(slot->error, line.c_str(), sizeof(slot->error) - 1);
   }
   __atomic_store_n(&slot->state, static_cast<int32_t>(s), __ATOMIC_RELEASE);
+}
+
+std::string FlightRecorder::verdict() const {
+  if (!__atomic_load_n(&header_->verdictPosted, __ATOMIC_ACQUIRE)) return "";
+  return fixed(header_->verdict, sizeof(header_->verdict));
+}
+
+std::string FlightRecorder::settleVerification(double boundSeconds) {
+  if (!fileBacked() || !__atomic_load_n(&header_->watcher, __ATOMIC_ACQUIRE)) return "";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(boundSeconds);
+  std::string v;
+  while ((v = verdict()).empty() &&
+         __atomic_load_n(&header_->verified, __ATOMIC_ACQUIRE) < __atomic_load_n(&header_->count, __ATOMIC_ACQUIRE) &&
+         std::chrono::steady_clock::now() < deadline)
+    usleep(500);
+  if (v.empty()) return "";
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint64_t count = header_->count;
+  if (count > 0) {
+    TraceRecord* last = &ring_[(count - 1) % header_->capacity];
+    if (last->state == static_cast<int32_t>(CallState::kCompleted)) {
+      strncpy(last->error, v.c_str(), sizeof(last->error) - 1);
+      __atomic_store_n(&last->state, static_cast<int32_t>(CallState::kFailed), __ATOMIC_RELEASE);
+    }
+  }
+  return v;
+}
+
+void FlightRecorder::failInFlight(const std::string& error) {
+  std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
+  if (!lock.owns_lock() || header_->count == 0) return;
+  TraceRecord* last = &ring_[(header_->count - 1) % header_->capacity];
+  const auto st = static_cast<CallState>(last->state);
+  if (st != CallState::kVerifying && st != CallState::kRunning) return;
+  strncpy(last->error, error.c_str(), sizeof(last->error) - 1);
+  __atomic_store_n(&last->state, static_cast<int32_t>(CallState::kFailed), __ATOMIC_RELEASE);
 }
 
 std::vector<TraceRecord> FlightRecorder::snapshot() const {

@@ -19,6 +19,13 @@
 //   broadcast      root: sent = B; others: recv = B
 //   send / recv    B on the sender / receiver; barrier 0.
 // The verification exchange (fingerprints) is not counted.
+//
+// Trace verification (communicator.h, trace_verifier.h): each record also
+// holds the call's fingerprint (numel, per-rank sizes), and the header has
+// words the launcher writes while it watches the file: how far it has read
+// (`watched`) and verified (`verified`), and the verdict of a mismatch. While
+// a launcher watches, a rank never runs more than kTraceSlack calls ahead of
+// what it has read, so the ring never overwrites a call before it is compared.
 #include <atomic>
 #include <cstdint>
 #include <map>
@@ -45,7 +52,7 @@ struct TraceRecord {
   int32_t dtype = -1;  // c10::ScalarType
   int32_t arg = -1;    // root (broadcast), peer (send/recv), ReduceOp (reductions)
   int32_t groupSize = 0;
-  int32_t pad = 0;
+  int32_t groupRank = 0;  // this rank's index in the group
   int64_t bytesSent = 0;
   int64_t bytesRecv = 0;
   double tStart = 0;  // seconds since the epoch
@@ -55,7 +62,17 @@ struct TraceRecord {
   char shapes[64] = {};  // "in [4, 8] -> out [16, 8]"
   char splits[96] = {};  // all_to_all / uneven rows: "in 1,0,3 out 2,2,0"
   char error[120] = {};  // first line of the error on kFailed
+  // The fingerprint (fingerprint.h), for trace verification.
+  int64_t numelIn = 0;
+  int64_t numelOut = 0;
+  uint64_t groupHash = 0;  // of the group's global ranks, in order: tells sibling groups of one name apart
+  int32_t verify = 0;      // VerifyMode (communicator.h) the call ran under
+  int32_t nSplits = 0;     // valid entries of to/from (0 when the group has more than kTraceMaxRanks)
+  int64_t to[16] = {};     // Fingerprint::to
+  int64_t from[16] = {};   // Fingerprint::from
 };
+// The largest group whose per-rank sizes fit a record: larger groups verify in-band.
+inline constexpr int kTraceMaxRanks = 16;
 
 struct TraceFileHeader {
   char magic[8];
@@ -67,7 +84,17 @@ struct TraceFileHeader {
   uint32_t pad;
   uint64_t count;  // records written so far (atomic in the writer)
   char host[64];
+  // Written by the launcher that watches this file (trace verification).
+  uint32_t watcher;        // 1 once a launcher reads this file for verification
+  uint32_t verdictPosted;  // 1 once `verdict` holds a mismatch of this job
+  uint64_t watched;        // the id of the last record the launcher has read
+  uint64_t verified;       // every record up to this id is verified
+  char verdict[1024];      // the CollectiveMismatch message, NUL-terminated
+  uint64_t epoch;          // set by each configure(): a reader that sees it change starts over
 };
+// A rank waits in FlightRecorder::begin while it is this many calls ahead
+// of what the watching launcher has read.
+inline constexpr uint32_t kTraceSlack = 240;
 
 // Logical bytes one rank sends for a collective of `payloadBytes` over a
 // group of n ranks, as this recorder counts them: all_reduce 2(n-1)/n * B;
@@ -88,13 +115,29 @@ class FlightRecorder {
 
   // Sets rank identity and starts an empty ring: in the trace file
   // `traceDir`/rank{R}.trace, or with traceDir "" in $MOE_HARNESS_TRACE_DIR
-  // when set, else (or with traceDir "-") in memory. Safe to call again.
+  // when set, else (or with traceDir "-") in memory. Safe to call again
+  // (a watching launcher is first given up to 1 s to read the old ring).
   void configure(int rank, int worldSize, const std::string& traceDir = "");
   int rank() const { return rank_; }
 
   // Starts a call record and returns its slot; the caller fills `rec`.
   TraceRecord* begin(const TraceRecord& rec);
   void setState(TraceRecord* slot, CallState s, const std::string& error = "");
+
+  // Whether the ring is in a trace file (MOE_HARNESS_TRACE_DIR).
+  bool fileBacked() const { return mappedBytes_ != 0; }
+  // The verdict a watching launcher posted for this job ("" none).
+  std::string verdict() const;
+  // Before a rank exits: when a launcher watches, waits (at most `bound`)
+  // until it has verified every call of this rank or posted a verdict. With
+  // a verdict, the last completed call is marked failed with it, and the
+  // verdict is returned ("" otherwise), so a rank whose mismatched call
+  // completed still reports the mismatch.
+  std::string settleVerification(double boundSeconds);
+  // Marks the newest record failed with `error` when it is still in flight
+  // (verifying or running). Gives up rather than block when the recorder is
+  // busy: it is called from a terminate handler.
+  void failInFlight(const std::string& error);
 
   std::vector<TraceRecord> snapshot() const;  // oldest first
   nlohmann::json toJson() const;

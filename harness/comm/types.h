@@ -23,6 +23,11 @@ enum class OpType : int32_t {
   kNumOps,
 };
 
+// How a communicator verifies that the members of a group call the same
+// collective with consistent sizes (communicator.h "Verification").
+enum class VerifyMode : int32_t { kOff = 0, kInBand = 1, kTrace = 2 };
+const char* verifyModeName(VerifyMode m);  // "off", "in-band", "trace"
+
 const char* opName(OpType op);
 const char* reduceOpName(ReduceOp op);
 // torch's name of a c10::ScalarType value ("float32", "bfloat16", ...), "-" for < 0.

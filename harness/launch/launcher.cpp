@@ -19,6 +19,8 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "harness/comm/communicator.h"
+#include "harness/comm/trace_verifier.h"
 #include "harness/launch/fork_server.h"
 #include "harness/launch/rank_env.h"
 #include "harness/store/job_store.h"
@@ -72,7 +74,17 @@ class Job {
     out_ = opts_.out ? opts_.out : &std::cout;
     err_ = opts_.err ? opts_.err : &std::cerr;
     clearRankFailureRecords(traceDir_, opts_.nranks);
+    // An earlier job's traces in a reused directory are not this job's:
+    // neither its reports nor its verification may read them.
+    for (int r = 0; r < opts_.nranks; ++r) unlink((traceDir_ + "/rank" + std::to_string(r) + ".trace").c_str());
     token_ = store::newJobToken();
+    // Trace verification (launcher.h): only where the launcher sees every
+    // rank's trace file and nobody chose a mode.
+    const char* env = getenv("MOE_HARNESS_VERIFY");
+    const bool chosen = (env && *env && std::string(env) != "trace") ||
+                        (opts_.env.count("MOE_HARNESS_VERIFY") && opts_.env.at("MOE_HARNESS_VERIFY") != "trace");
+    if (opts_.traceVerify && opts_.iface.empty() && !chosen)
+      verifier_ = std::make_unique<comm::TraceVerifier>(traceDir_, opts_.nranks);
   }
 
   // Forks every rank here; `childMain` runs in the child after its
@@ -126,6 +138,11 @@ class Job {
         throw;
       }
     }
+    if (verifier_) {
+      std::vector<int> pids;
+      for (const auto& c : children_) pids.push_back(c.st.pid);
+      verifier_->expectPids(std::move(pids));
+    }
     // Only now start the store (and its thread): the children were forked
     // from a process without extra threads.
     store::JobStoreOptions so;
@@ -170,6 +187,7 @@ class Job {
                        {"TORCHELASTIC_USE_AGENT_STORE", "True"},
                        {"MOE_HARNESS_TRACE_DIR", traceDir_},
                        {kSpawnTimeEnv, spawnNs}});
+    if (verifier_) v.push_back({"MOE_HARNESS_VERIFY", "trace"});
     // Under ctest's GPU allocation the job sees exactly its GPUs (unless
     // the user chose them), so concurrent tests never share one.
     if (getenv("CUDA_VISIBLE_DEVICES") == nullptr) {
@@ -379,12 +397,29 @@ class Job {
     startTeardown();
   }
 
+  // Trace verification (launcher.h): compares what the ranks recorded;
+  // on a verdict, tells every rank and starts the grace after which the
+  // ranks that did not report it are stopped.
+  void watchVerification() {
+    if (!verifier_ || !mismatch_.empty()) return;
+    const auto now = Clock::now();
+    if (now < nextVerifyPoll_) return;
+    nextVerifyPoll_ = now + opts_.verifyPoll;
+    const std::string v = verifier_->poll();
+    if (v.empty()) return;
+    mismatch_ = v;
+    mismatchAt_ = now;
+    verifier_->postVerdict();
+  }
+
   void monitor() {
     while (!allDone()) {
       pollOutput(20);
       reap(false);
+      if (!tearingDown_) watchVerification();
+      if (!tearingDown_ && !mismatch_.empty() && Clock::now() - mismatchAt_ >= opts_.failureGrace) startTeardown();
       if (!tearingDown_ && firstFailed_ >= 0 && Clock::now() - failedAt_ >= opts_.failureGrace) startTeardown();
-      if (!tearingDown_ && firstFailed_ < 0) watchForDesync();
+      if (!tearingDown_ && firstFailed_ < 0 && mismatch_.empty()) watchForDesync();
       if (!tearingDown_ && firstFailed_ < 0 && opts_.timeout.count() > 0 && Clock::now() - start_ > opts_.timeout) {
         timedOut_ = true;
         // Collect every rank's state while the ranks still hang, then kill.
@@ -418,7 +453,17 @@ class Job {
   }
 
   LaunchResult finish() {
+    // The ranks' last calls, recorded after the last poll (a mismatch in a
+    // job's final collectives); not after a timeout or desync, whose
+    // traces are what the report shows.
+    if (verifier_ && mismatch_.empty() && !timedOut_ && !desync_) {
+      mismatch_ = verifier_->poll();
+      mismatchAt_ = Clock::now();
+    }
     LaunchResult r;
+    r.mismatch = mismatch_;
+    r.verify = verifier_ ? "trace" : "";
+    r.verifiedCalls = verifier_ ? verifier_->verifiedCalls() : 0;
     r.seconds = since(start_);
     r.timedOut = timedOut_;
     r.desync = desync_;
@@ -426,12 +471,13 @@ class Job {
     r.storeAddress = storeAddress_;
     r.storePort = storePort_;
     for (const auto& c : children_) r.ranks.push_back(c.st);
-    if (!timedOut_ && !desync_ && firstFailed_ >= 0) {
+    if (!timedOut_ && !desync_ && (firstFailed_ >= 0 || !mismatch_.empty())) {
       r.failure = attribute();
       if (const RankFailure* root = r.failure.root()) firstFailed_ = root->rank;
+      else if (firstFailed_ < 0) firstFailed_ = 0;  // a mismatch every rank ran through and exited 0
     }
     r.firstFailedRank = firstFailed_;
-    r.ok = !timedOut_ && !desync_ && firstFailed_ < 0;
+    r.ok = !timedOut_ && !desync_ && firstFailed_ < 0 && mismatch_.empty();
     if (r.ok) {
       r.summary = moe::str("job ok: ", opts_.nranks, " rank(s) in ", r.seconds, " s");
       if (opts_.traceDir.empty()) removeTraceDir(traceDir_);
@@ -457,6 +503,16 @@ class Job {
                 << comm::callStateName(static_cast<comm::CallState>(t.records.back().state)) << "]";
         os << "\n";
       }
+    } else if (!mismatch_.empty()) {
+      os << "job failed: " << mismatch_ << "\n";
+      os << "  (found by the launcher comparing the ranks' traces; every rank is told and reports it)\n";
+      for (const auto& st : r.ranks) {
+        os << "  rank " << st.rank << ": ";
+        if (st.exited && st.exitCode == 0) os << "exited with code 0 before the verdict reached it\n";
+        else if (st.stoppedByLauncher) os << "stopped by the launcher after the verdict (" << st.describe() << ")\n";
+        else if (!st.exited) os << "ended by its backend on the mismatched buffers (" << st.describe() << ")\n";
+        else os << "reported the mismatch (" << st.describe() << ")\n";
+      }
     } else {
       const auto& st = r.ranks[firstFailed_];
       const auto& t = traces_[firstFailed_];
@@ -477,6 +533,7 @@ class Job {
     nlohmann::json j;
     j["timed_out"] = timedOut_;
     j["desync"] = desync_ ? nlohmann::json(deadlock_) : nlohmann::json();
+    j["mismatch"] = mismatch_.empty() ? nlohmann::json() : nlohmann::json(mismatch_);
     j["first_failed_rank"] = firstFailed_;
     j["failure"] = r.failure.toJson();
     j["divergence"] = div;
@@ -517,6 +574,17 @@ class Job {
       }
       all.push_back(std::move(f));
     }
+    // Under a mismatch verdict every failure is its consequence: a rank
+    // that raised it, one whose backend failed on the mismatched buffers,
+    // one stopped after the grace. Each is attributed to the mismatch.
+    if (!mismatch_.empty()) {
+      const double verdictAt = wallStart_ + std::chrono::duration<double>(mismatchAt_ - start_).count();
+      for (auto& f : all) {
+        if (f.error.find("collective mismatch") == std::string::npos) f.error = mismatch_;
+        f.cls = "user_error";
+      }
+      if (all.empty()) all.push_back(RankFailure{0, "user_error", mismatch_, verdictAt});
+    }
     return attributeFailures(std::move(all));
   }
 
@@ -541,6 +609,9 @@ class Job {
   bool tracesRead_ = false;
   std::vector<comm::RankTrace> traces_;
   std::string spawnKind_;  // LaunchResult::spawn
+  std::unique_ptr<comm::TraceVerifier> verifier_;  // trace verification, when it applies
+  std::string mismatch_;                           // its verdict ("" none)
+  Clock::time_point mismatchAt_, nextVerifyPoll_;
 };
 
 }  // namespace
@@ -556,6 +627,9 @@ int LaunchResult::exitCode() const {
   if (timedOut) return 124;
   if (desync) return 125;
   const auto& st = ranks.at(firstFailedRank);
+  // The CLI's code for a user error (a CollectiveMismatch is one), where the
+  // rank itself did not exit with its own code.
+  if (!mismatch.empty() && !(st.exited && st.exitCode != 0)) return 2;
   if (st.exited) return st.exitCode ? st.exitCode : 1;
   return 128 + st.signal;
 }
@@ -598,6 +672,15 @@ LaunchResult launchLocal(const LaunchOptions& opts, const std::function<int(cons
     int code = 1;
     try {
       code = body(RankContext{rank, opts.nranks});
+      if (code == 0) {
+        // A mismatch in the body's last collectives (trace verification).
+        const std::string v = comm::settleVerification();
+        if (!v.empty()) {
+          recordRankFailure("user_error", v);
+          fprintf(stderr, "rank %d: error: %s\n", rank, v.c_str());
+          code = 2;
+        }
+      }
     } catch (const HarnessError& e) {
       recordRankFailure("user_error", e.what());
       fprintf(stderr, "rank %d: error: %s\n", rank, e.what());

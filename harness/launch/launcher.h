@@ -27,6 +27,21 @@
 //    some of its members) and the same proof holds for `desyncGrace`, the
 //    job is stopped at once and reported as a collective desync, with every
 //    rank's state, instead of waiting for a communication timeout.
+//  - Trace verification (communicator.h "Verification"): for a job on this
+//    host (`iface` empty) whose environment leaves MOE_HARNESS_VERIFY unset
+//    (or sets it to "trace"), and with `traceVerify` on, the ranks get
+//    MOE_HARNESS_VERIFY=trace and the launcher compares their collectives'
+//    fingerprints from the trace files every `verifyPoll`
+//    (comm::TraceVerifier). On a mismatch it posts the verdict to every
+//    rank (which raise it as CollectiveMismatch), lets them report it for
+//    `failureGrace`, then stops the rest. The job fails with the mismatch
+//    as its headline (summary's first line "job failed: collective
+//    mismatch ..."), every failed rank is attributed to it (class
+//    user_error, the verdict as its error), even when its own error was a
+//    consequence (a backend error, a stop), and LaunchResult::mismatch holds
+//    it. The traces are compared once more after the ranks exit, so a
+//    mismatch in a job's last collectives still fails it. Otherwise (multi-
+//    host, MOE_HARNESS_VERIFY=0/1) the ranks verify as that variable says.
 //  - Root-cause attribution (failure.h): the job's failed rank is the one
 //    that failed first on its own; errors raised because a peer died are
 //    secondary and never chosen while such a failure exists.
@@ -94,6 +109,10 @@ struct LaunchOptions {
   // Interface name or address the job's store listens on (and the ranks'
   // Gloo devices bind, via MOE_HARNESS_IFACE); "" = loopback.
   std::string iface;
+  // Trace verification where it applies (see the contract); false: the
+  // ranks verify as MOE_HARNESS_VERIFY says (in-band by default).
+  bool traceVerify = true;
+  std::chrono::milliseconds verifyPoll{20};
 };
 
 struct RankStatus {
@@ -111,6 +130,10 @@ struct LaunchResult {
   bool ok = false;
   bool timedOut = false;
   bool desync = false;  // stopped by the desync watchdog (summary starts "collective desync")
+  // Trace verification's verdict ("" none): the CollectiveMismatch message.
+  std::string mismatch;
+  std::string verify;        // how the ranks verified: "trace", or "" (as MOE_HARNESS_VERIFY says)
+  int64_t verifiedCalls = 0;  // collectives the launcher compared and found consistent
   // The root cause (failure.h): the earliest rank that failed on its own;
   // without one, the earliest secondary failure.
   int firstFailedRank = -1;
@@ -126,7 +149,8 @@ struct LaunchResult {
   // fork server) or "fork" (launchLocal).
   std::string spawn;
   // 0 success, 124 timeout, 125 desync, else the first failed rank's exit code (or
-  // 128 + signal), never 0 on failure.
+  // 128 + signal; under a mismatch 2 when that rank was stopped or exited 0),
+  // never 0 on failure.
   int exitCode() const;
 };
 

@@ -51,6 +51,7 @@ class GlooCommunicator : public C10dCommunicator {
 
   std::string backendName() const override { return "gloo"; }
   at::Device device() const override { return tensorDevice_; }
+  bool boundedWaits() const override { return true; }
 
  protected:
   // The process group only ever sees host tensors (staged ones on a CUDA lane).

@@ -23,16 +23,39 @@ void AdamW::step(const std::vector<torch::Tensor>& params, const std::vector<tor
   const double biasCorrection2 = 1.0 - std::pow(o.beta2, static_cast<double>(step_));
   const double stepSize = o.lr / biasCorrection1;
   const double biasCorrection2Sqrt = std::sqrt(biasCorrection2);
+  // Every operation is elementwise, so the update runs block by block of the
+  // flattened tensors with bitwise the same result: the denominator is then
+  // a block-sized temporary, not two parameter-sized ones (1.6 GB each for a
+  // realistic expert tensor).
+  constexpr int64_t kBlock = int64_t{1} << 20;
   for (size_t i = 0; i < params.size(); ++i) {
     auto p = params[i].detach();
     const auto& g = grads[i];
     MOE_ASSERT(g.defined() && g.sizes() == p.sizes(), "AdamW: gradient ", i, " shape mismatch");
-    p.mul_(1.0 - o.lr * o.weightDecay);
-    expAvg_[i].mul_(o.beta1).add_(g, /*alpha=*/1.0 - o.beta1);
-    expAvgSq_[i].mul_(o.beta2).addcmul_(g, g, /*value=*/1.0 - o.beta2);
-    auto denom = (expAvgSq_[i].sqrt() / biasCorrection2Sqrt).add_(o.eps);
-    p.addcdiv_(expAvg_[i], denom, /*value=*/-stepSize);
+    if (!p.is_contiguous() || !g.is_contiguous() || !expAvg_[i].is_contiguous() ||
+        !expAvgSq_[i].is_contiguous() || p.numel() <= kBlock) {
+      updateBlock(p, g, expAvg_[i], expAvgSq_[i], stepSize, biasCorrection2Sqrt);
+      continue;
+    }
+    const auto fp = p.view(-1), fg = g.view(-1), fm = expAvg_[i].view(-1), fv = expAvgSq_[i].view(-1);
+    for (int64_t off = 0; off < fp.numel(); off += kBlock) {
+      const int64_t n = std::min(kBlock, fp.numel() - off);
+      updateBlock(fp.narrow(0, off, n), fg.narrow(0, off, n), fm.narrow(0, off, n), fv.narrow(0, off, n),
+                  stepSize, biasCorrection2Sqrt);
+    }
   }
+}
+
+void AdamW::updateBlock(const torch::Tensor& p, const torch::Tensor& g, const torch::Tensor& m,
+                        const torch::Tensor& v, double stepSize, double biasCorrection2Sqrt) const {
+  const auto& o = options_;
+  auto pv = p;  // in-place ops on views write through to the parameter
+  pv.mul_(1.0 - o.lr * o.weightDecay);
+  auto mv = m, vv = v;
+  mv.mul_(o.beta1).add_(g, /*alpha=*/1.0 - o.beta1);
+  vv.mul_(o.beta2).addcmul_(g, g, /*value=*/1.0 - o.beta2);
+  auto denom = (vv.sqrt() / biasCorrection2Sqrt).add_(o.eps);
+  pv.addcdiv_(mv, denom, /*value=*/-stepSize);
 }
 
 void AdamW::setState(int64_t step, std::vector<torch::Tensor> expAvg, std::vector<torch::Tensor> expAvgSq) {

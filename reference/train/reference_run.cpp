@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iomanip>
 #include <memory>
@@ -57,10 +58,14 @@ ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config, cons
   return loadCheckpoint(*io::openCheckpoint(path), config, options);
 }
 
-ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config, const CheckpointOptions& options) {
+namespace {
+
+// Reads, checks and hands over every parameter of `config`, one at a time.
+void forEachCheckpointTensor(const io::TensorSource& source, const ModelConfig& config,
+                             const CheckpointOptions& options,
+                             const std::function<void(const std::string&, at::Tensor)>& take) {
   const std::string file = source.where();
   io::FusedExpertView view(source, fusedViewOptions(config));
-  ParamMap params;
   std::set<std::string> expected;
   for (const auto& spec : parameterSpecs(config)) {
     expected.insert(spec.name);
@@ -71,13 +76,25 @@ ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& confi
            torch::IntArrayRef(shape), ", config expects ", torch::IntArrayRef(spec.shape));
     at::Tensor t = view.read(spec.name);
     if (!options.allowNonFinite) io::requireFiniteTensor(view.whereOf(spec.name), spec.name, t);
-    params.insert(spec.name, t.to(torch::kFloat));
+    take(spec.name, std::move(t));
   }
   for (const auto& name : view.names())
     if (!expected.count(name) && !(config.tieWordEmbeddings && name == "lm_head.weight"))
       fail("checkpoint ", file, ": unexpected tensor ", name,
            " (not a parameter of this config)");
+}
+
+}  // namespace
+
+ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config, const CheckpointOptions& options) {
+  ParamMap params;
+  forEachCheckpointTensor(source, config, options,
+                          [&](const std::string& name, at::Tensor t) { params.insert(name, t.to(torch::kFloat)); });
   return params;
+}
+
+void validateCheckpoint(const io::TensorSource& source, const ModelConfig& config, const CheckpointOptions& options) {
+  forEachCheckpointTensor(source, config, options, [](const std::string&, at::Tensor) {});
 }
 
 std::vector<NonFiniteValue> findNonFinite(const TrainResult& result) {

@@ -63,6 +63,12 @@ ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config,
 ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config,
                         const CheckpointOptions& options = {});
 
+// The checks of loadCheckpoint (every tensor present, shaped as the config
+// says, nothing extra, finite unless allowed) without keeping the tensors:
+// one tensor is in memory at a time.
+void validateCheckpoint(const io::TensorSource& source, const ModelConfig& config,
+                        const CheckpointOptions& options = {});
+
 // The non-finite values of the first step of `result` that has any: its
 // non-finite loss, ce, aux and grad norm, the first non-finite gradient and
 // the first non-finite parameter (by name). Gradients and parameters are

@@ -266,7 +266,13 @@ Reference computeReference(const RunPlanOptions& o, const ModelConfig& cfg, cons
 void runStage(const checks::CheckContext& ctx, bool afterLoad,
                std::map<const checks::Check*, checks::CheckResult>& results) {
   for (const checks::Check* c : checks::checksInOrder())
-    if ((c->stage() == checks::CheckStage::kAfterLoad) == afterLoad && c->applies(ctx)) results[c] = c->run(ctx);
+    if ((c->stage() == checks::CheckStage::kAfterLoad) == afterLoad && c->applies(ctx)) {
+      const auto t0 = std::chrono::steady_clock::now();
+      results[c] = c->run(ctx);
+      // Where a slow judge's time goes (realistic widths): named on stderr.
+      if (const double s = secondsSince(t0); s >= 1.0 && ctx.mesh && ctx.mesh->world()->rank() == 0)
+        std::cerr << "run-plan: check " << c->name() << " took " << s << " s" << std::endl;
+    }
 }
 
 void writeResult(const RunResult& result, const std::string& path) {
@@ -566,7 +572,12 @@ int runPlan(const RunPlanOptions& o) {
   ctx.measuredMemoryOptions.assertAccounted = !o.allowUnaccountedMemory;
 
   // ---- after loading
-  const auto loaded = cloned(trainerPtr->paramShards());
+  // Snapshots of this size or more live in a file (spillToDisk): 64 MiB,
+  // far above every shipped tiny config, far below a realistic width's.
+  constexpr int64_t kSpillBytes = int64_t{64} << 20;
+  const std::string spillDir = std::filesystem::temp_directory_path().string();
+  auto loaded = cloned(trainerPtr->paramShards());
+  spillToDisk(loaded, spillDir, kSpillBytes);
   std::vector<checks::FlatPartition> flat = onHost(trainerPtr->store().flatPartitions());
   ctx.params = &loaded;
   ctx.checkpoint = resumeSource ? static_cast<const io::TensorSource*>(resumeSource.get()) : source.get();
@@ -629,10 +640,12 @@ int runPlan(const RunPlanOptions& o) {
     if (s == firstStep) {
       step1Comm = window.delta();  // before the checks' own gathers (zero3's gradShards)
       grads1 = cloned(trainerPtr->gradShards());
+      spillToDisk(grads1, spillDir, kSpillBytes);
       step1Expected = trainerPtr->expectedStepComm();  // uses step 1's routing
       dispatch.sentRows = trainerPtr->lastDispatch().tokensSent;
       wrapperStep1 = trainerPtr->store().expectedStepComm();
       afterStep1 = cloned(trainerPtr->paramShards());
+      spillToDisk(afterStep1, spillDir, kSpillBytes);
     }
     if (runNonFinite.empty() && !checks::finiteRecord(steps.back())) {
       const auto g = trainerPtr->gradShards();

@@ -28,7 +28,7 @@ TensorChecksum checksum(const std::string& name, const torch::Tensor& t) {
   // be 4x its fp32 bytes of transient memory. Within a block the sum is
   // libtorch's; blocks are added in order (tensors up to one block give
   // exactly the unblocked sums).
-  constexpr int64_t kBlock = int64_t{1} << 20;
+  constexpr int64_t kBlock = int64_t{1} << 16;
   const auto flat = x.view(-1);
   for (int64_t off = 0; off < flat.numel(); off += kBlock) {
     const auto d = flat.narrow(0, off, std::min(kBlock, flat.numel() - off)).to(torch::kDouble);

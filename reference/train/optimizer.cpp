@@ -83,7 +83,7 @@ double clipGradNorm(const std::vector<torch::Tensor>& grads, double maxNorm) {
     double sumSq = 0;
     for (int64_t off = 0; off < flat.numel(); off += kBlock)
       sumSq += flat.narrow(0, off, std::min(kBlock, flat.numel() - off)).to(torch::kDouble).pow(2).sum().item<double>();
-    norms.push_back(torch::tensor(static_cast<float>(std::sqrt(sumSq)), g.options().dtype(torch::kFloat)));
+    norms.push_back(torch::scalar_tensor(std::sqrt(sumSq), g.options()));  // the gradient's dtype, as torch::norm
   }
   auto total = torch::norm(torch::stack(norms), 2);
   if (maxNorm > 0) {

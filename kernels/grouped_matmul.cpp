@@ -13,12 +13,16 @@ bool groupedMmDtype(torch::ScalarType t) {
 
 torch::Tensor loopMatmul(const torch::Tensor& x, const torch::Tensor& weight, const std::vector<int64_t>& groupSizes) {
   // One matmul per group. Autograd through split/matmul/cat gives the
-  // grouped backward (dx per group, dW_g = dy_g^T x_g).
+  // grouped backward (dx per group, dW_g = dy_g^T x_g). The weight is
+  // unbound, not indexed per group: select's backward builds a zero tensor
+  // of the whole [G, out, in] weight per group and adds it up (G full-size
+  // temporaries and G^2 slices of work: minutes and a second full gradient
+  // at 128 experts), unbind's backward stacks the G pieces once.
   auto pieces = x.split_with_sizes(groupSizes, /*dim=*/0);
+  const auto weights = weight.unbind(0);
   std::vector<torch::Tensor> outs;
   outs.reserve(pieces.size());
-  for (size_t g = 0; g < pieces.size(); ++g)
-    outs.push_back(torch::matmul(pieces[g], weight[static_cast<int64_t>(g)].t()));
+  for (size_t g = 0; g < pieces.size(); ++g) outs.push_back(torch::matmul(pieces[g], weights[g].t()));
   if (outs.empty()) return x.new_zeros({0, weight.size(1)});
   return torch::cat(outs, /*dim=*/0);
 }

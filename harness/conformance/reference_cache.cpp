@@ -93,6 +93,59 @@ std::unique_ptr<ReferenceCache::KeyLock> ReferenceCache::lock(const std::string&
   return std::make_unique<KeyLock>(fd);
 }
 
+bool ReferenceCache::has(const std::string& key) const { return fs::exists(fs::path(entryDir(key)) / "steps.json"); }
+
+std::string ReferenceCache::entryDir(const std::string& key) const { return (fs::path(dir_) / key).string(); }
+
+std::vector<StepRecord> ReferenceCache::loadSteps(const std::string& key) const {
+  const fs::path path = fs::path(entryDir(key)) / "steps.json";
+  std::ifstream in(path);
+  if (!in) fail("reference cache ", path.string(), ": cannot read");
+  nlohmann::json j;
+  try {
+    in >> j;
+  } catch (const nlohmann::json::exception& e) {
+    fail("reference cache ", path.string(), ": ", e.what());
+  }
+  std::vector<StepRecord> steps;
+  for (const auto& s : j.at("steps")) {
+    StepRecord rec;
+    rec.step = s.at("step");
+    rec.loss = numberOf(s.at("loss"), "loss");
+    rec.ce = numberOf(s.at("ce"), "ce");
+    rec.aux = numberOf(s.at("aux"), "aux");
+    rec.gradNorm = numberOf(s.at("grad_norm"), "grad_norm");
+    steps.push_back(rec);
+  }
+  return steps;
+}
+
+void ReferenceCache::storeReferenceRun(const std::string& key, const ReferenceKey& inputs,
+                                       const std::string& runDir) const {
+  const fs::path run = runDir;
+  const fs::path losses = run / "losses.json";
+  std::ifstream in(losses);
+  if (!in) fail("reference cache: ", losses.string(), ": cannot read (not a reference run's output?)");
+  nlohmann::json l;
+  try {
+    in >> l;
+  } catch (const nlohmann::json::exception& e) {
+    fail("reference cache: ", losses.string(), ": ", e.what());
+  }
+  nlohmann::json j;
+  j["inputs"] = inputsJson(inputs);
+  j["steps"] = nlohmann::json::array();
+  for (const auto& s : l.at("steps"))
+    j["steps"].push_back({{"step", s.at("step")}, {"loss", s.at("loss")}, {"ce", s.at("ce")}, {"aux", s.at("aux")},
+                          {"grad_norm", s.at("grad_norm")}});
+  fs::rename(run / "model_final.safetensors", run / "final.safetensors");
+  for (const char* unused : {"model.safetensors", "losses.json", "batches.safetensors", "config.json"})
+    fs::remove(run / unused);
+  std::ofstream(run / "steps.json") << dumpJson(j, 1) << "\n";
+  const fs::path entry = entryDir(key);
+  if (fs::exists(entry) || std::rename(run.c_str(), entry.c_str()) != 0) fs::remove_all(run);
+}
+
 std::optional<TrainResult> ReferenceCache::load(const std::string& key) const {
   const fs::path entry = fs::path(dir_) / key;
   if (!fs::exists(entry / "steps.json")) return std::nullopt;

@@ -40,6 +40,20 @@ class ReferenceCache {
   std::optional<TrainResult> load(const std::string& key) const;
   void store(const std::string& key, const ReferenceKey& inputs, const TrainResult& result) const;
 
+  // Whether the entry is complete (stored and renamed into place).
+  bool has(const std::string& key) const;
+  // The entry's directory (whether or not it exists).
+  std::string entryDir(const std::string& key) const;
+  // Only the records of a complete entry (loss, ce, aux, grad norm): the
+  // tensors stay on disk, read slice by slice through
+  // <entryDir>/{grads_step1,final}.safetensors. HarnessError when absent.
+  std::vector<StepRecord> loadSteps(const std::string& key) const;
+  // Stores the output directory of `moe-harness reference` (runReference:
+  // grads_step1.safetensors, model_final.safetensors, losses.json) as the
+  // entry by renaming its files: no tensor is read or copied. `runDir` must
+  // be on the cache's file system; it is consumed.
+  void storeReferenceRun(const std::string& key, const ReferenceKey& inputs, const std::string& runDir) const;
+
   // An exclusive lock on `key` (flock of <dir>/<key>.lock) held until the
   // returned object is destroyed; blocks while another job holds it. Jobs
   // that run concurrently (`run --jobs`) and need the same reference take

@@ -1,5 +1,13 @@
 #include "harness/conformance/run_plan_memory.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -64,6 +72,9 @@ int64_t snapshotBytes(const std::vector<const std::vector<checks::ParamShard>*>&
     for (const auto& s : *v) {
       if (!s.local.defined() || !s.local.has_storage() || s.local.device() != device) continue;
       const auto& st = s.local.storage();
+      // A snapshot spilled to a file (spillToDisk) is mapped memory, never
+      // counted by the tracker: nothing to take off.
+      if (!st.allocator()) continue;
       if (st.data() && !seen.insert(st.data()).second) continue;
       bytes += static_cast<int64_t>(st.nbytes());
     }
@@ -169,5 +180,57 @@ void cudaResetPeakMemory(int device) {
   fail("CUDA memory counters of device ", device, ": this moe-harness was built without CUDA");
 }
 #endif
+
+}  // namespace moe::ref
+
+namespace moe::ref {
+
+void spillToDisk(std::vector<checks::ParamShard>& shards, const std::string& dir, int64_t minBytes) {
+  int64_t total = 0;
+  for (const auto& s : shards)
+    if (s.local.defined() && s.local.is_cpu()) total += s.local.numel() * static_cast<int64_t>(s.local.element_size());
+  if (total < minBytes) return;
+  const std::string path = moe::str(dir, "/moe-harness-snapshot-", ::getpid(), "-", static_cast<const void*>(&shards));
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) fail("snapshot spill ", path, ": cannot create: ", std::strerror(errno));
+  ::unlink(path.c_str());  // the mapping keeps the data; nothing is left behind
+  constexpr int64_t kAlign = 64;
+  std::vector<int64_t> offsets;
+  int64_t offset = 0;
+  for (const auto& s : shards) {
+    offsets.push_back(offset);
+    if (!s.local.defined() || !s.local.is_cpu()) continue;
+    const auto t = s.local.contiguous();
+    const char* p = static_cast<const char*>(t.data_ptr());
+    int64_t left = t.numel() * static_cast<int64_t>(t.element_size()), at = offset;
+    while (left > 0) {
+      const ssize_t n = ::pwrite(fd, p, static_cast<size_t>(left), at);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int e = errno;
+        ::close(fd);
+        fail("snapshot spill ", path, ": write failed: ", std::strerror(e));
+      }
+      p += n, at += n, left -= n;
+    }
+    offset = (at + kAlign - 1) / kAlign * kAlign;
+  }
+  if (offset == 0) {
+    ::close(fd);
+    return;
+  }
+  // Private and writable: a judge that writes into a snapshot gets its own
+  // page (copy on write), never the file's.
+  void* base = ::mmap(nullptr, static_cast<size_t>(offset), PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (base == MAP_FAILED) fail("snapshot spill ", path, ": mmap of ", offset, " bytes failed: ", std::strerror(errno));
+  const std::shared_ptr<void> mapping(base, [offset](void* b) { ::munmap(b, static_cast<size_t>(offset)); });
+  for (size_t i = 0; i < shards.size(); ++i) {
+    auto& s = shards[i];
+    if (!s.local.defined() || !s.local.is_cpu()) continue;
+    s.local = at::from_blob(static_cast<char*>(base) + offsets[i], s.local.sizes(),
+                            [mapping](void*) {}, s.local.options());
+  }
+}
 
 }  // namespace moe::ref

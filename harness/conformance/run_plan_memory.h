@@ -105,4 +105,15 @@ checks::MemoryInputs memoryInputs(const parallel::StoreMemory& memory, int64_t o
 // replicated layout.
 nlohmann::json memoryJson(const checks::MemoryInputs& m);
 
+// Moves the judges' snapshot copies (what the checks compare after the run:
+// the loaded parameters, step 1's gradients and parameters) out of the
+// process's memory when they hold at least minBytes: their bytes go to an
+// unlinked file under `dir` and each tensor becomes a private read-write
+// mapping of it (file-backed pages the kernel can drop and read back; a write
+// copies the page). At realistic width they are three copies of the rank's
+// parameters: as much memory as the parameters, gradients and half the AdamW
+// state, and more than a 2-core, 24 GB machine holds for 4 ranks. Shapes,
+// dtypes and values are unchanged; snapshotBytes() no longer counts them.
+void spillToDisk(std::vector<checks::ParamShard>& shards, const std::string& dir, int64_t minBytes);
+
 }  // namespace moe::ref

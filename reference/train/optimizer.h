@@ -40,6 +40,10 @@ class AdamW {
   void setState(int64_t step, std::vector<torch::Tensor> expAvg, std::vector<torch::Tensor> expAvgSq);
 
  private:
+  // One update of p (in place), m, v from g: equal-shaped views.
+  void updateBlock(const torch::Tensor& p, const torch::Tensor& g, const torch::Tensor& m,
+                   const torch::Tensor& v, double stepSize, double biasCorrection2Sqrt) const;
+
   AdamWOptions options_;
   int64_t step_ = 0;
   std::vector<torch::Tensor> expAvg_, expAvgSq_;

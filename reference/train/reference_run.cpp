@@ -2,11 +2,14 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iomanip>
 #include <memory>
 #include <set>
 #include <sstream>
+
+#include <unistd.h>
 
 #include "common/error.h"
 #include "common/json_number.h"
@@ -55,10 +58,14 @@ ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config, cons
   return loadCheckpoint(*io::openCheckpoint(path), config, options);
 }
 
-ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config, const CheckpointOptions& options) {
+namespace {
+
+// Reads, checks and hands over every parameter of `config`, one at a time.
+void forEachCheckpointTensor(const io::TensorSource& source, const ModelConfig& config,
+                             const CheckpointOptions& options,
+                             const std::function<void(const std::string&, at::Tensor)>& take) {
   const std::string file = source.where();
   io::FusedExpertView view(source, fusedViewOptions(config));
-  ParamMap params;
   std::set<std::string> expected;
   for (const auto& spec : parameterSpecs(config)) {
     expected.insert(spec.name);
@@ -69,20 +76,37 @@ ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& confi
            torch::IntArrayRef(shape), ", config expects ", torch::IntArrayRef(spec.shape));
     at::Tensor t = view.read(spec.name);
     if (!options.allowNonFinite) io::requireFiniteTensor(view.whereOf(spec.name), spec.name, t);
-    params.insert(spec.name, t.to(torch::kFloat));
+    take(spec.name, std::move(t));
   }
   for (const auto& name : view.names())
     if (!expected.count(name) && !(config.tieWordEmbeddings && name == "lm_head.weight"))
       fail("checkpoint ", file, ": unexpected tensor ", name,
            " (not a parameter of this config)");
+}
+
+}  // namespace
+
+ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config, const CheckpointOptions& options) {
+  ParamMap params;
+  forEachCheckpointTensor(source, config, options,
+                          [&](const std::string& name, at::Tensor t) { params.insert(name, t.to(torch::kFloat)); });
   return params;
 }
 
+void validateCheckpoint(const io::TensorSource& source, const ModelConfig& config, const CheckpointOptions& options) {
+  forEachCheckpointTensor(source, config, options, [](const std::string&, at::Tensor) {});
+}
+
 std::vector<NonFiniteValue> findNonFinite(const TrainResult& result) {
+  return findNonFinite(result.steps, &result.gradsStep1, &result.finalParams);
+}
+
+std::vector<NonFiniteValue> findNonFinite(const std::vector<StepRecord>& steps, const ParamMap* gradsStep1,
+                                          const ParamMap* finalParams) {
   std::vector<NonFiniteValue> out;
-  for (size_t i = 0; i < result.steps.size() && out.empty(); ++i) {
-    const StepRecord& st = result.steps[i];
-    const bool first = i == 0, last = i + 1 == result.steps.size();
+  for (size_t i = 0; i < steps.size() && out.empty(); ++i) {
+    const StepRecord& st = steps[i];
+    const bool first = i == 0, last = i + 1 == steps.size();
     auto scalar = [&](const char* quantity, double x) {
       if (!std::isfinite(x)) out.push_back({st.step, quantity, "", "is " + nonFiniteName(x)});
     };
@@ -107,9 +131,9 @@ std::vector<NonFiniteValue> findNonFinite(const TrainResult& result) {
     scalar("loss", st.loss);
     scalar("ce", st.ce);
     scalar("aux", st.aux);
-    tensor("gradient", st.gradChecksums, first ? &result.gradsStep1 : nullptr);
+    tensor("gradient", st.gradChecksums, first ? gradsStep1 : nullptr);
     scalar("grad_norm", st.gradNorm);
-    tensor("parameter", st.paramChecksums, last ? &result.finalParams : nullptr);
+    tensor("parameter", st.paramChecksums, last ? finalParams : nullptr);
   }
   return out;
 }
@@ -132,29 +156,56 @@ void runReference(const ReferenceRunOptions& o) {
   if (o.threads < 1) fail("reference: --threads must be >= 1, got ", o.threads);
   at::set_num_threads(o.threads);
 
+  // Memory: the run holds its state (parameters, gradients, AdamW moments)
+  // and nothing else of parameter size. The initial weights are written
+  // before training and handed to the trainer (not copied), step 1's
+  // gradients are written from the trainer's own tensors before clipping,
+  // the final parameters from the trainer's masters. Files go to a private
+  // sibling directory first and are moved into --out only when the run
+  // stayed finite: a non-finite run writes nothing.
+  const fs::path out = o.outDir;
+  const fs::path staging = out.string() + ".partial-" + std::to_string(::getpid());
+  fs::remove_all(staging);
+  fs::create_directories(staging);
+  struct Cleanup {
+    fs::path dir;
+    ~Cleanup() {
+      std::error_code ec;
+      if (!dir.empty()) fs::remove_all(dir, ec);
+    }
+  } cleanup{staging};
+  io::WriteOptions meta;
+  meta.metadata = {{"format", "pt"}};
+
   ParamMap initial = o.checkpoint.empty() ? initParameters(config, train.seed)
                                           : loadCheckpoint(o.checkpoint, config,
                                                            CheckpointOptions{o.allowNonFiniteCheckpoint});
-  auto result = moe::ref::train(config, initial, train);
-  if (const auto bad = findNonFinite(result); !bad.empty())
+  io::writeSafetensors((staging / "model.safetensors").string(), asList(initial), meta);
+  Trainer trainer(config, std::move(initial), train);
+  trainer.keepLastGrads(false);
+  ParamMap nonFiniteGrads;  // only a first step's non-finite gradients, to locate them
+  trainer.setGradientObserver([&](const StepRecord& rec, const ParamMap& grads) {
+    if (rec.step != train.firstStep) return;
+    for (const auto& c : rec.gradChecksums)
+      if (!std::isfinite(c.sum) || !std::isfinite(c.absSum)) nonFiniteGrads.insert(c.name, grads[c.name].clone());
+    if (nonFiniteGrads.is_empty())
+      io::writeSafetensors((staging / "grads_step1.safetensors").string(), asList(grads), meta);
+  });
+  std::vector<StepRecord> records;
+  for (int64_t s = 1; s <= train.steps; ++s) records.push_back(trainer.step());
+  if (const auto bad = findNonFinite(records, &nonFiniteGrads, &trainer.params()); !bad.empty())
     fail("reference: training produced non-finite values (no reference written): ", describeNonFinite(bad),
          " (the loss, every gradient and every parameter must stay finite; lower --lr, check the checkpoint)");
 
-  fs::path out = o.outDir;
-  fs::create_directories(out);
-  writeJson(out / "config.json", config.toJson());
-  io::WriteOptions meta;
-  meta.metadata = {{"format", "pt"}};
-  io::writeSafetensors((out / "model.safetensors").string(), asList(result.initialParams), meta);
-  io::writeSafetensors((out / "grads_step1.safetensors").string(), asList(result.gradsStep1), meta);
-  io::writeSafetensors((out / "model_final.safetensors").string(), asList(result.finalParams), meta);
+  io::writeSafetensors((staging / "model_final.safetensors").string(), asList(trainer.params()), meta);
   std::vector<std::pair<std::string, at::Tensor>> batches;
   for (int64_t s = train.firstStep; s < train.firstStep + train.steps; ++s)  // global step numbers
     batches.emplace_back(str("step_", s), trainBatch(config, train, s));
-  io::writeSafetensors((out / "batches.safetensors").string(), batches, meta);
+  io::writeSafetensors((staging / "batches.safetensors").string(), batches, meta);
+  writeJson(staging / "config.json", config.toJson());
 
   json steps = json::array();
-  for (const auto& st : result.steps)
+  for (const auto& st : records)
     steps.push_back({{"step", st.step},
                      {"loss", st.loss},
                      {"ce", st.ce},
@@ -179,9 +230,11 @@ void runReference(const ReferenceRunOptions& o) {
       {"threads", o.threads},
       {"grads_step1", "before clipping"},
   };
-  writeJson(out / "losses.json", {{"hyperparameters", hyper},
-                                  {"environment", {{"libtorch", TORCH_VERSION}}},
-                                  {"steps", steps}});
+  writeJson(staging / "losses.json", {{"hyperparameters", hyper},
+                                      {"environment", {{"libtorch", TORCH_VERSION}}},
+                                      {"steps", steps}});
+  fs::create_directories(out);
+  for (const auto& f : fs::directory_iterator(staging)) fs::rename(f.path(), out / f.path().filename());
 }
 
 }  // namespace moe::ref

@@ -63,6 +63,12 @@ ParamMap loadCheckpoint(const std::string& path, const ModelConfig& config,
 ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& config,
                         const CheckpointOptions& options = {});
 
+// The checks of loadCheckpoint (every tensor present, shaped as the config
+// says, nothing extra, finite unless allowed) without keeping the tensors:
+// one tensor is in memory at a time.
+void validateCheckpoint(const io::TensorSource& source, const ModelConfig& config,
+                        const CheckpointOptions& options = {});
+
 // The non-finite values of the first step of `result` that has any: its
 // non-finite loss, ce, aux and grad norm, the first non-finite gradient and
 // the first non-finite parameter (by name). Gradients and parameters are
@@ -70,6 +76,10 @@ ParamMap loadCheckpoint(const io::TensorSource& source, const ModelConfig& confi
 // to an index where the tensor is kept (step-1 gradients, final parameters).
 // Empty when every value of every step is finite.
 std::vector<NonFiniteValue> findNonFinite(const TrainResult& result);
+// The same from the records and, where kept, the first step's gradients and
+// the last step's parameters (null or missing names: located by checksum only).
+std::vector<NonFiniteValue> findNonFinite(const std::vector<StepRecord>& steps, const ParamMap* gradsStep1,
+                                          const ParamMap* finalParams);
 // "step 2: loss is nan; step 2: gradient of lm_head.weight: index ..." (joined by "; ").
 std::string describeNonFinite(const std::vector<NonFiniteValue>& values);
 

@@ -24,9 +24,17 @@ TensorChecksum checksum(const std::string& name, const torch::Tensor& t) {
   TensorChecksum c;
   c.name = name;
   auto x = t.detach().contiguous();
-  auto d = x.to(torch::kDouble);
-  c.sum = d.sum().item<double>();
-  c.absSum = d.abs().sum().item<double>();
+  // Block by block: a double copy of the whole tensor (and its abs) would
+  // be 4x its fp32 bytes of transient memory. Within a block the sum is
+  // libtorch's; blocks are added in order (tensors up to one block give
+  // exactly the unblocked sums).
+  constexpr int64_t kBlock = int64_t{1} << 16;
+  const auto flat = x.view(-1);
+  for (int64_t off = 0; off < flat.numel(); off += kBlock) {
+    const auto d = flat.narrow(0, off, std::min(kBlock, flat.numel() - off)).to(torch::kDouble);
+    c.sum += d.sum().item<double>();
+    c.absSum += d.abs().sum().item<double>();
+  }
   uint64_t h = 0xcbf29ce484222325ULL;
   const auto* bytes = static_cast<const unsigned char*>(x.data_ptr());
   const size_t n = x.numel() * x.element_size();
@@ -43,6 +51,20 @@ Trainer::Trainer(ModelConfig config, const ParamMap& initialParams, TrainOptions
       options_(options),
       params_(cloneParams(initialParams, torch::kFloat)),
       optimizer_(options.adamw) {
+  init();
+}
+
+Trainer::Trainer(ModelConfig config, ParamMap&& initialParams, TrainOptions options)
+    : config_(std::move(config)), options_(options), optimizer_(options.adamw) {
+  for (auto& item : initialParams) {
+    auto t = item.value().detach();
+    params_.insert(item.key(), t.scalar_type() == torch::kFloat ? t : t.to(torch::kFloat));
+  }
+  initialParams = ParamMap();
+  init();
+}
+
+void Trainer::init() {
   config_.validate();
   if (options_.firstStep < 1) fail("trainer: the first step must be >= 1, got ", options_.firstStep);
   step_ = options_.firstStep - 1;
@@ -76,13 +98,14 @@ StepRecord Trainer::step() {
   rec.aux = parts.aux.item<double>();
 
   std::vector<torch::Tensor> params, grads;
+  ParamMap live;  // every gradient before clipping, not copied
   lastGrads_ = ParamMap();
   for (auto& item : params_) {
     if (isCorrectionBias(item.key())) {
       // No gradient reaches it (selection only) and the optimizer never
       // steps it: recorded as a zero gradient, so every parameter has one.
       auto zero = torch::zeros_like(item.value()).detach();
-      lastGrads_.insert(item.key(), zero);
+      live.insert(item.key(), zero);
       rec.gradChecksums.push_back(checksum(item.key(), zero));
       continue;
     }
@@ -92,11 +115,15 @@ StepRecord Trainer::step() {
     MOE_ASSERT(g.defined(), "parameter ", item.key(), " got no gradient");
     MOE_ASSERT(g.scalar_type() == torch::kFloat, "master gradient of ", item.key(), " is ",
                g.scalar_type());
-    lastGrads_.insert(item.key(), g.detach().clone());
+    live.insert(item.key(), g.detach());
     rec.gradChecksums.push_back(checksum(item.key(), g));
     params.push_back(item.value());
     grads.push_back(g);
   }
+  if (observer_) observer_(rec, live);
+  // Clipping scales the gradients in place: what lastGrads() keeps is a copy.
+  if (keepLastGrads_) lastGrads_ = cloneParams(live);
+  live = ParamMap();
   rec.gradNorm = clipGradNorm(grads, options_.maxGradNorm);
   optimizer_.step(params, grads);
   // The harness's balancing rule (deepseek_v3.h), after the optimizer step:

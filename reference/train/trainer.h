@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -46,6 +47,8 @@ struct TrainOptions {
   int64_t firstStep = 1;
 };
 
+// Sums in double and the FNV-1a hash of the raw bytes. Reads the tensor in
+// blocks: no double copy of it (a realistic expert tensor is 1.6 GB in fp32).
 TensorChecksum checksum(const std::string& name, const torch::Tensor& t);
 
 // StepRecord, TensorChecksum: reference/train/step_record.h.
@@ -53,10 +56,26 @@ TensorChecksum checksum(const std::string& name, const torch::Tensor& t);
 // The global batch of 1-based step `step`: [batchSize, seqLen] int64.
 torch::Tensor trainBatch(const ModelConfig& config, const TrainOptions& options, int64_t step);
 
+// Called by Trainer::step() after the backward and before clipping, with the
+// step's record so far (step, loss parts, gradChecksums) and every
+// parameter's gradient (the live tensors: read, never keep or modify them).
+// E.g. the reference run streams step 1's gradients to disk from here instead
+// of keeping a copy (lastGrads()).
+using GradientObserver = std::function<void(const StepRecord& partial, const ParamMap& grads)>;
+
 class Trainer {
  public:
   // initialParams: fp32 masters (copied), e.g. initParameters(config, seed).
   Trainer(ModelConfig config, const ParamMap& initialParams, TrainOptions options);
+  // The same, taking the given tensors as the masters (no copy; tensors not
+  // in fp32 are converted): the caller gives up initialParams. For a model
+  // whose state fills the memory (the reference at realistic width).
+  Trainer(ModelConfig config, ParamMap&& initialParams, TrainOptions options);
+
+  // keep = false: lastGrads() stays empty (no copy of every gradient per
+  // step; a GradientObserver sees them instead). Default: kept.
+  void keepLastGrads(bool keep) { keepLastGrads_ = keep; }
+  void setGradientObserver(GradientObserver observer) { observer_ = std::move(observer); }
 
   // Runs one step on syntheticBatch(step) and returns its record.
   StepRecord step();
@@ -80,6 +99,10 @@ class Trainer {
   ParamMap lastGrads_;
   AdamW optimizer_;
   int64_t step_ = 0;
+  bool keepLastGrads_ = true;
+  GradientObserver observer_;
+
+  void init();
 };
 
 struct TrainResult {

@@ -43,6 +43,7 @@
 #include "reference/plan/plan.h"
 #include "reference/train/hub_naming.h"
 #include "reference/train/reference_run.h"
+#include "reference/model/params.h"
 #include "reference/train/init_source.h"
 #include "reference/train/trainer.h"
 
@@ -225,7 +226,21 @@ Reference computeReference(const RunPlanOptions& o, const ModelConfig& cfg, cons
         fromCache = false;
         const std::string out = moe::str(cache.entryDir(k), ".run-", getpid());
         std::filesystem::remove_all(out);
-        if (referenceInChildProcess(o, t, out)) {
+        // A child process only pays off when the reference's state is
+        // large: it costs a libtorch start-up (about 0.3-1 s), which for the
+        // tiny models is more than the whole reference, and the suite runs
+        // dozens of them. Below 256 MiB of parameters the reference is
+        // computed here (its memory is then a few MiB on rank 0).
+        int64_t paramBytes = 0;
+        for (const auto& s : parameterSpecs(cfg)) {
+          int64_t n = 1;
+          for (int64_t d : s.shape) n *= d;
+          paramBytes += n * 4;
+        }
+        const bool inChild = paramBytes >= (int64_t{256} << 20);
+        if (!inChild) {
+          cache.store(k, key, train(cfg, initialParams(o, cfg), t));
+        } else if (referenceInChildProcess(o, t, out)) {
           cache.storeReferenceRun(k, key, out);
         } else {
           std::filesystem::remove_all(out);
@@ -236,7 +251,7 @@ Reference computeReference(const RunPlanOptions& o, const ModelConfig& cfg, cons
       // Waiting on the file system, not in a collective: computing a
       // realistic-width reference takes longer than a collective's timeout.
       // Should rank 0 die, the launcher stops this rank.
-      while (!cache.has(k)) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      while (!cache.has(k)) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     world.barrier();
     ref.steps = cache.loadSteps(k);
